@@ -1,0 +1,317 @@
+//! The embedded CRM: records in crmgate's own store, seeded once from a dataset file when the
+//! data dir is empty. Its change feed is a log keyed by a write sequence that keeps one entry
+//! per live record and one per tombstone, so a feed from the start is the initial load.
+//!
+//! Keys: `crm/seq` (last sequence), `crm/r/{kind}/{id}` (`{"v":seq,"r":record}`),
+//! `crm/log/{seq:020}` (`{"k":kind,"id":id}`).
+
+use super::{Change, ChangePage, CrmBackend, CrmError, Precondition, Versioned};
+use crate::domain::dataset::Dataset;
+use crate::domain::{Kind, Record};
+use crate::store::{KvStore, Op, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+const SEQ_KEY: &[u8] = b"crm/seq";
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    v: u64,
+    r: Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LogRef {
+    k: Kind,
+    id: String,
+}
+
+fn rec_key(kind: Kind, id: &str) -> Vec<u8> {
+    format!("crm/r/{}/{}", kind.plural(), id).into_bytes()
+}
+
+fn log_key(seq: u64) -> Vec<u8> {
+    format!("crm/log/{seq:020}").into_bytes()
+}
+
+fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        msg: e.to_string(),
+    }
+}
+
+/// The embedded CRM backend. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedCrm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    /// Serialises writers; holds the last sequence number.
+    seq: Mutex<u64>,
+}
+
+impl EmbeddedCrm {
+    /// Opens the embedded CRM in `store`.
+    pub fn open(store: Arc<Store>) -> Result<EmbeddedCrm, StoreError> {
+        let seq = match store.get(SEQ_KEY)? {
+            Some(v) => String::from_utf8_lossy(&v)
+                .parse::<u64>()
+                .map_err(|e| corrupt(SEQ_KEY, e))?,
+            None => 0,
+        };
+        Ok(EmbeddedCrm {
+            inner: Arc::new(Inner {
+                store,
+                seq: Mutex::new(seq),
+            }),
+        })
+    }
+
+    /// True when the CRM holds no record and never did.
+    pub fn is_empty(&self) -> bool {
+        self.inner.seq.lock().map(|s| *s == 0).unwrap_or(false)
+    }
+
+    /// Writes a whole (already checked) dataset in one durable batch: the seed.
+    pub fn seed(&self, ds: &Dataset) -> Result<usize, CrmError> {
+        let mut seq = self.lock_seq()?;
+        let mut ops = Vec::with_capacity(ds.len() * 2 + 1);
+        let mut next = *seq;
+        for r in ds.records() {
+            next += 1;
+            ops.extend(self.write_ops(&r, next, None)?);
+        }
+        ops.push(Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()));
+        self.inner.store.apply(ops)?;
+        let n = (next - *seq) as usize;
+        *seq = next;
+        Ok(n)
+    }
+
+    fn lock_seq(&self) -> Result<std::sync::MutexGuard<'_, u64>, CrmError> {
+        self.inner
+            .seq
+            .lock()
+            .map_err(|_| CrmError::Store(StoreError::Engine("embedded CRM lock poisoned".into())))
+    }
+
+    fn write_ops(&self, r: &Record, seq: u64, old: Option<u64>) -> Result<Vec<Op>, CrmError> {
+        let stored = Stored {
+            v: seq,
+            r: r.to_json(),
+        };
+        let body = serde_json::to_vec(&stored).map_err(|e| corrupt(b"record", e))?;
+        let logref = serde_json::to_vec(&LogRef {
+            k: r.kind(),
+            id: r.id().to_owned(),
+        })
+        .map_err(|e| corrupt(b"log", e))?;
+        let mut ops = vec![
+            Op::Put(rec_key(r.kind(), r.id()), body),
+            Op::Put(log_key(seq), logref),
+        ];
+        if let Some(old) = old {
+            ops.push(Op::Delete(log_key(old)));
+        }
+        Ok(ops)
+    }
+
+    fn read(&self, kind: Kind, id: &str) -> Result<Option<(u64, Record)>, CrmError> {
+        let key = rec_key(kind, id);
+        let Some(bytes) = self.inner.store.get(&key)? else {
+            return Ok(None);
+        };
+        let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
+        let rec = Record::from_json(kind, &stored.r)
+            .map_err(|(p, m)| corrupt(&key, format!("{p}: {m}")))?;
+        Ok(Some((stored.v, rec)))
+    }
+
+    fn check_pre(pre: &Precondition, cur: Option<u64>) -> Result<(), CrmError> {
+        match (pre, cur) {
+            (Precondition::None, _) => Ok(()),
+            (Precondition::MustNotExist, None) => Ok(()),
+            (Precondition::MustNotExist, Some(_)) => Err(CrmError::AlreadyExists),
+            (Precondition::MustExist | Precondition::Version(_), None) => Err(CrmError::NotFound),
+            (Precondition::MustExist, Some(_)) => Ok(()),
+            (Precondition::Version(v), Some(c)) if *v == c.to_string() => Ok(()),
+            (Precondition::Version(_), Some(c)) => Err(CrmError::PreconditionFailed {
+                current: Some(c.to_string()),
+            }),
+        }
+    }
+
+    /// Synchronous form of [`CrmBackend::changes`].
+    pub fn changes_blocking(
+        &self,
+        cursor: Option<&str>,
+        max: usize,
+    ) -> Result<ChangePage, CrmError> {
+        let from: u64 = match cursor {
+            None => 0,
+            Some(c) => c.parse().map_err(|_| CrmError::Invalid(vec![]))?,
+        };
+        let start = log_key(from + 1);
+        let end = b"crm/log0".to_vec(); // '0' follows '/'
+        let mut refs: Vec<(u64, LogRef)> = Vec::new();
+        let mut more = false;
+        self.inner
+            .store
+            .scan(&start, Bound::Excluded(&end), &mut |k, v| {
+                if refs.len() >= max {
+                    more = true;
+                    return Ok(false);
+                }
+                let seq = std::str::from_utf8(&k[8..])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| corrupt(k, "bad log key"))?;
+                let r: LogRef = serde_json::from_slice(v).map_err(|e| corrupt(k, e))?;
+                refs.push((seq, r));
+                Ok(true)
+            })?;
+        let next = refs.last().map(|(s, _)| *s).unwrap_or(from);
+        let mut changes = Vec::with_capacity(refs.len());
+        for (_, r) in refs {
+            match self.read(r.k, &r.id)? {
+                Some((v, record)) => changes.push(Change::Upsert(Versioned {
+                    record,
+                    version: v.to_string(),
+                })),
+                None => changes.push(Change::Deleted(r.k, r.id)),
+            }
+        }
+        Ok(ChangePage {
+            changes,
+            next: next.to_string(),
+            more,
+        })
+    }
+
+    /// Synchronous form of [`CrmBackend::put`].
+    pub fn put_blocking(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
+        let mut seq = self.lock_seq()?;
+        let cur = self.read(record.kind(), record.id())?.map(|(v, _)| v);
+        Self::check_pre(&pre, cur)?;
+        let next = *seq + 1;
+        let mut ops = self.write_ops(&record, next, cur)?;
+        ops.push(Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()));
+        self.inner.store.apply(ops)?;
+        *seq = next;
+        Ok(Versioned {
+            record,
+            version: next.to_string(),
+        })
+    }
+
+    /// Synchronous form of [`CrmBackend::delete`].
+    pub fn delete_blocking(&self, kind: Kind, id: &str, pre: Precondition) -> Result<(), CrmError> {
+        let mut seq = self.lock_seq()?;
+        let cur = self.read(kind, id)?.map(|(v, _)| v);
+        let Some(old) = cur else {
+            return Err(CrmError::NotFound);
+        };
+        Self::check_pre(&pre, cur)?;
+        let next = *seq + 1;
+        let tomb = serde_json::to_vec(&LogRef {
+            k: kind,
+            id: id.to_owned(),
+        })
+        .map_err(|e| corrupt(b"log", e))?;
+        self.inner.store.apply(vec![
+            Op::Delete(rec_key(kind, id)),
+            Op::Delete(log_key(old)),
+            Op::Put(log_key(next), tomb),
+            Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()),
+        ])?;
+        *seq = next;
+        Ok(())
+    }
+
+    /// Synchronous form of [`CrmBackend::get`].
+    pub fn get_blocking(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, CrmError> {
+        Ok(self.read(kind, id)?.map(|(v, record)| Versioned {
+            record,
+            version: v.to_string(),
+        }))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CrmError> + Send + 'static,
+) -> Result<T, CrmError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CrmError::Store(StoreError::Engine(format!("worker failed: {e}"))))?
+}
+
+impl CrmBackend for EmbeddedCrm {
+    async fn changes(&self, cursor: Option<String>, max: usize) -> Result<ChangePage, CrmError> {
+        let me = self.clone();
+        blocking(move || me.changes_blocking(cursor.as_deref(), max)).await
+    }
+    async fn get(&self, kind: Kind, id: String) -> Result<Option<Versioned>, CrmError> {
+        let me = self.clone();
+        blocking(move || me.get_blocking(kind, &id)).await
+    }
+    async fn put(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
+        let me = self.clone();
+        blocking(move || me.put_blocking(record, pre)).await
+    }
+    async fn delete(&self, kind: Kind, id: String, pre: Precondition) -> Result<(), CrmError> {
+        let me = self.clone();
+        blocking(move || me.delete_blocking(kind, &id, pre)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Subsystem, SubsystemId};
+
+    fn sub(id: &str, name: &str) -> Record {
+        Record::Subsystem(Subsystem {
+            id: SubsystemId::from(id),
+            name: name.into(),
+            extra: Default::default(),
+        })
+    }
+
+    #[test]
+    fn feed_keeps_one_entry_per_record_and_tombstones() {
+        let crm = EmbeddedCrm::open(Arc::new(Store::memory())).expect("open");
+        assert!(crm.is_empty());
+        crm.put_blocking(sub("s1", "A"), Precondition::MustNotExist)
+            .expect("create");
+        let v = crm
+            .put_blocking(sub("s1", "B"), Precondition::MustExist)
+            .expect("update");
+        crm.put_blocking(sub("s2", "C"), Precondition::None)
+            .expect("upsert");
+        let page = crm.changes_blocking(None, 100).expect("feed");
+        assert_eq!(page.changes.len(), 2, "one entry per live record");
+        assert!(
+            matches!(crm.put_blocking(sub("s1", "X"), Precondition::Version("1".into())),
+            Err(CrmError::PreconditionFailed { current: Some(c) }) if c == v.version)
+        );
+        assert!(matches!(
+            crm.put_blocking(sub("s2", "X"), Precondition::MustNotExist),
+            Err(CrmError::AlreadyExists)
+        ));
+        crm.delete_blocking(Kind::Subsystem, "s1", Precondition::None)
+            .expect("delete");
+        let later = crm.changes_blocking(Some(&page.next), 100).expect("feed");
+        assert_eq!(
+            later.changes,
+            vec![Change::Deleted(Kind::Subsystem, "s1".into())]
+        );
+        let all = crm.changes_blocking(None, 1).expect("feed");
+        assert!(all.more);
+        assert_eq!(all.changes.len(), 1);
+    }
+}

@@ -1,0 +1,12 @@
+//! The pure model of crmgate: ids, CRM records, the dataset format, folder rules and the
+//! from-scratch membership definition.
+//!
+//! May import only std and small value crates (serde); no I/O, no protocol, no async.
+
+pub mod dataset;
+pub mod ids;
+pub mod model;
+pub mod rules;
+
+pub use ids::{CompanyId, ContactId, LeadId, ProjectId, SubsystemId, UserId};
+pub use model::*;
