@@ -1,7 +1,13 @@
 //! crmgate: CRM contacts as live, per-user virtual address-book folders, served over EWS and
 //! Microsoft Graph-style endpoints. See ARCHITECTURE.md for the map.
 
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod config;
 pub mod crm;
 pub mod domain;
+pub mod gen;
 pub mod replica;
+pub mod server;
 pub mod store;

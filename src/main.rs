@@ -1,1 +1,441 @@
-fn main() {}
+//! The `crmgate` command: serve, demo, check-config, import, explain, preview, gen-dataset.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use crmgate::app::{read_dataset, App, AppError};
+use crmgate::config::{Config, LogFormat, Overrides};
+use crmgate::domain::dataset::Dataset;
+use crmgate::gen::{generate, GenParams};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The demo CRM, compiled in so `crmgate demo` works from any directory.
+const DEMO_DATASET: &str = include_str!("../fixtures/demo.json");
+
+#[derive(Parser)]
+#[command(
+    name = "crmgate",
+    version,
+    about = "CRM contacts as live per-user address-book folders (EWS, Graph)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone, Default)]
+struct Common {
+    /// Config file (TOML); see docs/config.md.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides store.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Listen address (overrides server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Dataset to seed an empty embedded CRM with (overrides crm.seed).
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// Plain HTTP instead of TLS; loopback addresses only.
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// Run on the embedded demo CRM and print URLs and logins.
+    Demo {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Data directory (default: crmgate-demo in the system temp dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Plain HTTP instead of TLS.
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// Validate a config file and report every problem.
+    CheckConfig {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Upsert the records of a dataset file by id into the embedded CRM.
+    Import {
+        /// Dataset file (docs/dataset.md).
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Explain where a contact is for a user, and why.
+    Explain {
+        /// User login or id.
+        #[arg(long)]
+        user: String,
+        /// Contact id.
+        #[arg(long)]
+        contact: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show a user's folders with counts and first entries.
+    Preview {
+        /// User login or id.
+        #[arg(long)]
+        user: String,
+        /// Entries shown per folder.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Write a deterministic generated dataset (JSON) to stdout or a file.
+    GenDataset {
+        /// Contacts.
+        #[arg(long, default_value_t = 1000)]
+        contacts: usize,
+        /// Users.
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        /// Subsystems.
+        #[arg(long, default_value_t = 2)]
+        subsystems: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (default stdout).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn load_config(common: &Common, ov: Overrides) -> Result<Config> {
+    let ov = Overrides {
+        data_dir: common.data_dir.clone().or(ov.data_dir),
+        ..ov
+    };
+    let cfg = match &common.config {
+        Some(p) => Config::load(p, &ov)?,
+        None => Config::parse("", Path::new("."), &ov)?,
+    };
+    Ok(cfg)
+}
+
+fn init_logs(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+fn open_offline(cfg: Config) -> Result<App> {
+    let dir = cfg.data_dir.clone();
+    App::open(cfg).map_err(|e| match e {
+        AppError::Store(s)
+            if s.to_string().contains("lock") || s.to_string().contains("WouldBlock") =>
+        {
+            anyhow::anyhow!(
+                "{}: the data dir is in use (is crmgate serve running?). Ask the running server \
+                 instead: GET /admin/v1/explain or /admin/v1/preview",
+                dir.display()
+            )
+        }
+        other => other.into(),
+    })
+}
+
+async fn run_server(cfg: Config) -> Result<()> {
+    let listen = cfg.server.listen;
+    let app = Arc::new(App::open(cfg).context("opening the data dir")?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    // Initial load and polling run beside the listener; /readyz says when it is done.
+    let poller = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = app.catch_up().await {
+                    tracing::warn!(error = %e, "catching up with the CRM failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    continue;
+                }
+                tokio::time::sleep(app.config.crm.poll_interval).await;
+            }
+        })
+    };
+    tracing::info!(%listen, tls = ?app.config.server.tls, "crmgate listening");
+    let result = crmgate::server::serve(app, listener, shutdown_signal()).await;
+    poller.abort();
+    tracing::info!("stopped");
+    result.map_err(anyhow::Error::msg)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}
+
+fn demo_intro(cfg: &Config, ds: &Dataset) {
+    let scheme = if cfg.server.tls == crmgate::config::TlsMode::Off {
+        "http"
+    } else {
+        "https"
+    };
+    let base = format!("{scheme}://{}", cfg.server.listen);
+    let cert = crmgate::server::tls::self_signed_paths(&cfg.data_dir).0;
+    println!(
+        "crmgate demo: embedded CRM with {} contacts, {} companies, {} users",
+        ds.contacts.len(),
+        ds.companies.len(),
+        ds.users.len()
+    );
+    println!();
+    println!("  health     {base}/healthz   ready: {base}/readyz   metrics: {base}/metrics");
+    println!("  admin API  {base}/admin/v1/contacts   (Basic auth, admin role)");
+    println!("  explain    {base}/admin/v1/explain?user=anna@example.test&contact=c1");
+    if scheme == "https" {
+        println!("  TLS        self-signed certificate: {}", cert.display());
+    }
+    println!();
+    println!("  logins (login / password / role):");
+    let v: serde_json::Value = serde_json::from_str(DEMO_DATASET).unwrap_or_default();
+    for u in v["users"].as_array().into_iter().flatten() {
+        println!(
+            "    {:<24} {:<8} {}",
+            u["login"].as_str().unwrap_or(""),
+            u["password"].as_str().unwrap_or(""),
+            u["role"].as_str().unwrap_or("user")
+        );
+    }
+    println!();
+    let admin = v["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["role"] == "admin");
+    if let Some(a) = admin {
+        let cacert = if scheme == "https" {
+            format!("--cacert {} ", cert.display())
+        } else {
+            String::new()
+        };
+        println!(
+            "  try: curl {cacert}-u {}:{} '{base}/admin/v1/preview?user=anna@example.test'",
+            a["login"].as_str().unwrap_or(""),
+            a["password"].as_str().unwrap_or("")
+        );
+    }
+    println!("  stop with Ctrl-C");
+}
+
+fn progress_bar(done: usize, total: usize) {
+    let pct = if total == 0 { 100 } else { done * 100 / total };
+    let filled = pct / 5;
+    eprint!(
+        "\r[{}{}] {done}/{total} ({pct}%)",
+        "#".repeat(filled),
+        " ".repeat(20 - filled)
+    );
+    if done == total {
+        eprintln!();
+    }
+    let _ = std::io::stderr().flush();
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crmgate: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Serve {
+            common,
+            listen,
+            seed,
+            insecure_http,
+        } => {
+            let cfg = load_config(
+                &common,
+                Overrides {
+                    listen,
+                    seed,
+                    insecure_http,
+                    data_dir: None,
+                },
+            )?;
+            init_logs(&cfg);
+            rt.block_on(run_server(cfg))
+        }
+        Cmd::Demo {
+            listen,
+            data_dir,
+            insecure_http,
+        } => {
+            let dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("crmgate-demo"));
+            std::fs::create_dir_all(&dir)?;
+            let seed = dir.join("demo-seed.json");
+            std::fs::write(&seed, DEMO_DATASET)?;
+            let ds = Dataset::parse(DEMO_DATASET)
+                .map_err(|p| anyhow::anyhow!("demo dataset: {:?}", p))?;
+            let cfg = Config::parse(
+                "",
+                &dir,
+                &Overrides {
+                    listen: Some(listen),
+                    data_dir: Some(dir.clone()),
+                    seed: Some(seed),
+                    insecure_http,
+                },
+            )?;
+            init_logs(&cfg);
+            // The certificate is made at start; print after it exists.
+            crmgate::server::tls::server_config(&cfg).map_err(anyhow::Error::msg)?;
+            demo_intro(&cfg, &ds);
+            rt.block_on(run_server(cfg))
+        }
+        Cmd::CheckConfig { common } => {
+            let cfg = load_config(&common, Overrides::default())?;
+            println!(
+                "config ok: listen {} tls {:?}, data dir {}, backend {:?}, global scope {:?}",
+                cfg.server.listen,
+                cfg.server.tls,
+                cfg.data_dir.display(),
+                cfg.crm.backend,
+                cfg.folders.rules.global_scope
+            );
+            Ok(())
+        }
+        Cmd::Import { file, common } => {
+            let cfg = load_config(&common, Overrides::default())?;
+            let ds = read_dataset(&file)?;
+            let app = open_offline(cfg)?;
+            rt.block_on(async {
+                app.catch_up().await?;
+                eprintln!("importing {} records from {}", ds.len(), file.display());
+                let n = app.import(ds, &mut progress_bar).await?;
+                println!("imported {n} records");
+                Ok::<_, anyhow::Error>(())
+            })
+        }
+        Cmd::Explain {
+            user,
+            contact,
+            common,
+        } => {
+            let cfg = load_config(&common, Overrides::default())?;
+            let app = open_offline(cfg)?;
+            rt.block_on(app.catch_up())?;
+            let e = app.replica.read().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(u) = e.find_user(&user) else {
+                bail!("no user \"{user}\"")
+            };
+            let Some(c) = e.find_contact(&contact) else {
+                bail!("no contact \"{contact}\"")
+            };
+            let ex = e.explain(u, c);
+            let folder = match ex.folder {
+                Some(crmgate::domain::rules::VirtualFolder::My) => {
+                    app.config.folders.my_name.clone()
+                }
+                Some(crmgate::domain::rules::VirtualFolder::Global) => {
+                    app.config.folders.global_name.clone()
+                }
+                None => "hidden".into(),
+            };
+            println!("{} → {}: {folder}", ex.user, ex.contact);
+            println!("  {}", ex.reason);
+            for r in &ex.rules {
+                println!("  rule: {r}");
+            }
+            Ok(())
+        }
+        Cmd::Preview {
+            user,
+            limit,
+            common,
+        } => {
+            let cfg = load_config(&common, Overrides::default())?;
+            let app = open_offline(cfg)?;
+            rt.block_on(app.catch_up())?;
+            let u = {
+                let e = app.replica.read().map_err(|e| anyhow::anyhow!("{e}"))?;
+                e.find_user(&user)
+                    .ok_or_else(|| anyhow::anyhow!("no user \"{user}\""))?
+            };
+            let v = crmgate::admin::preview_json(&app, u, limit);
+            println!("{}", v["user"].as_str().unwrap_or(""));
+            for f in v["folders"].as_array().into_iter().flatten() {
+                println!("  {} ({})", f["name"].as_str().unwrap_or(""), f["count"]);
+                for c in f["first"].as_array().into_iter().flatten() {
+                    println!(
+                        "    {:<8} {}",
+                        c["id"].as_str().unwrap_or(""),
+                        c["display_name"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::GenDataset {
+            contacts,
+            users,
+            subsystems,
+            seed,
+            out,
+        } => {
+            if users == 0 || subsystems == 0 {
+                bail!("--users and --subsystems must be at least 1");
+            }
+            let ds = generate(&GenParams {
+                contacts,
+                users,
+                subsystems,
+                seed,
+            });
+            let text = serde_json::to_string(&ds.to_json())?;
+            match out {
+                Some(p) => std::fs::write(&p, text).with_context(|| format!("{}", p.display()))?,
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
+    }
+}

@@ -209,6 +209,27 @@ impl EmbeddedCrm {
         })
     }
 
+    /// Upserts many records in one durable batch (imports).
+    pub fn put_many_blocking(&self, records: &[Record]) -> Result<usize, CrmError> {
+        let mut seq = self.lock_seq()?;
+        let mut next = *seq;
+        let mut ops = Vec::with_capacity(records.len() * 3 + 1);
+        let mut written: std::collections::HashMap<(Kind, &str), u64> = Default::default();
+        for r in records {
+            let old = match written.get(&(r.kind(), r.id())) {
+                Some(v) => Some(*v),
+                None => self.read(r.kind(), r.id())?.map(|(v, _)| v),
+            };
+            next += 1;
+            ops.extend(self.write_ops(r, next, old)?);
+            written.insert((r.kind(), r.id()), next);
+        }
+        ops.push(Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()));
+        self.inner.store.apply(ops)?;
+        *seq = next;
+        Ok(records.len())
+    }
+
     /// Synchronous form of [`CrmBackend::delete`].
     pub fn delete_blocking(&self, kind: Kind, id: &str, pre: Precondition) -> Result<(), CrmError> {
         let mut seq = self.lock_seq()?;

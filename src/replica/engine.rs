@@ -1033,6 +1033,26 @@ impl Engine {
         })
     }
 
+    /// Ids of the live records of a kind, sorted.
+    pub fn ids(&self, kind: Kind) -> Vec<String> {
+        fn live<T>(ix: &Interner, recs: &[T], has: impl Fn(&T) -> bool) -> Vec<String> {
+            let mut v: Vec<String> = (0..recs.len())
+                .filter(|i| has(&recs[*i]))
+                .map(|i| ix.name(i as u32).to_owned())
+                .collect();
+            v.sort();
+            v
+        }
+        match kind {
+            Kind::Subsystem => live(&self.subs_ix, &self.subsystems, |r| r.is_some()),
+            Kind::User => live(&self.users_ix, &self.users, |n| n.rec.is_some()),
+            Kind::Company => live(&self.companies_ix, &self.companies, |n| n.rec.is_some()),
+            Kind::Contact => live(&self.contacts_ix, &self.contacts, |n| n.rec.is_some()),
+            Kind::Project => live(&self.projects_ix, &self.projects, |n| n.rec.is_some()),
+            Kind::Lead => live(&self.leads_ix, &self.leads, |n| n.rec.is_some()),
+        }
+    }
+
     /// Counts of live records per kind.
     pub fn counts(&self) -> [(Kind, usize); 6] {
         [

@@ -1,0 +1,302 @@
+//! The assembled gateway: store, CRM backend, replica, auth; plus the operations the admin API
+//! and the CLI share (record upserts and deletes through the CRM, imports, seeding).
+//! Protocol front ends get an `Arc<App>`.
+
+use crate::auth::{self, CredentialCache, Principal, Throttle, Verdict};
+use crate::config::{Backend, Config};
+use crate::crm::{Crm, CrmBackend, CrmError, EmbeddedCrm, Precondition, Versioned};
+use crate::domain::dataset::{check_record, Dataset, Problem};
+use crate::domain::{Kind, Record};
+use crate::replica::{LoadStats, Replica, ReplicaError};
+use crate::store::{Store, StoreError};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why the gateway could not start or an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Replica.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// CRM.
+    #[error(transparent)]
+    Crm(#[from] CrmError),
+    /// A dataset or record failed its checks.
+    #[error("{} problem(s): {}", .0.len(), .0.iter().take(20).map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+    /// A file could not be read.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Why a request's credentials were not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No usable `Authorization` header.
+    Missing,
+    /// Wrong login or password; answer after `delay`.
+    Invalid {
+        /// Slow-down before answering.
+        delay: Duration,
+    },
+    /// The source is locked out.
+    Locked {
+        /// Time left.
+        retry_after: Duration,
+    },
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    /// Requests answered, by class.
+    pub requests_2xx: AtomicU64,
+    /// 4xx answers.
+    pub requests_4xx: AtomicU64,
+    /// 5xx answers.
+    pub requests_5xx: AtomicU64,
+    /// Failed logins.
+    pub auth_failures: AtomicU64,
+    /// Lockouts answered.
+    pub auth_lockouts: AtomicU64,
+    /// CRM writes done.
+    pub crm_writes: AtomicU64,
+}
+
+/// The gateway.
+pub struct App {
+    /// Validated configuration.
+    pub config: Config,
+    /// Storage.
+    pub store: Arc<Store>,
+    /// CRM backend.
+    pub crm: Crm,
+    /// Replica.
+    pub replica: Replica,
+    /// Login throttle.
+    pub throttle: Throttle,
+    /// Verified credentials.
+    pub creds: CredentialCache,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Start time.
+    pub started: Instant,
+    /// How the replica was loaded.
+    pub load_stats: LoadStats,
+}
+
+/// Reads and checks a dataset file.
+pub fn read_dataset(path: &Path) -> Result<Dataset, AppError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppError::Io(format!("{}: cannot read: {e}", path.display())))?;
+    Dataset::parse(&text).map_err(AppError::Invalid)
+}
+
+/// Replaces plain passwords by argon2 hashes.
+pub fn hash_passwords(ds: &mut Dataset) -> Result<(), AppError> {
+    for (i, u) in ds.users.iter_mut().enumerate() {
+        if let Some(p) = u.password.take() {
+            u.password_hash = Some(auth::hash_password(&p).map_err(|e| {
+                AppError::Invalid(vec![Problem {
+                    path: format!("users[{i}].password"),
+                    message: e,
+                }])
+            })?);
+        }
+    }
+    Ok(())
+}
+
+impl App {
+    /// Opens the data dir: store, CRM (seeded from `crm.seed` when empty) and replica. The
+    /// replica is ready after [`App::catch_up`] has loaded the CRM once.
+    pub fn open(config: Config) -> Result<App, AppError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            AppError::Io(format!("{}: cannot create: {e}", config.data_dir.display()))
+        })?;
+        let store = Arc::new(Store::open_sled(&config.data_dir)?);
+        Self::with_store(config, store)
+    }
+
+    /// Like [`App::open`] on a given store (tests use the in-memory one).
+    pub fn with_store(config: Config, store: Arc<Store>) -> Result<App, AppError> {
+        let crm = match config.crm.backend {
+            Backend::Embedded => {
+                let e = EmbeddedCrm::open(store.clone())?;
+                if e.is_empty() {
+                    if let Some(seed) = &config.crm.seed {
+                        let mut ds = read_dataset(seed)?;
+                        let problems = ds.check(&|_, _| false);
+                        if !problems.is_empty() {
+                            return Err(AppError::Invalid(problems));
+                        }
+                        hash_passwords(&mut ds)?;
+                        let n = e.seed(&ds)?;
+                        tracing::info!(records = n, seed = %seed.display(), "seeded the embedded CRM");
+                    }
+                }
+                Crm::Embedded(e)
+            }
+        };
+        let (replica, load_stats) = Replica::open(store.clone(), config.folders.rules.clone())?;
+        Ok(App {
+            throttle: Throttle::new(config.auth.clone()),
+            config,
+            store,
+            crm,
+            replica,
+            creds: CredentialCache::default(),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            load_stats,
+        })
+    }
+
+    /// Brings the replica up to date with the CRM.
+    pub async fn catch_up(&self) -> Result<usize, AppError> {
+        Ok(self.replica.catch_up(&self.crm).await?)
+    }
+
+    /// Checks Basic credentials from `authorization` for a request from `ip`.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<Principal, AuthFailure> {
+        if let Verdict::Locked(retry_after) = self.throttle.check(ip) {
+            self.metrics.auth_lockouts.fetch_add(1, Ordering::Relaxed);
+            return Err(AuthFailure::Locked { retry_after });
+        }
+        let Some((login, password)) = authorization.and_then(auth::parse_basic) else {
+            return Err(AuthFailure::Missing);
+        };
+        let user = self
+            .replica
+            .read()
+            .ok()
+            .and_then(|e| e.find_user(&login).and_then(|u| e.user_record(u).cloned()));
+        let ok = user
+            .as_ref()
+            .filter(|u| u.active)
+            .filter(|u| self.creds.verify(u, &login, &password));
+        match ok {
+            Some(u) => {
+                self.throttle.success(ip);
+                Ok(Principal {
+                    user: u.id.clone(),
+                    login: u.login.clone(),
+                    role: u.role,
+                })
+            }
+            None => {
+                self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                let delay = self.throttle.failure(ip);
+                tracing::info!(%ip, login = %login, "login failed");
+                Err(AuthFailure::Invalid { delay })
+            }
+        }
+    }
+
+    fn known(&self, kind: Kind, id: &str) -> bool {
+        self.replica
+            .read()
+            .map(|e| e.record(kind, id).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Creates or replaces a whole record through the CRM; acknowledged once the CRM stored
+    /// it and the replica applied it. Returns the stored version and whether it was created.
+    pub async fn put_record(
+        &self,
+        mut record: Record,
+        pre: Precondition,
+    ) -> Result<(Versioned, bool), AppError> {
+        let mut problems = Vec::new();
+        let kind = record.kind();
+        check_record(
+            &record,
+            "",
+            &|k, id| self.known(k, id) || (k == kind && id == record.id()),
+            &mut problems,
+        );
+        for p in &mut problems {
+            p.path = p.path.trim_start_matches('.').to_owned();
+        }
+        if !problems.is_empty() {
+            return Err(AppError::Invalid(problems));
+        }
+        let existing = self.crm.get(kind, record.id().to_owned()).await?;
+        if let Record::User(u) = &mut record {
+            if let Some(p) = u.password.take() {
+                u.password_hash = Some(auth::hash_password(&p).map_err(|e| {
+                    AppError::Invalid(vec![Problem {
+                        path: "password".into(),
+                        message: e,
+                    }])
+                })?);
+            } else if u.password_hash.is_none() {
+                // The admin API never shows the hash, so a read-modify-write keeps it.
+                if let Some(Versioned {
+                    record: Record::User(old),
+                    ..
+                }) = &existing
+                {
+                    u.password_hash = old.password_hash.clone();
+                }
+            }
+        }
+        let v = self.crm.put(record, pre).await?;
+        self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
+        self.catch_up().await?;
+        Ok((v, existing.is_none()))
+    }
+
+    /// Deletes a record through the CRM; acknowledged once the replica applied it.
+    pub async fn delete_record(
+        &self,
+        kind: Kind,
+        id: &str,
+        pre: Precondition,
+    ) -> Result<(), AppError> {
+        self.crm.delete(kind, id.to_owned(), pre).await?;
+        self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
+        self.catch_up().await?;
+        Ok(())
+    }
+
+    /// Upserts a whole dataset by id (the `import` command), in chunks, reporting progress.
+    pub async fn import(
+        &self,
+        mut ds: Dataset,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<usize, AppError> {
+        let problems = ds.check(&|k, id| self.known(k, id));
+        if !problems.is_empty() {
+            return Err(AppError::Invalid(problems));
+        }
+        hash_passwords(&mut ds)?;
+        let total = ds.len();
+        let mut done = 0;
+        let records: Vec<Record> = ds.records().collect();
+        for chunk in records.chunks(5000) {
+            match &self.crm {
+                Crm::Embedded(e) => {
+                    let (e, chunk) = (e.clone(), chunk.to_vec());
+                    tokio::task::spawn_blocking(move || e.put_many_blocking(&chunk))
+                        .await
+                        .map_err(|e| AppError::Io(format!("import worker failed: {e}")))??;
+                }
+            }
+            done += chunk.len();
+            progress(done, total);
+        }
+        self.catch_up().await?;
+        Ok(done)
+    }
+}

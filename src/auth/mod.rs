@@ -1,0 +1,178 @@
+//! Credentials → [`Principal`]: Basic auth against the user directory (argon2 hashes), a
+//! short-lived cache of verified credentials so a keep-alive client does not pay for argon2
+//! on every request, and failure throttling per source address.
+//!
+//! May import domain and replica (the user directory lives in the replica).
+
+pub mod throttle;
+
+use crate::domain::{Role, User, UserId};
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use throttle::{Throttle, Verdict};
+
+/// A signed-in user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// User id.
+    pub user: UserId,
+    /// Login.
+    pub login: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl Principal {
+    /// True for admins.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks a password against a PHC string.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Splits an `Authorization: Basic …` header value into login and password.
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (login, password) = text.split_once(':')?;
+    Some((login.to_owned(), password.to_owned()))
+}
+
+const CACHE_TTL: Duration = Duration::from_secs(300);
+const CACHE_MAX: usize = 100_000;
+
+/// Verified-credential cache: sha256(salt ‖ login ‖ password) → the PHC string it matched.
+/// An entry is honoured only while the user's stored hash is still that PHC string, so a
+/// password change or a deleted user invalidates it at once.
+pub struct CredentialCache {
+    salt: [u8; 32],
+    map: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+impl Default for CredentialCache {
+    fn default() -> Self {
+        CredentialCache {
+            salt: rand::random(),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl CredentialCache {
+    fn key(&self, login: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update((login.len() as u64).to_le_bytes());
+        h.update(login.as_bytes());
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Verifies `password` for `user`, using the cache when it can.
+    pub fn verify(&self, user: &User, login: &str, password: &str) -> bool {
+        let Some(phc) = user.password_hash.as_deref() else {
+            return false;
+        };
+        let key = self.key(login, password);
+        if let Ok(map) = self.map.lock() {
+            if let Some((cached, at)) = map.get(&key) {
+                if cached == phc && at.elapsed() < CACHE_TTL {
+                    return true;
+                }
+            }
+        }
+        if !verify_password(password, phc) {
+            return false;
+        }
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= CACHE_MAX {
+                map.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+                if map.len() >= CACHE_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(key, (phc.to_owned(), Instant::now()));
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_and_verify() {
+        let h = hash_password("s3cret").expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("s3cret", &h));
+        assert!(!verify_password("s3cret!", &h));
+        assert!(!verify_password("s3cret", "garbage"));
+    }
+
+    #[test]
+    fn basic_header() {
+        assert_eq!(
+            parse_basic("Basic YW5uYTpkZTptbw=="),
+            Some(("anna".into(), "de:mo".into()))
+        );
+        assert_eq!(parse_basic("Bearer abc"), None);
+        assert_eq!(parse_basic("Basic !!!"), None);
+    }
+
+    #[test]
+    fn cache_follows_password_changes() {
+        let cache = CredentialCache::default();
+        let mut u = User {
+            id: "u1".into(),
+            login: "a".into(),
+            name: "A".into(),
+            password: None,
+            password_hash: Some(hash_password("one").expect("hash")),
+            subsystems: vec![],
+            role: Role::User,
+            active: true,
+            extra: Default::default(),
+        };
+        assert!(cache.verify(&u, "a", "one"));
+        assert!(cache.verify(&u, "a", "one"), "cached");
+        assert!(!cache.verify(&u, "a", "two"));
+        u.password_hash = Some(hash_password("two").expect("hash"));
+        assert!(
+            !cache.verify(&u, "a", "one"),
+            "old password must stop working"
+        );
+        assert!(cache.verify(&u, "a", "two"));
+    }
+}

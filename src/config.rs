@@ -1,0 +1,573 @@
+//! Configuration: one TOML file plus command-line overrides, validated once into [`Config`].
+//! Every unknown key and bad value is reported, all at once, with its dotted path.
+//! `docs/config.md` documents every key.
+
+use crate::domain::rules::{FolderRules, GlobalScope};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How the listener speaks TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Generate a self-signed certificate into the data dir (default).
+    SelfSigned,
+    /// Certificate chain and key from PEM files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// Plain HTTP; only allowed on a loopback address.
+    Off,
+}
+
+/// Listener settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// Extra host names for the self-signed certificate.
+    pub hostnames: Vec<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest accepted request head (request line + headers).
+    pub max_header_bytes: usize,
+    /// Time allowed for one request, from head to response.
+    pub request_timeout: Duration,
+    /// Time allowed to send the request head.
+    pub header_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Time given to open requests on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Which CRM backend feeds the replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded CRM in crmgate's own store.
+    Embedded,
+}
+
+/// CRM settings.
+#[derive(Clone, Debug)]
+pub struct CrmConfig {
+    /// Backend.
+    pub backend: Backend,
+    /// Dataset to seed the embedded CRM with when the data dir is empty.
+    pub seed: Option<PathBuf>,
+    /// How often the replica polls the CRM's change feed.
+    pub poll_interval: Duration,
+}
+
+/// Folder settings.
+#[derive(Clone, Debug)]
+pub struct FolderConfig {
+    /// Membership rules.
+    pub rules: FolderRules,
+    /// Display name of the My folder.
+    pub my_name: String,
+    /// Display name of the Global folder.
+    pub global_name: String,
+    /// Domain for placeholder e-mail addresses of contacts without one; `None` disables.
+    pub placeholder_email_domain: Option<String>,
+}
+
+/// Login throttling.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Failures from one source before it is locked out.
+    pub max_failures: u32,
+    /// Window in which failures are counted.
+    pub failure_window: Duration,
+    /// How long a lockout lasts.
+    pub lockout: Duration,
+    /// Delay added per recent failure before answering (capped at 2 s).
+    pub failure_delay: Duration,
+}
+
+/// Log output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Format.
+    pub format: LogFormat,
+    /// Filter, e.g. `info` or `crmgate=debug`.
+    pub level: String,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listener.
+    pub server: ServerConfig,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// CRM.
+    pub crm: CrmConfig,
+    /// Folders.
+    pub folders: FolderConfig,
+    /// Login throttling.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Command-line values that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--seed`.
+    pub seed: Option<PathBuf>,
+    /// `--insecure-http`.
+    pub insecure_http: bool,
+}
+
+/// All problems found in a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+struct Reader<'a> {
+    root: &'a toml::Table,
+    seen: BTreeSet<String>,
+    errors: Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn get(&mut self, path: &str) -> Option<&'a toml::Value> {
+        self.seen.insert(path.to_owned());
+        let mut parts = path.split('.');
+        let first = parts.next()?;
+        let mut cur = self.root.get(first)?;
+        for p in parts {
+            cur = cur.as_table()?.get(p)?;
+        }
+        Some(cur)
+    }
+
+    fn bad(&mut self, path: &str, msg: impl std::fmt::Display) {
+        self.errors.push(format!("{path}: {msg}"));
+    }
+
+    fn string(&mut self, path: &str) -> Option<String> {
+        match self.get(path)? {
+            toml::Value::String(s) => Some(s.clone()),
+            other => {
+                self.bad(
+                    path,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, path: &str) -> Option<bool> {
+        match self.get(path)? {
+            toml::Value::Boolean(b) => Some(*b),
+            other => {
+                self.bad(
+                    path,
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, path: &str, min: i64, max: i64) -> Option<i64> {
+        match self.get(path)? {
+            toml::Value::Integer(i) if (min..=max).contains(i) => Some(*i),
+            toml::Value::Integer(i) => {
+                self.bad(path, format!("{i} is out of range {min}..={max}"));
+                None
+            }
+            other => {
+                self.bad(
+                    path,
+                    format!("expected an integer, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, path: &str) -> Option<Vec<String>> {
+        match self.get(path)? {
+            toml::Value::Array(a) => {
+                let mut out = Vec::new();
+                for (i, v) in a.iter().enumerate() {
+                    match v.as_str() {
+                        Some(s) => out.push(s.to_owned()),
+                        None => self.bad(&format!("{path}[{i}]"), "expected a string"),
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.bad(
+                    path,
+                    format!("expected an array of strings, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn unknown_keys(&mut self) {
+        let mut unknown = Vec::new();
+        walk(self.root, "", &self.seen, &mut unknown);
+        for k in unknown {
+            self.errors.push(format!("{k}: unknown key"));
+        }
+    }
+}
+
+fn walk(t: &toml::Table, prefix: &str, seen: &BTreeSet<String>, out: &mut Vec<String>) {
+    for (k, v) in t {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if seen.contains(&path) {
+            continue;
+        }
+        match v {
+            toml::Value::Table(inner) if SECTIONS.contains(&path.as_str()) => {
+                walk(inner, &path, seen, out)
+            }
+            _ => out.push(path),
+        }
+    }
+}
+
+const SECTIONS: &[&str] = &["server", "store", "crm", "folders", "auth", "log"];
+
+fn secs(r: &mut Reader<'_>, path: &str, default: u64, max: i64) -> Duration {
+    Duration::from_secs(r.int(path, 1, max).map(|v| v as u64).unwrap_or(default))
+}
+
+impl Config {
+    /// Reads and validates a config file, applying overrides.
+    pub fn load(path: &Path, ov: &Overrides) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, ov)
+    }
+
+    /// Validates config text; relative paths are taken relative to `base`.
+    pub fn parse(text: &str, base: &Path, ov: &Overrides) -> Result<Config, ConfigErrors> {
+        let root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("not valid TOML: {e}")]))?;
+        let mut r = Reader {
+            root: &root,
+            seen: BTreeSet::new(),
+            errors: Vec::new(),
+        };
+        for s in SECTIONS {
+            if let Some(v) = root.get(*s) {
+                if !v.is_table() {
+                    r.bad(s, "expected a table");
+                }
+            }
+        }
+        let resolve = |p: &str| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+
+        // [server]
+        let listen_s = ov
+            .listen
+            .clone()
+            .or_else(|| r.string("server.listen"))
+            .unwrap_or_else(|| "127.0.0.1:8443".into());
+        let listen = match listen_s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                r.bad(
+                    "server.listen",
+                    format!("\"{listen_s}\" is not an address like 127.0.0.1:8443"),
+                );
+                None
+            }
+        };
+        let tls = match r.get("server.tls") {
+            None => TlsMode::SelfSigned,
+            Some(toml::Value::String(s)) if s == "self-signed" => TlsMode::SelfSigned,
+            Some(toml::Value::String(s)) if s == "off" => TlsMode::Off,
+            Some(toml::Value::Table(t)) => {
+                let cert = t.get("cert").and_then(|v| v.as_str());
+                let key = t.get("key").and_then(|v| v.as_str());
+                for k in t.keys().filter(|k| *k != "cert" && *k != "key") {
+                    r.bad(&format!("server.tls.{k}"), "unknown key");
+                }
+                match (cert, key) {
+                    (Some(c), Some(k)) => TlsMode::Files {
+                        cert: resolve(c),
+                        key: resolve(k),
+                    },
+                    _ => {
+                        r.bad("server.tls", "a table needs both cert and key paths");
+                        TlsMode::SelfSigned
+                    }
+                }
+            }
+            Some(_) => {
+                r.bad(
+                    "server.tls",
+                    "expected \"self-signed\", \"off\" or {cert = \"…\", key = \"…\"}",
+                );
+                TlsMode::SelfSigned
+            }
+        };
+        let tls = if ov.insecure_http { TlsMode::Off } else { tls };
+        if let (TlsMode::Off, Some(a)) = (&tls, listen) {
+            if !a.ip().is_loopback() {
+                r.errors.push(format!(
+                    "server.tls: plain HTTP is only allowed on a loopback address, not {a}"
+                ));
+            }
+        }
+        let hostnames = r.strings("server.hostnames").unwrap_or_default();
+        let max_body_bytes = r
+            .int("server.max_body_bytes", 1024, 1 << 30)
+            .unwrap_or(4 << 20) as usize;
+        let max_header_bytes = r
+            .int("server.max_header_bytes", 8192, 1 << 20)
+            .unwrap_or(64 << 10) as usize;
+        let request_timeout = secs(&mut r, "server.request_timeout_secs", 60, 3600);
+        let header_timeout = secs(&mut r, "server.header_timeout_secs", 15, 600);
+        let max_connections = r.int("server.max_connections", 1, 1 << 20).unwrap_or(4096) as usize;
+        let shutdown_grace = secs(&mut r, "server.shutdown_grace_secs", 10, 600);
+
+        // [store]
+        let data_dir = ov
+            .data_dir
+            .clone()
+            .or_else(|| r.string("store.data_dir").map(|p| resolve(&p)))
+            .unwrap_or_else(|| base.join("data"));
+
+        // [crm]
+        let backend = match r.string("crm.backend").as_deref() {
+            None | Some("embedded") => Backend::Embedded,
+            Some(other) => {
+                r.bad(
+                    "crm.backend",
+                    format!("unknown backend \"{other}\" (known: embedded)"),
+                );
+                Backend::Embedded
+            }
+        };
+        let seed = ov
+            .seed
+            .clone()
+            .or_else(|| r.string("crm.seed").map(|p| resolve(&p)));
+        let poll_interval = secs(&mut r, "crm.poll_interval_secs", 30, 86400);
+
+        // [folders]
+        let global_scope = match r.string("folders.global_scope").as_deref() {
+            None | Some("all") => GlobalScope::All,
+            Some("subsystem") => GlobalScope::Subsystem,
+            Some("off") => GlobalScope::Off,
+            Some(other) => {
+                r.bad(
+                    "folders.global_scope",
+                    format!("\"{other}\" is not one of \"all\", \"subsystem\", \"off\""),
+                );
+                GlobalScope::All
+            }
+        };
+        let defaults = FolderRules::default();
+        let rules = FolderRules {
+            global_scope,
+            excluded_types: r
+                .strings("folders.excluded_types")
+                .unwrap_or(defaults.excluded_types),
+            owner_rule: r
+                .boolean("folders.owner_rule")
+                .unwrap_or(defaults.owner_rule),
+            sync_tag: r.string("folders.sync_tag").filter(|s| !s.is_empty()),
+        };
+        let name = |r: &mut Reader<'_>, key: &str, default: &str| {
+            let v = r.string(key).unwrap_or_else(|| default.into());
+            if v.trim().is_empty() || v.len() > 255 {
+                r.bad(key, "must be 1 to 255 characters");
+            }
+            v
+        };
+        let my_name = name(&mut r, "folders.my_name", "HQ My Contacts");
+        let global_name = name(&mut r, "folders.global_name", "HQ Global Contacts");
+        if my_name == global_name {
+            r.bad("folders.global_name", "must differ from folders.my_name");
+        }
+        let placeholder = r
+            .string("folders.placeholder_email_domain")
+            .unwrap_or_else(|| "nomail.invalid".into());
+        if !placeholder.is_empty()
+            && crate::domain::dataset::check_email(&format!("x@{placeholder}")).is_err()
+        {
+            r.bad(
+                "folders.placeholder_email_domain",
+                format!("\"{placeholder}\" is not a domain"),
+            );
+        }
+
+        // [auth]
+        let auth = AuthConfig {
+            max_failures: r.int("auth.max_failures", 1, 1000).unwrap_or(5) as u32,
+            failure_window: secs(&mut r, "auth.failure_window_secs", 300, 86400),
+            lockout: secs(&mut r, "auth.lockout_secs", 300, 86400),
+            failure_delay: Duration::from_millis(
+                r.int("auth.failure_delay_ms", 0, 2000).unwrap_or(250) as u64,
+            ),
+        };
+
+        // [log]
+        let format = match r.string("log.format").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                r.bad(
+                    "log.format",
+                    format!("\"{other}\" is not \"text\" or \"json\""),
+                );
+                LogFormat::Text
+            }
+        };
+        let level = r.string("log.level").unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            r.bad("log.level", format!("\"{level}\" is not a log filter"));
+        }
+
+        r.unknown_keys();
+        if !r.errors.is_empty() {
+            return Err(ConfigErrors(r.errors));
+        }
+        let listen = listen.ok_or_else(|| ConfigErrors(vec!["server.listen: missing".into()]))?;
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                tls,
+                hostnames,
+                max_body_bytes,
+                max_header_bytes,
+                request_timeout,
+                header_timeout,
+                max_connections,
+                shutdown_grace,
+            },
+            data_dir,
+            crm: CrmConfig {
+                backend,
+                seed,
+                poll_interval,
+            },
+            folders: FolderConfig {
+                rules,
+                my_name,
+                global_name,
+                placeholder_email_domain: (!placeholder.is_empty()).then_some(placeholder),
+            },
+            auth,
+            log: LogConfig { format, level },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(s, Path::new("/etc/crmgate"), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_follow_hellohq() {
+        let c = parse("").expect("empty config is valid");
+        assert_eq!(c.folders.rules, FolderRules::default());
+        assert_eq!(c.folders.my_name, "HQ My Contacts");
+        assert_eq!(c.folders.global_name, "HQ Global Contacts");
+        assert_eq!(
+            c.folders.placeholder_email_domain.as_deref(),
+            Some("nomail.invalid")
+        );
+        assert_eq!(c.server.tls, TlsMode::SelfSigned);
+        assert_eq!(c.data_dir, PathBuf::from("/etc/crmgate/data"));
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let e = parse(
+            r#"
+            [server]
+            listen = "nowhere"
+            lisen = 1
+            [folders]
+            global_scope = "planet"
+            owner_rule = "yes"
+            [crm]
+            backend = "sap"
+            [extra]
+            x = 1
+            "#,
+        )
+        .expect_err("invalid");
+        let all = e.0.join("\n");
+        for want in [
+            "server.listen: \"nowhere\" is not an address",
+            "server.lisen: unknown key",
+            "folders.global_scope: \"planet\"",
+            "folders.owner_rule: expected true or false",
+            "crm.backend: unknown backend \"sap\"",
+            "extra: unknown key",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+        assert_eq!(e.0.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let e = parse("[server]\nlisten = \"0.0.0.0:8080\"\ntls = \"off\"").expect_err("refused");
+        assert!(e.0[0].contains("loopback"), "{:?}", e.0);
+        let ov = Overrides {
+            insecure_http: true,
+            listen: Some("127.0.0.1:8080".into()),
+            ..Default::default()
+        };
+        let c = Config::parse("", Path::new("."), &ov).expect("loopback ok");
+        assert_eq!(c.server.tls, TlsMode::Off);
+    }
+
+    #[test]
+    fn empty_placeholder_domain_disables() {
+        let c = parse("[folders]\nplaceholder_email_domain = \"\"").expect("valid");
+        assert_eq!(c.folders.placeholder_email_domain, None);
+    }
+}

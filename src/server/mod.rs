@@ -1,0 +1,283 @@
+//! Listeners, TLS, routing, limits, health and graceful shutdown. No business logic: routes
+//! hand over to the admin API (and later the EWS and Graph faces).
+//!
+//! May import everything above it.
+
+pub mod http;
+pub mod tls;
+
+use crate::app::{App, AuthFailure};
+use crate::auth::Principal;
+use http::{error, text, Resp};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish
+/// within the configured grace period.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let tls = tls::server_config(&app.config)?.map(tokio_rustls::TlsAcceptor::from);
+    let cfg = app.config.server.clone();
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        let (stream, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached; closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, tls, mut stop) = (app.clone(), tls.clone(), stop_rx.clone());
+        let cfg = cfg.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let svc = {
+                let app = app.clone();
+                service_fn(move |req| handle(app.clone(), remote, req))
+            };
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(cfg.header_timeout)
+                .max_buf_size(cfg.max_header_bytes.max(8192))
+                .keep_alive(true);
+            macro_rules! drive {
+                ($io:expr) => {{
+                    let conn = builder.serve_connection(TokioIo::new($io), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(%remote, error = %e, "connection ended"); } }
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                }};
+            }
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => drive!(s),
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
+                None => drive!(stream),
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let grace = cfg.shutdown_grace;
+    if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = conns.len(),
+            "grace period over; closing remaining connections"
+        );
+        conns.abort_all();
+    }
+    Ok(())
+}
+
+async fn handle(
+    app: Arc<App>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let timeout = app.config.server.request_timeout;
+    let mut resp = match tokio::time::timeout(timeout, route(&app, remote.ip(), req)).await {
+        Ok(r) => r,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long",
+        ),
+    };
+    let status = resp.status();
+    let counter = match status.as_u16() {
+        200..=399 => &app.metrics.requests_2xx,
+        400..=499 => &app.metrics.requests_4xx,
+        _ => &app.metrics.requests_5xx,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    resp.headers_mut()
+        .insert("server", HeaderValue::from_static("crmgate"));
+    tracing::info!(
+        target: "crmgate::access",
+        %remote, %method, path = %path, status = status.as_u16(),
+        micros = start.elapsed().as_micros() as u64
+    );
+    Ok(resp)
+}
+
+async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path();
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if app.replica.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "loading the CRM\n")
+            }
+        }
+        "/metrics" => text(StatusCode::OK, metrics(app)),
+        p if p == "/admin/v1" || p.starts_with("/admin/v1/") => {
+            let principal = match authenticate(app, ip, &req).await {
+                Ok(p) => p,
+                Err(resp) => return resp,
+            };
+            if !principal.is_admin() {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the admin API needs a user whose role is admin",
+                );
+            }
+            crate::admin::handle(app, &principal, req).await
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    }
+}
+
+/// Authenticates a request with Basic credentials, or answers it: 401 with a challenge, after
+/// the throttle's delay, or 429 while the source is locked out.
+pub async fn authenticate(
+    app: &App,
+    ip: IpAddr,
+    req: &Request<Incoming>,
+) -> Result<Principal, Resp> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let challenge = |mut r: Resp| {
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"crmgate\", charset=\"UTF-8\""),
+        );
+        r
+    };
+    match app.authenticate(header, ip) {
+        Ok(p) => Ok(p),
+        Err(AuthFailure::Missing) => Err(challenge(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "sign in with Basic credentials",
+        ))),
+        Err(AuthFailure::Invalid { delay }) => {
+            tokio::time::sleep(delay).await;
+            Err(challenge(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong login or password",
+            )))
+        }
+        Err(AuthFailure::Locked { retry_after }) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "locked_out",
+                "too many failed logins from this address; try again later",
+            );
+            let secs = retry_after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                r.headers_mut().insert(RETRY_AFTER, v);
+            }
+            Err(r)
+        }
+    }
+}
+
+fn metrics(app: &App) -> String {
+    use std::fmt::Write;
+    let m = &app.metrics;
+    let mut s = String::new();
+    let ready = app.replica.is_ready() as u8;
+    let (seq, counts) = match app.replica.read() {
+        Ok(e) => (e.seq(), e.counts().to_vec()),
+        Err(_) => (0, Vec::new()),
+    };
+    let _ = writeln!(
+        s,
+        "# TYPE crmgate_replica_ready gauge\ncrmgate_replica_ready {ready}"
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE crmgate_replica_seq gauge\ncrmgate_replica_seq {seq}"
+    );
+    let _ = writeln!(s, "# TYPE crmgate_records gauge");
+    for (k, n) in counts {
+        let _ = writeln!(s, "crmgate_records{{kind=\"{}\"}} {n}", k.plural());
+    }
+    let crm_up = app.replica.last_error().is_none() as u8;
+    let _ = writeln!(s, "# TYPE crmgate_crm_up gauge\ncrmgate_crm_up {crm_up}");
+    let _ = writeln!(s, "# TYPE crmgate_http_responses_total counter");
+    for (class, c) in [
+        ("2xx", &m.requests_2xx),
+        ("4xx", &m.requests_4xx),
+        ("5xx", &m.requests_5xx),
+    ] {
+        let _ = writeln!(
+            s,
+            "crmgate_http_responses_total{{class=\"{class}\"}} {}",
+            c.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# TYPE crmgate_auth_failures_total counter\ncrmgate_auth_failures_total {}",
+        m.auth_failures.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE crmgate_auth_lockouts_total counter\ncrmgate_auth_lockouts_total {}",
+        m.auth_lockouts.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE crmgate_crm_writes_total counter\ncrmgate_crm_writes_total {}",
+        m.crm_writes.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE crmgate_uptime_seconds gauge\ncrmgate_uptime_seconds {}",
+        app.started.elapsed().as_secs()
+    );
+    s
+}
