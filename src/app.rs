@@ -28,11 +28,24 @@ pub enum AppError {
     #[error(transparent)]
     Crm(#[from] CrmError),
     /// A dataset or record failed its checks.
-    #[error("{} problem(s): {}", .0.len(), .0.iter().take(20).map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{}", problems_text(.0))]
     Invalid(Vec<Problem>),
     /// A file could not be read.
     #[error("{0}")]
     Io(String),
+}
+
+fn problems_text(p: &[Problem]) -> String {
+    const SHOWN: usize = 50;
+    let mut s = format!("{} problem(s), nothing was written:", p.len());
+    for x in p.iter().take(SHOWN) {
+        s.push_str("\n  ");
+        s.push_str(&x.to_string());
+    }
+    if p.len() > SHOWN {
+        s.push_str(&format!("\n  … and {} more", p.len() - SHOWN));
+    }
+    s
 }
 
 /// Why a request's credentials were not accepted.
