@@ -133,7 +133,7 @@ impl App {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             AppError::Io(format!("{}: cannot create: {e}", config.data_dir.display()))
         })?;
-        let store = Arc::new(Store::open_sled(&config.data_dir)?);
+        let store = Arc::new(Store::open(&config.data_dir, config.store_engine)?);
         Self::with_store(config, store)
     }
 
@@ -144,20 +144,28 @@ impl App {
                 let e = EmbeddedCrm::open(store.clone())?;
                 if e.is_empty() {
                     if let Some(seed) = &config.crm.seed {
+                        let t = Instant::now();
                         let mut ds = read_dataset(seed)?;
+                        let read_ms = t.elapsed().as_millis() as u64;
                         let problems = ds.check(&|_, _| false);
                         if !problems.is_empty() {
                             return Err(AppError::Invalid(problems));
                         }
                         hash_passwords(&mut ds)?;
                         let n = e.seed(&ds)?;
-                        tracing::info!(records = n, seed = %seed.display(), "seeded the embedded CRM");
+                        tracing::info!(records = n, seed = %seed.display(), read_ms,
+                            total_ms = t.elapsed().as_millis() as u64, "seeded the embedded CRM");
                     }
                 }
                 Crm::Embedded(e)
             }
         };
         let (replica, load_stats) = Replica::open(store.clone(), config.folders.rules.clone())?;
+        tracing::info!(
+            log_entries = load_stats.log_entries,
+            ms = load_stats.ms,
+            "replica log replayed"
+        );
         Ok(App {
             throttle: Throttle::new(config.auth.clone()),
             config,

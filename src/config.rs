@@ -116,6 +116,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// On-disk storage engine.
+    pub store_engine: crate::store::EngineKind,
     /// CRM.
     pub crm: CrmConfig,
     /// Folders.
@@ -372,6 +374,18 @@ impl Config {
             .or_else(|| r.string("store.data_dir").map(|p| resolve(&p)))
             .unwrap_or_else(|| base.join("data"));
 
+        let store_engine = match r.string("store.engine").as_deref() {
+            None | Some("redb") => crate::store::EngineKind::Redb,
+            Some("sled") => crate::store::EngineKind::Sled,
+            Some(other) => {
+                r.bad(
+                    "store.engine",
+                    format!("\"{other}\" is not \"redb\" or \"sled\""),
+                );
+                crate::store::EngineKind::Redb
+            }
+        };
+
         // [crm]
         let backend = match r.string("crm.backend").as_deref() {
             None | Some("embedded") => Backend::Embedded,
@@ -482,6 +496,7 @@ impl Config {
                 shutdown_grace,
             },
             data_dir,
+            store_engine,
             crm: CrmConfig {
                 backend,
                 seed,

@@ -139,11 +139,11 @@ fn engine_folders(e: &Engine) -> BTreeMap<UserId, (BTreeSet<String>, BTreeSet<St
 }
 
 fn oracle(
-    ds: &BTreeMap<(Kind, String), Record>,
+    ds: &BTreeMap<(Kind, String), (Record, String)>,
     rules: &FolderRules,
 ) -> BTreeMap<UserId, (BTreeSet<String>, BTreeSet<String>)> {
     let mut d = Dataset::default();
-    for r in ds.values() {
+    for (r, _) in ds.values() {
         d.push(r.clone());
     }
     compute_folders(&d, rules)
@@ -167,6 +167,15 @@ fn rules_from(bits: u8) -> FolderRules {
 
 type Snapshot = BTreeMap<UserId, (BTreeSet<String>, BTreeSet<String>)>;
 
+/// Contact id → CRM version, to know which contacts were edited since a cursor.
+fn versions(truth: &BTreeMap<(Kind, String), (Record, String)>) -> BTreeMap<String, String> {
+    truth
+        .iter()
+        .filter(|((k, _), _)| *k == Kind::Contact)
+        .map(|((_, id), (_, v))| (id.clone(), v.clone()))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -178,22 +187,22 @@ proptest! {
     ) {
         let rules = rules_from(rule_bits);
         let mut engine = Engine::new(rules.clone());
-        let mut truth: BTreeMap<(Kind, String), Record> = BTreeMap::new();
+        let mut truth: BTreeMap<(Kind, String), (Record, String)> = BTreeMap::new();
         let mut log: Vec<LogRecord> = Vec::new();
-        let mut history: Vec<(u64, Snapshot)> = Vec::new();
+        let mut history: Vec<(u64, Snapshot, BTreeMap<String, String>)> = Vec::new();
         let version = |n: usize| n.to_string();
 
         // Initial load in one batch, like the replica's first catch-up.
         let mut batch = Vec::new();
         for (k, id, b) in &initial {
             let r = make(*k, id % limit(*k), *b);
-            truth.insert((r.kind(), r.id().to_owned()), r.clone());
+            truth.insert((r.kind(), r.id().to_owned()), (r.clone(), version(0)));
             batch.push(Change::Upsert(Versioned { record: r, version: version(0) }));
         }
-        log.extend(engine.apply(&batch).log);
+        log.extend(engine.apply(batch).log);
         let expect = oracle(&truth, &rules);
         prop_assert_eq!(&engine_folders(&engine), &expect);
-        history.push((engine.seq(), expect));
+        history.push((engine.seq(), expect, versions(&truth)));
 
         for (n, (k, id, b, op)) in steps.iter().enumerate() {
             let id = id % limit(*k);
@@ -202,10 +211,10 @@ proptest! {
                 Change::Deleted(kind_of(*k), format!("{}{}", ["s","u","k","c","p","l"][(*k % 6) as usize], id))
             } else {
                 let r = make(*k, id, *b);
-                truth.insert((r.kind(), r.id().to_owned()), r.clone());
+                truth.insert((r.kind(), r.id().to_owned()), (r.clone(), version(n + 1)));
                 Change::Upsert(Versioned { record: r, version: version(n + 1) })
             };
-            log.extend(engine.apply(&[change]).log);
+            log.extend(engine.apply(vec![change]).log);
             let expect = oracle(&truth, &rules);
             prop_assert_eq!(&engine_folders(&engine), &expect, "after step {}", n);
 
@@ -220,13 +229,23 @@ proptest! {
             }
 
             // changes_since from every earlier cursor turns that folder into today's.
-            for (cursor, then) in &history {
+            let vers_now = versions(&truth);
+            for (cursor, then, vers_then) in &history {
                 for u in engine.user_ids() {
                     let uid = UserId::from(engine.user_id(u));
                     let Some((then_my, then_global)) = then.get(&uid) else { continue };
                     for (f, old) in [(VirtualFolder::My, then_my), (VirtualFolder::Global, then_global)] {
                         let mut set = old.clone();
                         let changes = engine.changes_since(u, f, *cursor).expect("cursor valid");
+                        // A contact edited since the cursor and in the folder then and now
+                        // must come as an update.
+                        let want = if f == VirtualFolder::My { &expect[&uid].0 } else { &expect[&uid].1 };
+                        for id in old.intersection(want) {
+                            if vers_then.get(id) != vers_now.get(id) {
+                                let reported = changes.iter().any(|(c, ch)| engine.contact_id(*c) == id && *ch == ItemChange::Update);
+                                prop_assert!(reported, "edit of {} since {} not reported in {:?}", id, cursor, f);
+                            }
+                        }
                         for (c, ch) in changes {
                             let id = engine.contact_id(c).to_owned();
                             match ch {
@@ -241,7 +260,7 @@ proptest! {
                     }
                 }
             }
-            history.push((engine.seq(), expect));
+            history.push((engine.seq(), expect, versions(&truth)));
         }
 
         // Restart: replay the log, load the records; nothing changes and nothing is logged.
@@ -251,11 +270,53 @@ proptest! {
         }
         let records: Vec<Change> = truth
             .values()
-            .map(|r| Change::Upsert(Versioned { record: r.clone(), version: "x".into() }))
+            .map(|(r, v)| Change::Upsert(Versioned { record: r.clone(), version: v.clone() }))
             .collect();
-        let applied = again.load(&records);
+        let applied = again.load(records);
         prop_assert!(applied.log.is_empty(), "restart wrote {:?}", applied.log);
         prop_assert_eq!(engine_folders(&again), engine_folders(&engine));
         prop_assert_eq!(again.seq(), engine.seq());
+
+        // Changes made while crmgate was down: replay the log only up to an earlier cursor,
+        // then load today's CRM. Folders must be today's, and a client holding that cursor
+        // must get exactly the changes that turn its folders into today's.
+        let (cursor, then, vers_then) = &history[steps.len() / 2];
+        let vers_now = versions(&truth);
+        let mut late = Engine::new(rules.clone());
+        for r in log.iter().filter(|r| r.seq() <= *cursor) {
+            late.replay(r);
+        }
+        let records: Vec<Change> = truth
+            .values()
+            .map(|(r, v)| Change::Upsert(Versioned { record: r.clone(), version: v.clone() }))
+            .collect();
+        late.load(records);
+        let now = engine_folders(&late);
+        prop_assert_eq!(&now, &oracle(&truth, &rules));
+        for u in late.user_ids() {
+            let uid = UserId::from(late.user_id(u));
+            let Some((then_my, then_global)) = then.get(&uid) else { continue };
+            for (f, old) in [(VirtualFolder::My, then_my), (VirtualFolder::Global, then_global)] {
+                let mut set = old.clone();
+                let changes = late.changes_since(u, f, *cursor).expect("cursor valid");
+                let want = if f == VirtualFolder::My { &now[&uid].0 } else { &now[&uid].1 };
+                for id in old.intersection(want) {
+                    if vers_then.get(id) != vers_now.get(id) {
+                        let reported = changes.iter().any(|(c, ch)| late.contact_id(*c) == id && *ch == ItemChange::Update);
+                        prop_assert!(reported, "offline edit of {} not reported", id);
+                    }
+                }
+                for (c, ch) in changes {
+                    let id = late.contact_id(c).to_owned();
+                    match ch {
+                        ItemChange::Create => prop_assert!(set.insert(id), "offline create of present"),
+                        ItemChange::Update => prop_assert!(set.contains(&id), "offline update of absent"),
+                        ItemChange::Delete => prop_assert!(set.remove(&id), "offline delete of absent"),
+                    }
+                }
+                let want = if f == VirtualFolder::My { &now[&uid].0 } else { &now[&uid].1 };
+                prop_assert_eq!(&set, want);
+            }
+        }
     }
 }

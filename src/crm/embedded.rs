@@ -1,34 +1,31 @@
 //! The embedded CRM: records in crmgate's own store, seeded once from a dataset file when the
-//! data dir is empty. Its change feed is a log keyed by a write sequence that keeps one entry
-//! per live record and one per tombstone, so a feed from the start is the initial load.
+//! data dir is empty. Its change feed is a log keyed by a write sequence that holds each live
+//! record inline (one entry per record, the newest) and one tombstone per deletion, so the feed
+//! from the start is the initial load and reads sequentially.
 //!
-//! Keys: `crm/seq` (last sequence), `crm/r/{kind}/{id}` (`{"v":seq,"r":record}`),
-//! `crm/log/{seq:020}` (`{"k":kind,"id":id}`).
+//! Keys: `crm/seq` (last sequence), `crm/log/{seq:020}` (`{"k":kind,"id":id,"r":record|null}`),
+//! `crm/r/{kind}/{id}` (the sequence of the record's log entry; its version).
 
 use super::{Change, ChangePage, CrmBackend, CrmError, Precondition, Versioned};
 use crate::domain::dataset::Dataset;
 use crate::domain::{Kind, Record};
 use crate::store::{KvStore, Op, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 const SEQ_KEY: &[u8] = b"crm/seq";
 
 #[derive(Serialize, Deserialize)]
-struct Stored {
-    v: u64,
-    r: Value,
-}
-
-#[derive(Serialize, Deserialize)]
-struct LogRef {
+struct LogEntry<'a> {
     k: Kind,
-    id: String,
+    id: &'a str,
+    #[serde(borrow)]
+    r: Option<&'a RawValue>,
 }
 
-fn rec_key(kind: Kind, id: &str) -> Vec<u8> {
+fn idx_key(kind: Kind, id: &str) -> Vec<u8> {
     format!("crm/r/{}/{}", kind.plural(), id).into_bytes()
 }
 
@@ -41,6 +38,29 @@ fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
         key: String::from_utf8_lossy(key).into_owned(),
         msg: e.to_string(),
     }
+}
+
+fn entry_bytes(kind: Kind, id: &str, record: Option<&Record>) -> Result<Vec<u8>, StoreError> {
+    let text = record.map(|r| r.to_json_string());
+    let raw = match &text {
+        Some(t) => Some(RawValue::from_string(t.clone()).map_err(|e| corrupt(b"crm/log", e))?),
+        None => None,
+    };
+    serde_json::to_vec(&LogEntry {
+        k: kind,
+        id,
+        r: raw.as_deref(),
+    })
+    .map_err(|e| corrupt(b"crm/log", e))
+}
+
+fn parse_entry(key: &[u8], bytes: &[u8]) -> Result<(Kind, String, Option<Record>), StoreError> {
+    let e: LogEntry<'_> = serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))?;
+    let rec = match e.r {
+        Some(raw) => Some(Record::from_json_str(e.k, raw.get()).map_err(|m| corrupt(key, m))?),
+        None => None,
+    };
+    Ok((e.k, e.id.to_owned(), rec))
 }
 
 /// The embedded CRM backend. Cheap to clone.
@@ -101,19 +121,9 @@ impl EmbeddedCrm {
     }
 
     fn write_ops(&self, r: &Record, seq: u64, old: Option<u64>) -> Result<Vec<Op>, CrmError> {
-        let stored = Stored {
-            v: seq,
-            r: r.to_json(),
-        };
-        let body = serde_json::to_vec(&stored).map_err(|e| corrupt(b"record", e))?;
-        let logref = serde_json::to_vec(&LogRef {
-            k: r.kind(),
-            id: r.id().to_owned(),
-        })
-        .map_err(|e| corrupt(b"log", e))?;
         let mut ops = vec![
-            Op::Put(rec_key(r.kind(), r.id()), body),
-            Op::Put(log_key(seq), logref),
+            Op::Put(log_key(seq), entry_bytes(r.kind(), r.id(), Some(r))?),
+            Op::Put(idx_key(r.kind(), r.id()), seq.to_string().into_bytes()),
         ];
         if let Some(old) = old {
             ops.push(Op::Delete(log_key(old)));
@@ -121,15 +131,33 @@ impl EmbeddedCrm {
         Ok(ops)
     }
 
+    fn version(&self, kind: Kind, id: &str) -> Result<Option<u64>, CrmError> {
+        let key = idx_key(kind, id);
+        match self.inner.store.get(&key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| corrupt(&key, "bad version"))?,
+            )),
+        }
+    }
+
     fn read(&self, kind: Kind, id: &str) -> Result<Option<(u64, Record)>, CrmError> {
-        let key = rec_key(kind, id);
-        let Some(bytes) = self.inner.store.get(&key)? else {
+        let Some(seq) = self.version(kind, id)? else {
             return Ok(None);
         };
-        let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
-        let rec = Record::from_json(kind, &stored.r)
-            .map_err(|(p, m)| corrupt(&key, format!("{p}: {m}")))?;
-        Ok(Some((stored.v, rec)))
+        let key = log_key(seq);
+        let bytes = self
+            .inner
+            .store
+            .get(&key)?
+            .ok_or_else(|| corrupt(&key, "index points at a missing log entry"))?;
+        match parse_entry(&key, &bytes)? {
+            (_, _, Some(r)) => Ok(Some((seq, r))),
+            _ => Err(corrupt(&key, "index points at a tombstone").into()),
+        }
     }
 
     fn check_pre(pre: &Precondition, cur: Option<u64>) -> Result<(), CrmError> {
@@ -154,38 +182,38 @@ impl EmbeddedCrm {
     ) -> Result<ChangePage, CrmError> {
         let from: u64 = match cursor {
             None => 0,
-            Some(c) => c.parse().map_err(|_| CrmError::Invalid(vec![]))?,
+            Some(c) => c.parse().map_err(|_| {
+                CrmError::Invalid(vec![crate::domain::dataset::Problem {
+                    path: "cursor".into(),
+                    message: format!("not a cursor of this CRM: {c:?}"),
+                }])
+            })?,
         };
         let start = log_key(from + 1);
         let end = b"crm/log0".to_vec(); // '0' follows '/'
-        let mut refs: Vec<(u64, LogRef)> = Vec::new();
+        let mut changes = Vec::new();
+        let mut next = from;
         let mut more = false;
         self.inner
             .store
             .scan(&start, Bound::Excluded(&end), &mut |k, v| {
-                if refs.len() >= max {
+                if changes.len() >= max {
                     more = true;
                     return Ok(false);
                 }
-                let seq = std::str::from_utf8(&k[8..])
+                next = std::str::from_utf8(&k[8..])
                     .ok()
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| corrupt(k, "bad log key"))?;
-                let r: LogRef = serde_json::from_slice(v).map_err(|e| corrupt(k, e))?;
-                refs.push((seq, r));
+                changes.push(match parse_entry(k, v)? {
+                    (_, _, Some(record)) => Change::Upsert(Versioned {
+                        record,
+                        version: next.to_string(),
+                    }),
+                    (kind, id, None) => Change::Deleted(kind, id),
+                });
                 Ok(true)
             })?;
-        let next = refs.last().map(|(s, _)| *s).unwrap_or(from);
-        let mut changes = Vec::with_capacity(refs.len());
-        for (_, r) in refs {
-            match self.read(r.k, &r.id)? {
-                Some((v, record)) => changes.push(Change::Upsert(Versioned {
-                    record,
-                    version: v.to_string(),
-                })),
-                None => changes.push(Change::Deleted(r.k, r.id)),
-            }
-        }
         Ok(ChangePage {
             changes,
             next: next.to_string(),
@@ -196,7 +224,7 @@ impl EmbeddedCrm {
     /// Synchronous form of [`CrmBackend::put`].
     pub fn put_blocking(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
         let mut seq = self.lock_seq()?;
-        let cur = self.read(record.kind(), record.id())?.map(|(v, _)| v);
+        let cur = self.version(record.kind(), record.id())?;
         Self::check_pre(&pre, cur)?;
         let next = *seq + 1;
         let mut ops = self.write_ops(&record, next, cur)?;
@@ -218,7 +246,7 @@ impl EmbeddedCrm {
         for r in records {
             let old = match written.get(&(r.kind(), r.id())) {
                 Some(v) => Some(*v),
-                None => self.read(r.kind(), r.id())?.map(|(v, _)| v),
+                None => self.version(r.kind(), r.id())?,
             };
             next += 1;
             ops.extend(self.write_ops(r, next, old)?);
@@ -233,21 +261,16 @@ impl EmbeddedCrm {
     /// Synchronous form of [`CrmBackend::delete`].
     pub fn delete_blocking(&self, kind: Kind, id: &str, pre: Precondition) -> Result<(), CrmError> {
         let mut seq = self.lock_seq()?;
-        let cur = self.read(kind, id)?.map(|(v, _)| v);
+        let cur = self.version(kind, id)?;
         let Some(old) = cur else {
             return Err(CrmError::NotFound);
         };
         Self::check_pre(&pre, cur)?;
         let next = *seq + 1;
-        let tomb = serde_json::to_vec(&LogRef {
-            k: kind,
-            id: id.to_owned(),
-        })
-        .map_err(|e| corrupt(b"log", e))?;
         self.inner.store.apply(vec![
-            Op::Delete(rec_key(kind, id)),
+            Op::Delete(idx_key(kind, id)),
             Op::Delete(log_key(old)),
-            Op::Put(log_key(next), tomb),
+            Op::Put(log_key(next), entry_bytes(kind, id, None)?),
             Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()),
         ])?;
         *seq = next;

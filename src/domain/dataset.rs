@@ -23,6 +23,23 @@ pub struct Dataset {
     pub leads: Vec<Lead>,
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    #[serde(default)]
+    subsystems: Vec<Subsystem>,
+    #[serde(default)]
+    users: Vec<User>,
+    #[serde(default)]
+    companies: Vec<Company>,
+    #[serde(default)]
+    contacts: Vec<Contact>,
+    #[serde(default)]
+    projects: Vec<Project>,
+    #[serde(default)]
+    leads: Vec<Lead>,
+}
+
 /// One problem in a dataset or record, with the path of the value at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -107,6 +124,18 @@ impl Dataset {
     /// Parses a dataset from JSON text, reporting every malformed value with its path.
     /// References are not checked here; see [`Dataset::check`].
     pub fn parse(text: &str) -> Result<Dataset, Vec<Problem>> {
+        // Fast path: a well-formed file parses straight into the records; only a file with
+        // errors takes the slower walk that names every bad value's path.
+        if let Ok(raw) = serde_json::from_str::<RawDataset>(text) {
+            return Ok(Dataset {
+                subsystems: raw.subsystems,
+                users: raw.users,
+                companies: raw.companies,
+                contacts: raw.contacts,
+                projects: raw.projects,
+                leads: raw.leads,
+            });
+        }
         let root: Value = serde_json::from_str(text).map_err(|e| {
             vec![Problem {
                 path: String::new(),

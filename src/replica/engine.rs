@@ -75,6 +75,9 @@ pub enum LogRecord {
         sub: Vec<String>,
         /// Users whose My folder holds the contact after the change.
         my: Vec<String>,
+        /// What the contact looked like: CRM version and a digest of its companies' names.
+        #[serde(default)]
+        ver: String,
     },
     /// A user's scope change and the My flips it caused.
     #[serde(rename = "u")]
@@ -127,6 +130,7 @@ struct ContactNode {
     visible: bool,
     subs: Vec<u32>,
     in_my: Vec<u32>,
+    logged_ver: Box<str>,
     seq: u64,
     last_entry: u32,
 }
@@ -163,6 +167,7 @@ impl Default for ContactNode {
             visible: false,
             subs: Vec::new(),
             in_my: Vec::new(),
+            logged_ver: "".into(),
             seq: 0,
             last_entry: NONE,
         }
@@ -232,9 +237,27 @@ pub struct Engine {
     log: Vec<Entry>,
     seq: u64,
     dirty_contacts: BTreeSet<u32>,
-    content: HashSet<u32>,
     dirty_users: BTreeSet<u32>,
     users_by_login: HashMap<String, u32>,
+}
+
+/// FNV-1a, 64 bit: a digest that stays the same across builds (it is persisted).
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 fn sorted(mut v: Vec<u32>) -> Vec<u32> {
@@ -314,7 +337,6 @@ impl Engine {
             log: Vec::new(),
             seq: 0,
             dirty_contacts: BTreeSet::new(),
-            content: HashSet::new(),
             dirty_users: BTreeSet::new(),
             users_by_login: HashMap::new(),
         }
@@ -381,42 +403,41 @@ impl Engine {
     // ---- applying CRM changes --------------------------------------------------------
 
     /// Applies a batch of CRM changes and returns the log entries it produced.
-    pub fn apply(&mut self, changes: &[Change]) -> Applied {
+    pub fn apply(&mut self, changes: Vec<Change>) -> Applied {
         for ch in changes {
             match ch {
                 Change::Upsert(v) => self.upsert(v),
-                Change::Deleted(kind, id) => self.delete(*kind, id),
+                Change::Deleted(kind, id) => self.delete(kind, &id),
             }
         }
         self.reconcile()
     }
 
-    /// Loads records persisted by the replica after [`Engine::replay`] (restart): content is
-    /// not new, so only contacts whose folder state differs from the log (a rule changed in
-    /// the config) get entries.
-    pub fn load(&mut self, changes: &[Change]) -> Applied {
+    /// Loads a full snapshot of the CRM after [`Engine::replay`] (start-up): everything is
+    /// reconciled against the log, so contacts that changed, appeared or vanished while
+    /// crmgate was down, and rule changes made in the config, get entries; nothing else does.
+    pub fn load(&mut self, changes: Vec<Change>) -> Applied {
         for ch in changes {
             match ch {
                 Change::Upsert(v) => self.upsert(v),
-                Change::Deleted(kind, id) => self.delete(*kind, id),
+                Change::Deleted(kind, id) => self.delete(kind, &id),
             }
         }
-        self.content.clear();
         self.mark_all_dirty();
         self.reconcile()
     }
 
-    fn upsert(&mut self, v: &Versioned) {
-        match &v.record {
+    fn upsert(&mut self, v: Versioned) {
+        match v.record {
             Record::Subsystem(s) => {
                 let i = self.sub(s.id.as_str());
-                self.subsystems[i as usize] = Some(Arc::new(s.clone()));
+                self.subsystems[i as usize] = Some(Arc::new(s));
             }
-            Record::User(u) => self.set_user(&u.id.0, Some(u.clone())),
-            Record::Company(k) => self.set_company(&k.id.0, Some(k.clone())),
-            Record::Contact(c) => self.set_contact(&c.id.0, Some(c.clone()), &v.version),
-            Record::Project(p) => self.set_project(&p.id.0, Some(p.clone())),
-            Record::Lead(l) => self.set_lead(&l.id.0, Some(l.clone())),
+            Record::User(u) => self.set_user(&u.id.0.clone(), Some(u)),
+            Record::Company(k) => self.set_company(&k.id.0.clone(), Some(k)),
+            Record::Contact(c) => self.set_contact(&c.id.0.clone(), Some(c), &v.version),
+            Record::Project(p) => self.set_project(&p.id.0.clone(), Some(p)),
+            Record::Lead(l) => self.set_lead(&l.id.0.clone(), Some(l)),
         }
     }
 
@@ -470,7 +491,6 @@ impl Engine {
             None => (Vec::new(), Vec::new(), false),
         };
         let node = &mut self.companies[k as usize];
-        let name_changed = node.rec.as_ref().map(|r| &r.name) != rec.as_ref().map(|r| &r.name);
         let old_resp = std::mem::replace(&mut node.responsible, resp.clone());
         node.subs = subs;
         node.excluded = excluded;
@@ -484,12 +504,7 @@ impl Engine {
         for u in &resp {
             add(&mut self.users[*u as usize].resp_companies, k);
         }
-        for c in contacts {
-            self.dirty_contacts.insert(c);
-            if name_changed {
-                self.content.insert(c);
-            }
-        }
+        self.dirty_contacts.extend(contacts);
     }
 
     fn set_contact(&mut self, id: &str, rec: Option<Contact>, version: &str) {
@@ -531,7 +546,6 @@ impl Engine {
             }
         }
         self.dirty_contacts.insert(c);
-        self.content.insert(c);
     }
 
     fn set_project(&mut self, id: &str, rec: Option<Project>) {
@@ -628,11 +642,12 @@ impl Engine {
         }
     }
 
-    /// (visible, derived subsystems, candidate My users before the scope check).
-    fn derive(&self, c: u32) -> (bool, Vec<u32>, Vec<u32>) {
+    /// (visible, derived subsystems, candidate My users before the scope check, content
+    /// version: the CRM version and a digest of the company names the contact shows).
+    fn derive(&self, c: u32) -> (bool, Vec<u32>, Vec<u32>, String) {
         let node = &self.contacts[c as usize];
         let Some(rec) = &node.rec else {
-            return (false, Vec::new(), Vec::new());
+            return (false, Vec::new(), Vec::new(), String::new());
         };
         let comps: Vec<&CompanyNode> = node
             .companies
@@ -661,7 +676,16 @@ impl Engine {
         if self.rules.owner_rule {
             cand.extend(node.owner);
         }
-        (visible, subs, cand)
+        // In the record's own order: interned indices differ between runs.
+        let mut digest = Fnv::default();
+        for k in &rec.companies {
+            if let Some(r) = self.company_record(k.as_str()) {
+                digest.write(r.name.as_bytes());
+                digest.write(&[0]);
+            }
+        }
+        let ver = format!("{}:{:x}", node.version, digest.0);
+        (visible, subs, cand, ver)
     }
 
     fn reconcile(&mut self) -> Applied {
@@ -669,9 +693,8 @@ impl Engine {
         let dirty: Vec<u32> = std::mem::take(&mut self.dirty_contacts)
             .into_iter()
             .collect();
-        let content = std::mem::take(&mut self.content);
         for c in dirty {
-            if self.reconcile_contact(c, content.contains(&c), &mut out.log) {
+            if self.reconcile_contact(c, &mut out.log) {
                 out.contacts_touched += 1;
             }
         }
@@ -682,8 +705,8 @@ impl Engine {
         out
     }
 
-    fn reconcile_contact(&mut self, c: u32, content: bool, log: &mut Vec<LogRecord>) -> bool {
-        let (visible, subs, cand) = self.derive(c);
+    fn reconcile_contact(&mut self, c: u32, log: &mut Vec<LogRecord>) -> bool {
+        let (visible, subs, cand, ver) = self.derive(c);
         let exists = self.contacts[c as usize].rec.is_some();
         let my: Vec<u32> = if visible {
             sorted(
@@ -701,11 +724,9 @@ impl Engine {
         let changed = node.logged_exists != exists
             || node.visible != visible
             || node.subs != subs
-            || node.in_my != my;
-        if !(changed || (content && (exists || had_entry))) {
-            return false;
-        }
-        if !had_entry && !exists {
+            || node.in_my != my
+            || (exists && *node.logged_ver != *ver);
+        if !changed || (!had_entry && !exists) {
             return false;
         }
         self.seq += 1;
@@ -723,8 +744,9 @@ impl Engine {
                 .iter()
                 .map(|u| self.users_ix.name(*u).to_owned())
                 .collect(),
+            ver: ver.clone(),
         };
-        self.push_contact_entry(c, seq, exists, visible, subs, my);
+        self.push_contact_entry(c, seq, exists, visible, subs, my, ver);
         log.push(rec);
         true
     }
@@ -737,6 +759,7 @@ impl Engine {
         visible: bool,
         subs: Vec<u32>,
         my: Vec<u32>,
+        ver: String,
     ) {
         let prev = self.contacts[c as usize].last_entry;
         self.log.push(Entry::Contact {
@@ -754,6 +777,7 @@ impl Engine {
         let was_visible = node.visible;
         node.visible = visible;
         node.logged_exists = exists;
+        node.logged_ver = ver.into();
         node.seq = seq;
         node.last_entry = idx;
         if was_visible != visible {
@@ -927,11 +951,12 @@ impl Engine {
                 v,
                 sub,
                 my,
+                ver,
             } => {
                 let c = self.contact(id);
                 let subs = self.subs_of(sub);
                 let my = sorted(my.iter().map(|u| self.user(u)).collect());
-                self.push_contact_entry(c, *s, *x, *v, subs, my);
+                self.push_contact_entry(c, *s, *x, *v, subs, my, ver.clone());
             }
             LogRecord::User {
                 s,
@@ -950,9 +975,7 @@ impl Engine {
         self.seq = self.seq.max(rec.seq());
     }
 
-    /// Marks every contact and user dirty, so the next [`Engine::apply`] reconciles all of
-    /// them against their logged state (used once at start-up after replay).
-    pub fn mark_all_dirty(&mut self) {
+    fn mark_all_dirty(&mut self) {
         self.dirty_contacts.extend(0..self.contacts.len() as u32);
         self.dirty_users.extend(0..self.users.len() as u32);
     }

@@ -1,13 +1,15 @@
-//! Durable key-value storage behind a narrow trait: sled on disk (default), an in-memory map
-//! for tests. Every `apply` is atomic and flushed before it returns, so what a caller
+//! Durable key-value storage behind a narrow trait: redb or sled on disk, an in-memory map for
+//! tests. Every `apply` is atomic and flushed before it returns, so what a caller
 //! acknowledges survives a kill.
 //!
 //! May import domain ids and sled; nothing above it.
 
 mod memory;
+mod redb_store;
 mod sled_store;
 
 pub use memory::MemStore;
+pub use redb_store::RedbStore;
 pub use sled_store::SledStore;
 
 use std::ops::Bound;
@@ -65,8 +67,19 @@ pub trait KvStore: Send + Sync {
     fn size_on_disk(&self) -> u64;
 }
 
+/// Which on-disk engine to use (`store.engine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    /// redb: a single file, copy-on-write B-tree, durable commits.
+    Redb,
+    /// sled: a log-structured tree.
+    Sled,
+}
+
 /// The storage backend chosen at start-up.
 pub enum Store {
+    /// redb on disk.
+    Redb(RedbStore),
     /// sled on disk.
     Sled(SledStore),
     /// In memory (tests).
@@ -74,11 +87,34 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens (or creates) the sled store in `dir` and checks its schema version.
-    pub fn open_sled(dir: &Path) -> Result<Store, StoreError> {
-        let s = Store::Sled(SledStore::open(dir)?);
+    /// Opens (or creates) the store in `dir` and checks its schema version. A data dir keeps
+    /// the engine it was created with; asking for the other one is an error.
+    pub fn open(dir: &Path, kind: EngineKind) -> Result<Store, StoreError> {
+        let has_sled = dir.join("db").exists();
+        let has_redb = dir.join("crmgate.redb").exists();
+        let s = match kind {
+            EngineKind::Sled if has_redb => {
+                return Err(StoreError::Engine(format!(
+                    "{} holds a redb store; set store.engine = \"redb\"",
+                    dir.display()
+                )))
+            }
+            EngineKind::Redb if has_sled => {
+                return Err(StoreError::Engine(format!(
+                    "{} holds a sled store; set store.engine = \"sled\"",
+                    dir.display()
+                )))
+            }
+            EngineKind::Sled => Store::Sled(SledStore::open(dir)?),
+            EngineKind::Redb => Store::Redb(RedbStore::open(dir)?),
+        };
         s.check_schema()?;
         Ok(s)
+    }
+
+    /// Opens a sled store (see [`Store::open`]).
+    pub fn open_sled(dir: &Path) -> Result<Store, StoreError> {
+        Self::open(dir, EngineKind::Sled)
     }
 
     /// A fresh in-memory store.
@@ -137,24 +173,28 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 impl KvStore for Store {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
+            Store::Redb(s) => s.get(key),
             Store::Sled(s) => s.get(key),
             Store::Memory(s) => s.get(key),
         }
     }
     fn scan(&self, start: &[u8], end: Bound<&[u8]>, f: &mut ScanFn<'_>) -> Result<(), StoreError> {
         match self {
+            Store::Redb(s) => s.scan(start, end, f),
             Store::Sled(s) => s.scan(start, end, f),
             Store::Memory(s) => s.scan(start, end, f),
         }
     }
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         match self {
+            Store::Redb(s) => s.apply(ops),
             Store::Sled(s) => s.apply(ops),
             Store::Memory(s) => s.apply(ops),
         }
     }
     fn size_on_disk(&self) -> u64 {
         match self {
+            Store::Redb(s) => s.size_on_disk(),
             Store::Sled(s) => s.size_on_disk(),
             Store::Memory(s) => s.size_on_disk(),
         }
@@ -190,17 +230,28 @@ mod tests {
     }
 
     #[test]
-    fn sled_store_and_schema_check() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let s = Store::open_sled(dir.path()).expect("open");
-            exercise(&s);
-            s.put(SCHEMA_KEY, b"99").expect("put");
-        }
-        match Store::open_sled(dir.path()) {
-            Err(StoreError::Schema { found, .. }) => assert_eq!(found, "99"),
-            Err(e) => panic!("wrong error {e}"),
-            Ok(_) => panic!("a foreign schema version must be refused"),
+    fn disk_stores_and_schema_check() {
+        for kind in [EngineKind::Sled, EngineKind::Redb] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            {
+                let s = Store::open(dir.path(), kind).expect("open");
+                exercise(&s);
+                s.put(SCHEMA_KEY, b"99").expect("put");
+            }
+            match Store::open(dir.path(), kind) {
+                Err(StoreError::Schema { found, .. }) => assert_eq!(found, "99"),
+                Err(e) => panic!("wrong error {e}"),
+                Ok(_) => panic!("a foreign schema version must be refused"),
+            }
+            let other = if kind == EngineKind::Sled {
+                EngineKind::Redb
+            } else {
+                EngineKind::Sled
+            };
+            assert!(
+                Store::open(dir.path(), other).is_err(),
+                "engines are not mixed"
+            );
         }
     }
 
