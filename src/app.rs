@@ -139,6 +139,7 @@ impl App {
 
     /// Like [`App::open`] on a given store (tests use the in-memory one).
     pub fn with_store(config: Config, store: Arc<Store>) -> Result<App, AppError> {
+        let mut seeded = None;
         let crm = match config.crm.backend {
             Backend::Embedded => {
                 let e = EmbeddedCrm::open(store.clone())?;
@@ -152,9 +153,10 @@ impl App {
                             return Err(AppError::Invalid(problems));
                         }
                         hash_passwords(&mut ds)?;
-                        let n = e.seed(&ds)?;
-                        tracing::info!(records = n, seed = %seed.display(), read_ms,
+                        let snapshot = e.seed(ds)?;
+                        tracing::info!(records = snapshot.0.len(), seed = %seed.display(), read_ms,
                             total_ms = t.elapsed().as_millis() as u64, "seeded the embedded CRM");
+                        seeded = Some(snapshot);
                     }
                 }
                 Crm::Embedded(e)
@@ -166,6 +168,16 @@ impl App {
             ms = load_stats.ms,
             "replica log replayed"
         );
+        if let Some((snapshot, cursor)) = seeded {
+            // The seed's records are in hand: load the replica from them, not from the store.
+            let t = Instant::now();
+            let applied = replica.prime(snapshot, cursor)?;
+            tracing::info!(
+                new_entries = applied.log.len(),
+                ms = t.elapsed().as_millis() as u64,
+                "replica loaded from the seed"
+            );
+        }
         Ok(App {
             throttle: Throttle::new(config.auth.clone()),
             config,

@@ -10,6 +10,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// glibc's per-thread arenas keep the buffers of a large initial load long after they are
+/// freed (measured: 100k-contact seed peak 687 MB with glibc, see BENCHMARKS.md); mimalloc
+/// returns them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The demo CRM, compiled in so `crmgate demo` works from any directory.
 const DEMO_DATASET: &str = include_str!("../fixtures/demo.json");
 
@@ -257,7 +263,7 @@ fn demo_intro(cfg: &Config, ds: &Dataset) {
 }
 
 fn progress_bar(done: usize, total: usize) {
-    let pct = if total == 0 { 100 } else { done * 100 / total };
+    let pct = (done * 100).checked_div(total).unwrap_or(100).min(100);
     let filled = pct / 5;
     eprint!(
         "\r[{}{}] {done}/{total} ({pct}%)",

@@ -3,27 +3,19 @@
 //! record inline (one entry per record, the newest) and one tombstone per deletion, so the feed
 //! from the start is the initial load and reads sequentially.
 //!
-//! Keys: `crm/seq` (last sequence), `crm/log/{seq:020}` (`{"k":kind,"id":id,"r":record|null}`),
+//! Keys: `crm/seq` (last sequence), `crm/log/{seq:020}` (see [`entry_bytes`]),
 //! `crm/r/{kind}/{id}` (the sequence of the record's log entry; its version).
 
 use super::{Change, ChangePage, CrmBackend, CrmError, Precondition, Versioned};
 use crate::domain::dataset::Dataset;
 use crate::domain::{Kind, Record};
 use crate::store::{KvStore, Op, Store, StoreError};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 const SEQ_KEY: &[u8] = b"crm/seq";
-
-#[derive(Serialize, Deserialize)]
-struct LogEntry<'a> {
-    k: Kind,
-    id: &'a str,
-    #[serde(borrow)]
-    r: Option<&'a RawValue>,
-}
+/// Records per store transaction while seeding (bounds the engine's dirty memory).
+const SEED_CHUNK: usize = 20_000;
 
 fn idx_key(kind: Kind, id: &str) -> Vec<u8> {
     format!("crm/r/{}/{}", kind.plural(), id).into_bytes()
@@ -40,27 +32,52 @@ fn corrupt(key: &[u8], e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-fn entry_bytes(kind: Kind, id: &str, record: Option<&Record>) -> Result<Vec<u8>, StoreError> {
-    let text = record.map(|r| r.to_json_string());
-    let raw = match &text {
-        Some(t) => Some(RawValue::from_string(t.clone()).map_err(|e| corrupt(b"crm/log", e))?),
-        None => None,
-    };
-    serde_json::to_vec(&LogEntry {
-        k: kind,
-        id,
-        r: raw.as_deref(),
-    })
-    .map_err(|e| corrupt(b"crm/log", e))
+fn kind_byte(k: Kind) -> u8 {
+    match k {
+        Kind::Subsystem => b's',
+        Kind::User => b'u',
+        Kind::Company => b'k',
+        Kind::Contact => b'c',
+        Kind::Project => b'p',
+        Kind::Lead => b'l',
+    }
+}
+
+fn byte_kind(b: u8) -> Option<Kind> {
+    Kind::ALL.into_iter().find(|k| kind_byte(*k) == b)
+}
+
+/// A log value: the kind's letter, then `+` and the record's JSON, or `-` and the id of a
+/// deleted record. One byte of framing keeps the feed a single typed parse per record.
+fn entry_bytes(kind: Kind, id: &str, record: Option<&Record>) -> Vec<u8> {
+    match record {
+        Some(r) => {
+            let mut v = vec![kind_byte(kind), b'+'];
+            v.extend_from_slice(r.to_json_string().as_bytes());
+            v
+        }
+        None => {
+            let mut v = vec![kind_byte(kind), b'-'];
+            v.extend_from_slice(id.as_bytes());
+            v
+        }
+    }
 }
 
 fn parse_entry(key: &[u8], bytes: &[u8]) -> Result<(Kind, String, Option<Record>), StoreError> {
-    let e: LogEntry<'_> = serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))?;
-    let rec = match e.r {
-        Some(raw) => Some(Record::from_json_str(e.k, raw.get()).map_err(|m| corrupt(key, m))?),
-        None => None,
+    let (Some(&k), Some(&op)) = (bytes.first(), bytes.get(1)) else {
+        return Err(corrupt(key, "short log entry"));
     };
-    Ok((e.k, e.id.to_owned(), rec))
+    let kind = byte_kind(k).ok_or_else(|| corrupt(key, "unknown kind"))?;
+    let body = std::str::from_utf8(&bytes[2..]).map_err(|e| corrupt(key, e))?;
+    match op {
+        b'+' => {
+            let r = Record::from_json_str(kind, body).map_err(|m| corrupt(key, m))?;
+            Ok((kind, r.id().to_owned(), Some(r)))
+        }
+        b'-' => Ok((kind, body.to_owned(), None)),
+        _ => Err(corrupt(key, "bad log entry")),
+    }
 }
 
 /// The embedded CRM backend. Cheap to clone.
@@ -97,20 +114,47 @@ impl EmbeddedCrm {
         self.inner.seq.lock().map(|s| *s == 0).unwrap_or(false)
     }
 
-    /// Writes a whole (already checked) dataset in one durable batch: the seed.
-    pub fn seed(&self, ds: &Dataset) -> Result<usize, CrmError> {
+    /// Writes a whole (already checked) dataset into an empty CRM: the seed. It is written
+    /// in chunks and the sequence key last, so a crash part-way leaves a CRM that still counts
+    /// as empty and is seeded again, over the same keys. Returns the records as the change
+    /// feed from the start would, and the cursor after them, so the replica can be primed
+    /// without reading them back.
+    pub fn seed(&self, ds: Dataset) -> Result<(Vec<Change>, String), CrmError> {
         let mut seq = self.lock_seq()?;
-        let mut ops = Vec::with_capacity(ds.len() * 2 + 1);
         let mut next = *seq;
-        for r in ds.records() {
+        let mut ops = Vec::with_capacity(SEED_CHUNK * 2);
+        let mut changes = Vec::with_capacity(ds.len());
+        let Dataset {
+            subsystems,
+            users,
+            companies,
+            contacts,
+            projects,
+            leads,
+        } = ds;
+        let records = subsystems
+            .into_iter()
+            .map(Record::Subsystem)
+            .chain(users.into_iter().map(Record::User))
+            .chain(companies.into_iter().map(Record::Company))
+            .chain(contacts.into_iter().map(Record::Contact))
+            .chain(projects.into_iter().map(Record::Project))
+            .chain(leads.into_iter().map(Record::Lead));
+        for r in records {
             next += 1;
             ops.extend(self.write_ops(&r, next, None)?);
+            changes.push(Change::Upsert(Versioned {
+                record: r,
+                version: next.to_string(),
+            }));
+            if ops.len() >= SEED_CHUNK * 2 {
+                self.inner.store.apply(std::mem::take(&mut ops))?;
+            }
         }
         ops.push(Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()));
         self.inner.store.apply(ops)?;
-        let n = (next - *seq) as usize;
         *seq = next;
-        Ok(n)
+        Ok((changes, next.to_string()))
     }
 
     fn lock_seq(&self) -> Result<std::sync::MutexGuard<'_, u64>, CrmError> {
@@ -122,7 +166,7 @@ impl EmbeddedCrm {
 
     fn write_ops(&self, r: &Record, seq: u64, old: Option<u64>) -> Result<Vec<Op>, CrmError> {
         let mut ops = vec![
-            Op::Put(log_key(seq), entry_bytes(r.kind(), r.id(), Some(r))?),
+            Op::Put(log_key(seq), entry_bytes(r.kind(), r.id(), Some(r))),
             Op::Put(idx_key(r.kind(), r.id()), seq.to_string().into_bytes()),
         ];
         if let Some(old) = old {
@@ -270,7 +314,7 @@ impl EmbeddedCrm {
         self.inner.store.apply(vec![
             Op::Delete(idx_key(kind, id)),
             Op::Delete(log_key(old)),
-            Op::Put(log_key(next), entry_bytes(kind, id, None)?),
+            Op::Put(log_key(next), entry_bytes(kind, id, None)),
             Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()),
         ])?;
         *seq = next;

@@ -362,7 +362,7 @@ pub fn check_phone(s: &str) -> Result<(), String> {
     let ok_chars = s
         .chars()
         .all(|c| c.is_ascii_digit() || " +-()/.xX".contains(c) || c.is_alphabetic());
-    if digits < 3 || digits > 20 || !ok_chars || s.len() > 64 {
+    if !(3..=20).contains(&digits) || !ok_chars || s.len() > 64 {
         return Err(format!("invalid phone number \"{s}\""));
     }
     Ok(())

@@ -29,6 +29,15 @@ pub struct MyEvent {
     pub added: bool,
 }
 
+/// A contact's folder-relevant state after a change.
+struct ContactState {
+    exists: bool,
+    visible: bool,
+    subs: Vec<u32>,
+    my: Vec<u32>,
+    ver: String,
+}
+
 /// An entry of the global change log, as kept in memory.
 #[derive(Clone, Debug)]
 enum Entry {
@@ -746,21 +755,26 @@ impl Engine {
                 .collect(),
             ver: ver.clone(),
         };
-        self.push_contact_entry(c, seq, exists, visible, subs, my, ver);
+        let state = ContactState {
+            exists,
+            visible,
+            subs,
+            my,
+            ver,
+        };
+        self.push_contact_entry(c, seq, state);
         log.push(rec);
         true
     }
 
-    fn push_contact_entry(
-        &mut self,
-        c: u32,
-        seq: u64,
-        exists: bool,
-        visible: bool,
-        subs: Vec<u32>,
-        my: Vec<u32>,
-        ver: String,
-    ) {
+    fn push_contact_entry(&mut self, c: u32, seq: u64, state: ContactState) {
+        let ContactState {
+            exists,
+            visible,
+            subs,
+            my,
+            ver,
+        } = state;
         let prev = self.contacts[c as usize].last_entry;
         self.log.push(Entry::Contact {
             seq,
@@ -956,7 +970,14 @@ impl Engine {
                 let c = self.contact(id);
                 let subs = self.subs_of(sub);
                 let my = sorted(my.iter().map(|u| self.user(u)).collect());
-                self.push_contact_entry(c, *s, *x, *v, subs, my, ver.clone());
+                let state = ContactState {
+                    exists: *x,
+                    visible: *v,
+                    subs,
+                    my,
+                    ver: ver.clone(),
+                };
+                self.push_contact_entry(c, *s, state);
             }
             LogRecord::User {
                 s,

@@ -162,6 +162,21 @@ impl Replica {
         Ok(())
     }
 
+    /// Loads a full snapshot the caller already holds (the embedded CRM's seed) as the first
+    /// load, with the feed cursor that follows it; the replica is ready afterwards.
+    pub fn prime(&self, snapshot: Vec<Change>, cursor: String) -> Result<Applied, ReplicaError> {
+        let mut guard = self.cursor.try_lock().map_err(|_| {
+            ReplicaError::Crm(CrmError::Unavailable {
+                retry_after: None,
+                reason: "replica is busy loading".into(),
+            })
+        })?;
+        let applied = self.apply(snapshot, true)?;
+        *guard = Some(cursor);
+        self.ready.store(true, Ordering::Release);
+        Ok(applied)
+    }
+
     /// Pulls every change from the CRM since the last cursor and applies it. The first call
     /// loads the CRM's whole feed as one snapshot; only then is the replica ready.
     pub async fn catch_up<C: CrmBackend>(&self, crm: &C) -> Result<usize, ReplicaError> {

@@ -1,5 +1,8 @@
 //! Small HTTP helpers shared by the routes: bounded body reading and JSON error answers.
 
+// Handlers return a ready response as their error: it is built once, on the way out.
+#![allow(clippy::result_large_err)]
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;

@@ -21,7 +21,12 @@ fn engine(e: impl std::fmt::Display) -> StoreError {
 impl RedbStore {
     pub(super) fn open(dir: &Path) -> Result<RedbStore, StoreError> {
         let path = dir.join("crmgate.redb");
-        let db = Database::create(&path).map_err(engine)?;
+        // redb's default cache is 1 GiB; crmgate keeps its working set in the replica, so the
+        // store needs little.
+        let db = redb::Builder::new()
+            .set_cache_size(64 << 20)
+            .create(&path)
+            .map_err(engine)?;
         // Make sure the table exists, so readers never see "no such table".
         let tx = db.begin_write().map_err(engine)?;
         tx.open_table(KV).map_err(engine)?;
