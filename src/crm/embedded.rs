@@ -3,7 +3,8 @@
 //! record inline (one entry per record, the newest) and one tombstone per deletion, so the feed
 //! from the start is the initial load and reads sequentially.
 //!
-//! Keys: `crm/seq` (last sequence), `crm/log/{seq:020}` (see [`entry_bytes`]),
+//! Keys: `crm/seq` (last sequence), `crm/log/{seq:020}` (kind letter, `+` and the record JSON,
+//! or `-` and the id of a deleted record),
 //! `crm/r/{kind}/{id}` (the sequence of the record's log entry; its version).
 
 use super::{Change, ChangePage, CrmBackend, CrmError, Precondition, Versioned};

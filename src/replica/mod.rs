@@ -15,6 +15,8 @@
 
 pub mod engine;
 mod intern;
+#[cfg(test)]
+mod rules_tests;
 
 pub use engine::{Applied, Engine, Explanation, ItemChange, LogRecord, MyEvent};
 
