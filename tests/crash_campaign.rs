@@ -118,8 +118,22 @@ fn verify(
 }
 
 #[test]
-fn sigkill_during_writes_loses_no_acknowledged_write() {
+fn sigkill_during_writes_loses_no_acknowledged_write_redb() {
+    campaign("redb");
+}
+
+#[test]
+fn sigkill_during_writes_loses_no_acknowledged_write_sled() {
+    campaign("sled");
+}
+
+fn campaign(engine: &str) {
     let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("crmgate.toml"),
+        format!("[store]\nengine = \"{engine}\"\n"),
+    )
+    .expect("config");
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
