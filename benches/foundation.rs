@@ -3,7 +3,8 @@
 //! a baseline measured in the same run, since machines are noisy.
 //!
 //! Run: `cargo bench --bench foundation` (10k and 100k contacts);
-//! `BENCH_SIZES=10000,100000,1000000 cargo bench --bench foundation` for the growth table.
+//! `BENCH_SIZES=10000,100000,1000000 cargo bench --bench foundation` for the growth table;
+//! `BENCH_ENGINE=redb` to measure the redb store instead of sled (the default).
 
 use crmgate::crm::{Change, Versioned};
 use crmgate::domain::rules::FolderRules;
@@ -164,7 +165,8 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!("foundation benchmark (users = contacts/100, 10 subsystems; release build)");
+    let engine = std::env::var("BENCH_ENGINE").unwrap_or_else(|_| "sled".into());
+    println!("foundation benchmark (users = contacts/100, 10 subsystems; store {engine}; release build)");
     println!(
         "{:>9} | {:>8} {:>8} | {:>10} {:>8} | {:>8} | {:>12} {:>9} | {:>8}",
         "contacts",
