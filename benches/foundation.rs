@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo bench --bench foundation` (10k and 100k contacts);
 //! `BENCH_SIZES=10000,100000,1000000 cargo bench --bench foundation` for the growth table;
-//! `BENCH_ENGINE=redb` to measure the redb store instead of sled (the default).
+//! `BENCH_ENGINE=sled` to measure the sled store instead of redb (the default).
 
 use crmgate::crm::{Change, Versioned};
 use crmgate::domain::rules::FolderRules;
@@ -36,6 +36,9 @@ fn ready(port: u16) -> bool {
 /// Starts the release binary and returns (child, seconds until /readyz said 200).
 fn start(dir: &std::path::Path, seed: &std::path::Path) -> (Child, u16, f64) {
     let port = free_port();
+    let engine = std::env::var("BENCH_ENGINE").unwrap_or_else(|_| "redb".into());
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, format!("[store]\nengine = \"{engine}\"\n")).expect("config");
     let t = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_crmgate"))
         .args([
@@ -44,6 +47,8 @@ fn start(dir: &std::path::Path, seed: &std::path::Path) -> (Child, u16, f64) {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
+        .arg("--config")
+        .arg(&config)
         .arg("--data-dir")
         .arg(dir)
         .arg("--seed")
@@ -58,6 +63,10 @@ fn start(dir: &std::path::Path, seed: &std::path::Path) -> (Child, u16, f64) {
         std::thread::sleep(Duration::from_millis(5));
     }
     (child, port, t.elapsed().as_secs_f64())
+}
+
+fn engine_name() -> String {
+    std::env::var("BENCH_ENGINE").unwrap_or_else(|_| "redb".into())
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
@@ -117,6 +126,16 @@ fn run(contacts: usize, users: usize, subsystems: usize) -> Row {
     let (child, _, restart_s) = start(&data, &seed);
     let rss_mb = peak_rss_mb(child.id()).max(seed_rss);
     stop(child);
+    let file = if engine_name() == "redb" {
+        "crmgate.redb"
+    } else {
+        "db"
+    };
+    assert!(
+        data.join(file).exists(),
+        "the {} engine was used",
+        engine_name()
+    );
 
     // Engine time of a reassignment, against a full rebuild of the same data (baseline).
     let changes: Vec<Change> = ds
@@ -165,8 +184,10 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let engine = std::env::var("BENCH_ENGINE").unwrap_or_else(|_| "sled".into());
-    println!("foundation benchmark (users = contacts/100, 10 subsystems; store {engine}; release build)");
+    let engine = std::env::var("BENCH_ENGINE").unwrap_or_else(|_| "redb".into());
+    println!(
+        "foundation benchmark (users = contacts/100, 10 subsystems; store {engine}; release build)"
+    );
     println!(
         "{:>9} | {:>8} {:>8} | {:>10} {:>8} | {:>8} | {:>12} {:>9} | {:>8}",
         "contacts",
