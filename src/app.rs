@@ -213,20 +213,17 @@ impl App {
             .replica
             .read()
             .ok()
-            .and_then(|e| e.find_user(&login).and_then(|u| e.user_record(u).cloned()));
+            .and_then(|e| e.find_login(&login).and_then(|u| e.user_record(u).cloned()));
         let ok = user
             .as_ref()
             .filter(|u| u.active)
             .filter(|u| self.creds.verify(u, &login, &password));
         match ok {
-            Some(u) => {
-                self.throttle.success(ip);
-                Ok(Principal {
-                    user: u.id.clone(),
-                    login: u.login.clone(),
-                    role: u.role,
-                })
-            }
+            Some(u) => Ok(Principal {
+                user: u.id.clone(),
+                login: u.login.clone(),
+                role: u.role,
+            }),
             None => {
                 self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
                 let delay = self.throttle.failure(ip);
@@ -260,6 +257,19 @@ impl App {
         );
         for p in &mut problems {
             p.path = p.path.trim_start_matches('.').to_owned();
+        }
+        if let Record::User(u) = &record {
+            let taken = self.replica.read().ok().and_then(|e| {
+                e.find_login(&u.login)
+                    .map(|i| e.user_id(i).to_owned())
+                    .filter(|owner| *owner != u.id.0)
+            });
+            if let Some(owner) = taken {
+                problems.push(Problem {
+                    path: "login".into(),
+                    message: format!("login \"{}\" is already used by user \"{owner}\"", u.login),
+                });
+            }
         }
         if !problems.is_empty() {
             return Err(AppError::Invalid(problems));

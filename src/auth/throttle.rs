@@ -1,6 +1,7 @@
 //! Failed-login throttling per source address: each recent failure adds a delay before the
 //! answer; after `max_failures` within the window the source is locked out for a while, even
-//! with the right password.
+//! with the right password. A successful login does not clear the count: otherwise one valid
+//! account would let a source keep guessing the passwords of others.
 
 use crate::config::AuthConfig;
 use std::collections::HashMap;
@@ -82,15 +83,6 @@ impl Throttle {
         }
         (self.cfg.failure_delay * n).min(Duration::from_secs(2))
     }
-
-    /// Records a success: the source's failure count starts again.
-    pub fn success(&self, ip: IpAddr) {
-        if let Ok(mut map) = self.map.lock() {
-            if map.get(&ip).is_some_and(|s| s.locked_until.is_none()) {
-                map.remove(&ip);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -112,11 +104,7 @@ mod tests {
         assert_eq!(t.check(ip), Verdict::Allow);
         t.failure(ip);
         assert!(matches!(t.check(ip), Verdict::Locked(d) if d > Duration::from_secs(50)));
-        t.success(ip);
-        assert!(
-            matches!(t.check(ip), Verdict::Locked(_)),
-            "success does not lift a lockout"
-        );
+        assert!(matches!(t.check(ip), Verdict::Locked(_)), "stays locked");
         let other: IpAddr = "127.0.0.3".parse().expect("ip");
         assert_eq!(t.check(other), Verdict::Allow);
     }

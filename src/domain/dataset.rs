@@ -219,6 +219,15 @@ impl Dataset {
                 });
             }
         }
+        let mut logins: HashSet<String> = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if !logins.insert(u.login.trim().to_lowercase()) {
+                problems.push(Problem {
+                    path: format!("users[{i}].login"),
+                    message: format!("duplicate login \"{}\"", u.login),
+                });
+            }
+        }
         let known = |kind: Kind, id: &str| ids[kind as usize].contains(id) || exists(kind, id);
         let mut idx = [0usize; 6];
         for r in &records {

@@ -1015,6 +1015,11 @@ impl Engine {
             })
     }
 
+    /// The user index for a login (case-insensitive); what sign-in uses.
+    pub fn find_login(&self, login: &str) -> Option<u32> {
+        self.users_by_login.get(&login.to_lowercase()).copied()
+    }
+
     /// A user's record.
     pub fn user_record(&self, u: u32) -> Option<&Arc<User>> {
         self.users.get(u as usize).and_then(|n| n.rec.as_ref())
