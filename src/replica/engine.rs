@@ -413,12 +413,7 @@ impl Engine {
 
     /// Applies a batch of CRM changes and returns the log entries it produced.
     pub fn apply(&mut self, changes: Vec<Change>) -> Applied {
-        for ch in changes {
-            match ch {
-                Change::Upsert(v) => self.upsert(v),
-                Change::Deleted(kind, id) => self.delete(kind, &id),
-            }
-        }
+        self.ingest(changes);
         self.reconcile()
     }
 
@@ -426,14 +421,19 @@ impl Engine {
     /// reconciled against the log, so contacts that changed, appeared or vanished while
     /// crmgate was down, and rule changes made in the config, get entries; nothing else does.
     pub fn load(&mut self, changes: Vec<Change>) -> Applied {
+        self.ingest(changes);
+        self.mark_all_dirty();
+        self.reconcile()
+    }
+
+    /// Updates records and reverse indexes, marking what must be reconciled.
+    fn ingest(&mut self, changes: Vec<Change>) {
         for ch in changes {
             match ch {
                 Change::Upsert(v) => self.upsert(v),
                 Change::Deleted(kind, id) => self.delete(kind, &id),
             }
         }
-        self.mark_all_dirty();
-        self.reconcile()
     }
 
     fn upsert(&mut self, v: Versioned) {
