@@ -11,3 +11,4 @@ pub mod gen;
 pub mod replica;
 pub mod server;
 pub mod store;
+pub mod view;

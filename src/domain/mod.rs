@@ -5,6 +5,7 @@
 
 pub mod dataset;
 pub mod ids;
+pub mod mapping;
 pub mod model;
 pub mod rules;
 

@@ -36,6 +36,7 @@ struct ContactState {
     subs: Vec<u32>,
     my: Vec<u32>,
     ver: String,
+    time: u64,
 }
 
 /// An entry of the global change log, as kept in memory.
@@ -87,6 +88,9 @@ pub enum LogRecord {
         /// What the contact looked like: CRM version and a digest of its companies' names.
         #[serde(default)]
         ver: String,
+        /// When the contact last changed, unix seconds (moves at least 1 s per change).
+        #[serde(default)]
+        at: u64,
     },
     /// A user's scope change and the My flips it caused.
     #[serde(rename = "u")]
@@ -141,6 +145,8 @@ struct ContactNode {
     in_my: Vec<u32>,
     logged_ver: Box<str>,
     seq: u64,
+    first_seq: u64,
+    modified: u64,
     last_entry: u32,
 }
 
@@ -178,6 +184,8 @@ impl Default for ContactNode {
             in_my: Vec::new(),
             logged_ver: "".into(),
             seq: 0,
+            first_seq: 0,
+            modified: 0,
             last_entry: NONE,
         }
     }
@@ -248,6 +256,13 @@ pub struct Engine {
     dirty_contacts: BTreeSet<u32>,
     dirty_users: BTreeSet<u32>,
     users_by_login: HashMap<String, u32>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// FNV-1a, 64 bit: a digest that stays the same across builds (it is persisted).
@@ -740,6 +755,7 @@ impl Engine {
         }
         self.seq += 1;
         let seq = self.seq;
+        let time = unix_now().max(self.contacts[c as usize].modified + 1);
         let rec = LogRecord::Contact {
             s: seq,
             id: self.contacts_ix.name(c).to_owned(),
@@ -754,6 +770,7 @@ impl Engine {
                 .map(|u| self.users_ix.name(*u).to_owned())
                 .collect(),
             ver: ver.clone(),
+            at: time,
         };
         let state = ContactState {
             exists,
@@ -761,6 +778,7 @@ impl Engine {
             subs,
             my,
             ver,
+            time,
         };
         self.push_contact_entry(c, seq, state);
         log.push(rec);
@@ -774,6 +792,7 @@ impl Engine {
             subs,
             my,
             ver,
+            time,
         } = state;
         let prev = self.contacts[c as usize].last_entry;
         self.log.push(Entry::Contact {
@@ -793,6 +812,10 @@ impl Engine {
         node.logged_exists = exists;
         node.logged_ver = ver.into();
         node.seq = seq;
+        node.modified = time;
+        if node.first_seq == 0 {
+            node.first_seq = seq;
+        }
         node.last_entry = idx;
         if was_visible != visible {
             if visible {
@@ -966,6 +989,7 @@ impl Engine {
                 sub,
                 my,
                 ver,
+                at,
             } => {
                 let c = self.contact(id);
                 let subs = self.subs_of(sub);
@@ -976,6 +1000,7 @@ impl Engine {
                     subs,
                     my,
                     ver: ver.clone(),
+                    time: *at,
                 };
                 self.push_contact_entry(c, *s, state);
             }
@@ -1046,6 +1071,45 @@ impl Engine {
     /// The contact id of an index.
     pub fn contact_id(&self, c: u32) -> &str {
         self.contacts_ix.name(c)
+    }
+
+    /// A stable number per contact, increasing with the time it first appeared (its first
+    /// sequence number): a sort and paging key that never changes.
+    pub fn contact_uid(&self, c: u32) -> u64 {
+        self.contacts
+            .get(c as usize)
+            .map(|n| n.first_seq)
+            .unwrap_or(0)
+    }
+
+    /// When the contact last changed (unix seconds; moves at least 1 s per change).
+    pub fn contact_modified(&self, c: u32) -> u64 {
+        self.contacts
+            .get(c as usize)
+            .map(|n| n.modified)
+            .unwrap_or(0)
+    }
+
+    /// The content version of a contact (CRM version and company-name digest).
+    pub fn contact_version(&self, c: u32) -> &str {
+        self.contacts
+            .get(c as usize)
+            .map(|n| &*n.logged_ver)
+            .unwrap_or("")
+    }
+
+    /// The companies of a contact, in the record's order (existing ones only).
+    pub fn contact_companies(&self, c: u32) -> Vec<&Arc<Company>> {
+        self.contacts
+            .get(c as usize)
+            .and_then(|n| n.rec.as_ref())
+            .map(|r| {
+                r.companies
+                    .iter()
+                    .filter_map(|k| self.company_record(k.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The sequence number of a contact's last change.
@@ -1264,16 +1328,29 @@ impl Engine {
         folder: VirtualFolder,
         since: u64,
     ) -> Option<Vec<(u32, ItemChange)>> {
+        self.changes_since_seq(u, folder, since)
+            .map(|v| v.into_iter().map(|(_, c, ch)| (c, ch)).collect())
+    }
+
+    /// Like [`Engine::changes_since`], with the sequence number of each item's latest change
+    /// (for resumable paging), in (sequence, index) order.
+    pub fn changes_since_seq(
+        &self,
+        u: u32,
+        folder: VirtualFolder,
+        since: u64,
+    ) -> Option<Vec<(u64, u32, ItemChange)>> {
         if since > self.seq || !self.user_exists(u) {
             return None;
         }
         if since == 0 {
-            return Some(
-                self.list(u, folder)
-                    .into_iter()
-                    .map(|c| (c, ItemChange::Create))
-                    .collect(),
-            );
+            let mut v: Vec<(u64, u32, ItemChange)> = self
+                .list(u, folder)
+                .into_iter()
+                .map(|c| (self.contact_seq(c), c, ItemChange::Create))
+                .collect();
+            v.sort_unstable_by_key(|(s, c, _)| (*s, *c));
+            return Some(v);
         }
         let un = &self.users[u as usize];
         let tail_start = self.log.partition_point(|e| e.seq() <= since);
@@ -1348,7 +1425,7 @@ impl Engine {
             out.push((seq, c, change));
         }
         out.sort_unstable_by_key(|(s, c, _)| (*s, *c));
-        Some(out.into_iter().map(|(_, c, ch)| (c, ch)).collect())
+        Some(out)
     }
 
     // ---- explain ----------------------------------------------------------------------

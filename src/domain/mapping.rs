@@ -1,0 +1,392 @@
+//! CRM contact → address-book card: the one mapping both protocol faces render. Exchange
+//! contacts have fixed slots (3 e-mails, 2 business + 2 home phones, 1 mobile, 1 business fax,
+//! 1 other phone, 3 postal addresses, 1 web page); the first CRM values of each kind fill them
+//! in CRM order, and values without a slot stay in the CRM untouched.
+//!
+//! | CRM | slot |
+//! |---|---|
+//! | e-mails 1–3 (any kind) | EmailAddress1–3 |
+//! | phones `work` 1–2 | BusinessPhone, BusinessPhone2 |
+//! | phones `home` 1–2 | HomePhone, HomePhone2 |
+//! | first `mobile` | MobilePhone |
+//! | first `fax` | BusinessFax |
+//! | first `other` | OtherTelephone |
+//! | first address of kind work / home / other | Business / Home / Other |
+//! | first website | BusinessHomePage |
+//! | first company's name | CompanyName |
+
+use super::model::{AddressKind, Company, Contact, PhoneKind, PostalAddress};
+use serde::{Deserialize, Serialize};
+
+/// Where a phone number goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PhoneSlot {
+    /// First work phone.
+    BusinessPhone,
+    /// Second work phone.
+    BusinessPhone2,
+    /// First home phone.
+    HomePhone,
+    /// Second home phone.
+    HomePhone2,
+    /// First mobile.
+    MobilePhone,
+    /// First fax.
+    BusinessFax,
+    /// First other phone.
+    OtherTelephone,
+}
+
+impl PhoneSlot {
+    /// The slot's name (EWS `PhoneNumbers` key).
+    pub fn key(self) -> &'static str {
+        match self {
+            PhoneSlot::BusinessPhone => "BusinessPhone",
+            PhoneSlot::BusinessPhone2 => "BusinessPhone2",
+            PhoneSlot::HomePhone => "HomePhone",
+            PhoneSlot::HomePhone2 => "HomePhone2",
+            PhoneSlot::MobilePhone => "MobilePhone",
+            PhoneSlot::BusinessFax => "BusinessFax",
+            PhoneSlot::OtherTelephone => "OtherTelephone",
+        }
+    }
+}
+
+/// Where a postal address goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddressSlot {
+    /// Work.
+    Business,
+    /// Home.
+    Home,
+    /// Other.
+    Other,
+}
+
+impl AddressSlot {
+    /// The slot's name (EWS `PhysicalAddresses` key).
+    pub fn key(self) -> &'static str {
+        match self {
+            AddressSlot::Business => "Business",
+            AddressSlot::Home => "Home",
+            AddressSlot::Other => "Other",
+        }
+    }
+}
+
+/// How notes and birthdays are treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldPolicy {
+    /// Shown and writable.
+    #[default]
+    Shown,
+    /// Shown, writes refused.
+    ReadOnly,
+    /// Not shown.
+    Hidden,
+}
+
+/// Mapping settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingRules {
+    /// Region for numbers written without a country code (ISO 3166 alpha-2).
+    pub default_region: String,
+    /// Domain of placeholder e-mail addresses; `None`: no placeholders.
+    pub placeholder_domain: Option<String>,
+    /// Notes policy.
+    pub notes: FieldPolicy,
+    /// Birthday policy.
+    pub birthday: FieldPolicy,
+}
+
+impl Default for MappingRules {
+    fn default() -> Self {
+        MappingRules {
+            default_region: "DE".into(),
+            placeholder_domain: Some("nomail.invalid".into()),
+            notes: FieldPolicy::Shown,
+            birthday: FieldPolicy::Shown,
+        }
+    }
+}
+
+/// An e-mail slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardEmail {
+    /// 1..=3.
+    pub index: u8,
+    /// Address.
+    pub address: String,
+    /// A placeholder made up by crmgate (never written back).
+    pub placeholder: bool,
+}
+
+/// A contact as address books see it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Card {
+    /// Display name (synthesized when the CRM has none).
+    pub display_name: String,
+    /// "Surname, Given" or the display name.
+    pub file_as: String,
+    /// Title ("Dr.").
+    pub title: Option<String>,
+    /// Given name.
+    pub given_name: Option<String>,
+    /// Middle name.
+    pub middle_name: Option<String>,
+    /// Surname.
+    pub surname: Option<String>,
+    /// Company name.
+    pub company_name: Option<String>,
+    /// Job title.
+    pub job_title: Option<String>,
+    /// Department.
+    pub department: Option<String>,
+    /// E-mail slots.
+    pub emails: Vec<CardEmail>,
+    /// Phone slots, display form.
+    pub phones: Vec<(PhoneSlot, String)>,
+    /// Address slots.
+    pub addresses: Vec<(AddressSlot, PostalAddress)>,
+    /// Web page.
+    pub web_page: Option<String>,
+    /// Birthday `YYYY-MM-DD`.
+    pub birthday: Option<String>,
+    /// Notes.
+    pub notes: Option<String>,
+    /// Categories.
+    pub categories: Vec<String>,
+}
+
+fn clean(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Formats a phone number internationally (`+49 30 1234567`) with the default region for
+/// numbers without a country code; text that is no phone number is shown as the CRM has it.
+pub fn display_phone(number: &str, default_region: &str) -> String {
+    let region = default_region.parse::<phonenumber::country::Id>().ok();
+    match phonenumber::parse(region, number) {
+        Ok(n) if phonenumber::is_valid(&n) => n
+            .format()
+            .mode(phonenumber::Mode::International)
+            .to_string(),
+        _ => number.trim().to_owned(),
+    }
+}
+
+/// The placeholder address of a contact without e-mail.
+pub fn placeholder_email(contact_id: &str, domain: &str) -> String {
+    let local: String = contact_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("crm-{local}@{domain}")
+}
+
+/// Maps a CRM contact (with its companies) to a card.
+pub fn card(c: &Contact, companies: &[&Company], rules: &MappingRules) -> Card {
+    let title = clean(&c.title);
+    let given_name = clean(&c.first_name);
+    let middle_name = clean(&c.middle_name);
+    let surname = clean(&c.last_name);
+    let company_name = companies
+        .first()
+        .map(|k| k.name.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    let mut emails: Vec<CardEmail> = c
+        .emails
+        .iter()
+        .filter(|e| !e.address.trim().is_empty())
+        .take(3)
+        .enumerate()
+        .map(|(i, e)| CardEmail {
+            index: i as u8 + 1,
+            address: e.address.trim().to_owned(),
+            placeholder: false,
+        })
+        .collect();
+    if emails.is_empty() {
+        if let Some(d) = &rules.placeholder_domain {
+            emails.push(CardEmail {
+                index: 1,
+                address: placeholder_email(c.id.as_str(), d),
+                placeholder: true,
+            });
+        }
+    }
+    let mut phones = Vec::new();
+    let taken =
+        |slot: PhoneSlot, phones: &Vec<(PhoneSlot, String)>| phones.iter().any(|(s, _)| *s == slot);
+    for p in &c.phones {
+        let candidates: &[PhoneSlot] = match p.kind {
+            PhoneKind::Work => &[PhoneSlot::BusinessPhone, PhoneSlot::BusinessPhone2],
+            PhoneKind::Home => &[PhoneSlot::HomePhone, PhoneSlot::HomePhone2],
+            PhoneKind::Mobile => &[PhoneSlot::MobilePhone],
+            PhoneKind::Fax => &[PhoneSlot::BusinessFax],
+            PhoneKind::Other => &[PhoneSlot::OtherTelephone],
+        };
+        if let Some(slot) = candidates.iter().copied().find(|s| !taken(*s, &phones)) {
+            phones.push((slot, display_phone(&p.number, &rules.default_region)));
+        }
+    }
+    let mut addresses: Vec<(AddressSlot, PostalAddress)> = Vec::new();
+    for a in &c.addresses {
+        let slot = match a.kind {
+            AddressKind::Work => AddressSlot::Business,
+            AddressKind::Home => AddressSlot::Home,
+            AddressKind::Other => AddressSlot::Other,
+        };
+        if !addresses.iter().any(|(s, _)| *s == slot) {
+            addresses.push((slot, a.clone()));
+        }
+    }
+    let display_name = {
+        let parts: Vec<&str> = [&title, &given_name, &middle_name, &surname]
+            .into_iter()
+            .filter_map(|p| p.as_deref())
+            .collect();
+        if !parts.is_empty() {
+            parts.join(" ")
+        } else if let Some(k) = &company_name {
+            k.clone()
+        } else if let Some(e) = emails.iter().find(|e| !e.placeholder) {
+            e.address.clone()
+        } else {
+            c.id.0.clone()
+        }
+    };
+    let file_as = match (&surname, &given_name) {
+        (Some(s), Some(g)) => format!("{s}, {g}"),
+        (Some(s), None) => s.clone(),
+        _ => display_name.clone(),
+    };
+    Card {
+        display_name,
+        file_as,
+        title,
+        given_name,
+        middle_name,
+        surname,
+        company_name,
+        job_title: clean(&c.job_title),
+        department: clean(&c.department),
+        emails,
+        phones,
+        addresses,
+        web_page: c
+            .websites
+            .iter()
+            .map(|w| w.trim())
+            .find(|w| !w.is_empty())
+            .map(str::to_owned),
+        birthday: if rules.birthday == FieldPolicy::Hidden {
+            None
+        } else {
+            clean(&c.birthday)
+        },
+        notes: if rules.notes == FieldPolicy::Hidden {
+            None
+        } else {
+            clean(&c.notes)
+        },
+        categories: c.categories.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::{Email, Phone};
+
+    fn contact() -> Contact {
+        Contact {
+            id: "c1".into(),
+            first_name: Some("Eva".into()),
+            last_name: Some("Klein".into()),
+            title: Some("Dr.".into()),
+            emails: (1..=4)
+                .map(|i| Email {
+                    address: format!("e{i}@acme.example"),
+                    kind: AddressKind::Work,
+                })
+                .collect(),
+            phones: vec![
+                Phone {
+                    number: "030 1234567".into(),
+                    kind: PhoneKind::Work,
+                },
+                Phone {
+                    number: "030 7654321".into(),
+                    kind: PhoneKind::Work,
+                },
+                Phone {
+                    number: "030 1111111".into(),
+                    kind: PhoneKind::Work,
+                },
+                Phone {
+                    number: "0171 2345678".into(),
+                    kind: PhoneKind::Mobile,
+                },
+                Phone {
+                    number: "+44 20 7946 0123".into(),
+                    kind: PhoneKind::Home,
+                },
+                Phone {
+                    number: "call reception".into(),
+                    kind: PhoneKind::Other,
+                },
+            ],
+            websites: vec!["https://a.example".into(), "https://b.example".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn slots_follow_crm_order_and_extra_values_stay_out() {
+        let c = card(&contact(), &[], &MappingRules::default());
+        assert_eq!(c.emails.len(), 3);
+        assert_eq!(c.emails[2].address, "e3@acme.example");
+        assert_eq!(
+            c.phones,
+            vec![
+                (PhoneSlot::BusinessPhone, "+49 30 1234567".to_string()),
+                (PhoneSlot::BusinessPhone2, "+49 30 7654321".to_string()),
+                (PhoneSlot::MobilePhone, "+49 171 2345678".to_string()),
+                (PhoneSlot::HomePhone, "+44 20 7946 0123".to_string()),
+                (PhoneSlot::OtherTelephone, "call reception".to_string()),
+            ]
+        );
+        assert_eq!(c.web_page.as_deref(), Some("https://a.example"));
+        assert_eq!(c.display_name, "Dr. Eva Klein");
+        assert_eq!(c.file_as, "Klein, Eva");
+    }
+
+    #[test]
+    fn placeholder_and_synthesized_names() {
+        let bare = Contact {
+            id: "c/9".into(),
+            ..Default::default()
+        };
+        let c = card(&bare, &[], &MappingRules::default());
+        assert_eq!(c.emails[0].address, "crm-c-9@nomail.invalid");
+        assert!(c.emails[0].placeholder);
+        assert_eq!(c.display_name, "c/9");
+        let rules = MappingRules {
+            placeholder_domain: None,
+            ..Default::default()
+        };
+        assert!(card(&bare, &[], &rules).emails.is_empty());
+        assert_eq!(display_phone("(212) 555-0142", "US"), "+1 212-555-0142");
+    }
+}

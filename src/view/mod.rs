@@ -1,0 +1,836 @@
+//! `Mailbox`: the one protocol-neutral view both faces call. It holds a read view of the
+//! replica for one signed-in user and answers with folders, items (cards), opaque ids, change
+//! keys and resumable sync pages. Everything a client presents (ids, sync states) is checked
+//! against what this user can see now; anything else is "not found".
+//!
+//! May import domain and replica; never a protocol.
+
+pub mod wire_id;
+
+use crate::domain::mapping::{card, Card, MappingRules};
+use crate::domain::rules::VirtualFolder;
+use crate::replica::{Engine, ItemChange};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+pub use wire_id::{IdCodec, IdError, IdKind, WireId};
+
+/// Bumped when the mapping changes what a contact looks like, so change keys move.
+pub const MAPPING_VERSION: u32 = 1;
+
+/// A well-known folder that exists so clients' logins succeed; always empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WellKnown {
+    /// Distinguished id.
+    pub name: &'static str,
+    /// Display name.
+    pub display: &'static str,
+    /// Folder class.
+    pub class: &'static str,
+    /// Child of the root (true) or of the message folder root.
+    pub under_root: bool,
+}
+
+const fn wk(
+    name: &'static str,
+    display: &'static str,
+    class: &'static str,
+    under_root: bool,
+) -> WellKnown {
+    WellKnown {
+        name,
+        display,
+        class,
+        under_root,
+    }
+}
+
+/// Every distinguished folder exchangelib, DavMail and Outlook for Mac ask for.
+pub const WELL_KNOWN: &[WellKnown] = &[
+    wk("inbox", "Inbox", "IPF.Note", false),
+    wk("calendar", "Calendar", "IPF.Appointment", false),
+    wk("sentitems", "Sent Items", "IPF.Note", false),
+    wk("drafts", "Drafts", "IPF.Note", false),
+    wk("deleteditems", "Deleted Items", "IPF.Note", false),
+    wk("junkemail", "Junk Email", "IPF.Note", false),
+    wk("outbox", "Outbox", "IPF.Note", false),
+    wk("tasks", "Tasks", "IPF.Task", false),
+    wk("notes", "Notes", "IPF.StickyNote", false),
+    wk("journal", "Journal", "IPF.Journal", false),
+    wk("conflicts", "Conflicts", "IPF.Note", false),
+    wk(
+        "conversationhistory",
+        "Conversation History",
+        "IPF.Note",
+        false,
+    ),
+    wk("localfailures", "Local Failures", "IPF.Note", false),
+    wk("serverfailures", "Server Failures", "IPF.Note", false),
+    wk("syncissues", "Sync Issues", "IPF.Note", false),
+    wk("archive", "Archive", "IPF.Note", false),
+    wk("voicemail", "Voice Mail", "IPF.Note", false),
+    wk("favorites", "Favorites", "IPF.Note", false),
+    wk("todosearch", "To-Do Search", "IPF.Task", false),
+    wk("searchfolders", "Finder", "", true),
+    wk("directory", "Directory", "", true),
+    wk(
+        "recipientcache",
+        "Recipient Cache",
+        "IPF.Contact.RecipientCache",
+        false,
+    ),
+    wk(
+        "quickcontacts",
+        "Quick Contacts",
+        "IPF.Contact.MOC.QuickContacts",
+        false,
+    ),
+    wk(
+        "imcontactlist",
+        "IM Contact List",
+        "IPF.Contact.MOC.ImContactList",
+        false,
+    ),
+    wk("peopleconnect", "PeopleConnect", "IPF.Note", false),
+    wk("mycontacts", "My Contacts", "IPF.Note", false),
+    wk("recoverableitemsroot", "Recoverable Items", "", true),
+    wk("recoverableitemsdeletions", "Deletions", "", true),
+    wk("recoverableitemspurges", "Purges", "", true),
+    wk("recoverableitemsversions", "Versions", "", true),
+];
+
+/// A folder of a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FolderRef {
+    /// The root.
+    Root,
+    /// The message folder root ("Top of Information Store").
+    MsgFolderRoot,
+    /// The default Contacts folder: parent of the virtual folders.
+    Contacts,
+    /// A virtual folder.
+    Virtual(VirtualFolder),
+    /// An always-empty well-known folder (index into [`WELL_KNOWN`]).
+    WellKnown(u8),
+}
+
+impl FolderRef {
+    fn code(self) -> u8 {
+        match self {
+            FolderRef::Root => 1,
+            FolderRef::MsgFolderRoot => 2,
+            FolderRef::Contacts => 3,
+            FolderRef::Virtual(VirtualFolder::My) => 4,
+            FolderRef::Virtual(VirtualFolder::Global) => 5,
+            FolderRef::WellKnown(i) => 16 + i,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<FolderRef> {
+        Some(match c {
+            1 => FolderRef::Root,
+            2 => FolderRef::MsgFolderRoot,
+            3 => FolderRef::Contacts,
+            4 => FolderRef::Virtual(VirtualFolder::My),
+            5 => FolderRef::Virtual(VirtualFolder::Global),
+            c if c >= 16 && ((c - 16) as usize) < WELL_KNOWN.len() => FolderRef::WellKnown(c - 16),
+            _ => return None,
+        })
+    }
+
+    /// The distinguished id, if the folder has one.
+    pub fn distinguished(self) -> Option<&'static str> {
+        match self {
+            FolderRef::Root => Some("root"),
+            FolderRef::MsgFolderRoot => Some("msgfolderroot"),
+            FolderRef::Contacts => Some("contacts"),
+            FolderRef::Virtual(_) => None,
+            FolderRef::WellKnown(i) => WELL_KNOWN.get(i as usize).map(|w| w.name),
+        }
+    }
+}
+
+/// What kind of folder, for rendering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FolderKind {
+    /// Holds contacts.
+    Contacts,
+    /// Calendar.
+    Calendar,
+    /// Tasks.
+    Tasks,
+    /// Anything else.
+    Generic,
+}
+
+/// A folder as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// Which folder.
+    pub folder: FolderRef,
+    /// Opaque id.
+    pub id: String,
+    /// Change key.
+    pub change_key: String,
+    /// Parent, with its id.
+    pub parent: Option<(FolderRef, String)>,
+    /// Display name.
+    pub display_name: String,
+    /// Folder class.
+    pub class: &'static str,
+    /// Kind.
+    pub kind: FolderKind,
+    /// Items in it.
+    pub total: usize,
+    /// Child folders.
+    pub child_count: usize,
+    /// Whether the user may create, change and delete items in it.
+    pub writable: bool,
+}
+
+/// An item: a contact in a virtual folder.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Folder.
+    pub folder: VirtualFolder,
+    /// Contact id.
+    pub contact_id: String,
+    /// Opaque item id.
+    pub id: String,
+    /// Change key.
+    pub change_key: String,
+    /// Stable increasing number (sort key for DavMail's `0xe23`).
+    pub uid: u64,
+    /// Last change, unix seconds.
+    pub modified: u64,
+    /// The address-book card.
+    pub card: Card,
+}
+
+/// A view failure, mapped to each protocol in one place.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// An id that is no id.
+    #[error("malformed id")]
+    Malformed,
+    /// No such folder for this user.
+    #[error("folder not found")]
+    FolderNotFound,
+    /// No such item for this user.
+    #[error("item not found")]
+    ItemNotFound,
+    /// A sync state that is not valid for this user and folder.
+    #[error("invalid sync state")]
+    InvalidSyncState,
+}
+
+/// Folder display names and mapping settings the view needs.
+#[derive(Clone, Debug)]
+pub struct ViewConfig {
+    /// My folder name.
+    pub my_name: String,
+    /// Global folder name.
+    pub global_name: String,
+    /// Mapping.
+    pub mapping: MappingRules,
+    /// Whether My accepts writes.
+    pub my_writable: bool,
+    /// Whether Global accepts writes.
+    pub global_writable: bool,
+}
+
+/// One page of changes.
+#[derive(Clone, Debug)]
+pub struct SyncPage {
+    /// Creates and updates carry the item; deletes carry its id.
+    pub changes: Vec<(ItemChange, Result<Item, String>)>,
+    /// State to ask with next.
+    pub state: String,
+    /// Nothing more waits.
+    pub last: bool,
+}
+
+/// A user's mailbox over a read view of the replica.
+pub struct Mailbox<'a> {
+    engine: &'a Engine,
+    codec: &'a IdCodec,
+    cfg: &'a ViewConfig,
+    user: u32,
+    user_id: String,
+}
+
+fn hash_key(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+        h.update([0]);
+    }
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(&h.finalize()[..12])
+}
+
+impl<'a> Mailbox<'a> {
+    /// The mailbox of user index `user`.
+    pub fn new(
+        engine: &'a Engine,
+        codec: &'a IdCodec,
+        cfg: &'a ViewConfig,
+        user: u32,
+    ) -> Mailbox<'a> {
+        Mailbox {
+            engine,
+            codec,
+            cfg,
+            user,
+            user_id: engine.user_id(user).to_owned(),
+        }
+    }
+
+    /// The user's login.
+    pub fn login(&self) -> String {
+        self.engine
+            .user_record(self.user)
+            .map(|u| u.login.clone())
+            .unwrap_or_default()
+    }
+
+    /// The user's display name.
+    pub fn user_name(&self) -> String {
+        self.engine
+            .user_record(self.user)
+            .map(|u| u.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn virtual_folders(&self) -> Vec<VirtualFolder> {
+        if self.engine.global_offered() {
+            vec![VirtualFolder::My, VirtualFolder::Global]
+        } else {
+            vec![VirtualFolder::My]
+        }
+    }
+
+    /// A distinguished folder by its well-known name.
+    pub fn distinguished(&self, name: &str) -> Option<FolderRef> {
+        match name {
+            "root" => Some(FolderRef::Root),
+            "msgfolderroot" => Some(FolderRef::MsgFolderRoot),
+            "contacts" => Some(FolderRef::Contacts),
+            n => WELL_KNOWN
+                .iter()
+                .position(|w| w.name == n)
+                .map(|i| FolderRef::WellKnown(i as u8)),
+        }
+    }
+
+    /// The folder an id names, if this user can see it.
+    pub fn folder_by_id(&self, id: &str) -> Result<FolderRef, ViewError> {
+        let w = self
+            .codec
+            .decode(&self.user_id, IdKind::Folder, id)
+            .map_err(|e| match e {
+                IdError::Malformed => ViewError::Malformed,
+                IdError::NotFound => ViewError::FolderNotFound,
+            })?;
+        let f = FolderRef::from_code(w.folder).ok_or(ViewError::FolderNotFound)?;
+        if let FolderRef::Virtual(v) = f {
+            if !self.virtual_folders().contains(&v) {
+                return Err(ViewError::FolderNotFound);
+            }
+        }
+        Ok(f)
+    }
+
+    /// The opaque id of a folder.
+    pub fn folder_id(&self, f: FolderRef) -> String {
+        self.codec.encode(
+            &self.user_id,
+            &WireId {
+                kind: IdKind::Folder,
+                folder: f.code(),
+                contact: String::new(),
+                seq: 0,
+                seq2: 0,
+            },
+        )
+    }
+
+    /// A folder's parent.
+    pub fn parent(&self, f: FolderRef) -> Option<FolderRef> {
+        match f {
+            FolderRef::Root => None,
+            FolderRef::MsgFolderRoot => Some(FolderRef::Root),
+            FolderRef::Contacts => Some(FolderRef::MsgFolderRoot),
+            FolderRef::Virtual(_) => Some(FolderRef::Contacts),
+            FolderRef::WellKnown(i) => Some(if WELL_KNOWN[i as usize].under_root {
+                FolderRef::Root
+            } else {
+                FolderRef::MsgFolderRoot
+            }),
+        }
+    }
+
+    /// A folder's children.
+    pub fn children(&self, f: FolderRef) -> Vec<FolderRef> {
+        match f {
+            FolderRef::Root => {
+                let mut v = vec![FolderRef::MsgFolderRoot];
+                v.extend(
+                    WELL_KNOWN
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| w.under_root)
+                        .map(|(i, _)| FolderRef::WellKnown(i as u8)),
+                );
+                v
+            }
+            FolderRef::MsgFolderRoot => {
+                let mut v = vec![FolderRef::Contacts];
+                v.extend(
+                    WELL_KNOWN
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| !w.under_root)
+                        .map(|(i, _)| FolderRef::WellKnown(i as u8)),
+                );
+                v
+            }
+            FolderRef::Contacts => self
+                .virtual_folders()
+                .into_iter()
+                .map(FolderRef::Virtual)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// All descendants of a folder, depth first.
+    pub fn descendants(&self, f: FolderRef) -> Vec<FolderRef> {
+        let mut out = Vec::new();
+        for c in self.children(f) {
+            out.push(c);
+            out.extend(self.descendants(c));
+        }
+        out
+    }
+
+    fn count(&self, f: FolderRef) -> usize {
+        match f {
+            FolderRef::Virtual(v) => self.engine.count(self.user, v),
+            _ => 0,
+        }
+    }
+
+    /// Describes a folder.
+    pub fn folder_info(&self, f: FolderRef) -> FolderInfo {
+        let (display_name, class, kind, writable) = match f {
+            FolderRef::Root => ("Root".to_owned(), "", FolderKind::Generic, false),
+            FolderRef::MsgFolderRoot => (
+                "Top of Information Store".to_owned(),
+                "IPF.Note",
+                FolderKind::Generic,
+                false,
+            ),
+            FolderRef::Contacts => (
+                "Contacts".to_owned(),
+                "IPF.Contact",
+                FolderKind::Contacts,
+                false,
+            ),
+            FolderRef::Virtual(VirtualFolder::My) => (
+                self.cfg.my_name.clone(),
+                "IPF.Contact",
+                FolderKind::Contacts,
+                self.cfg.my_writable,
+            ),
+            FolderRef::Virtual(VirtualFolder::Global) => (
+                self.cfg.global_name.clone(),
+                "IPF.Contact",
+                FolderKind::Contacts,
+                self.cfg.global_writable,
+            ),
+            FolderRef::WellKnown(i) => {
+                let w = WELL_KNOWN[i as usize];
+                let kind = match w.class {
+                    c if c.starts_with("IPF.Contact") => FolderKind::Contacts,
+                    "IPF.Appointment" => FolderKind::Calendar,
+                    "IPF.Task" => FolderKind::Tasks,
+                    _ => FolderKind::Generic,
+                };
+                (w.display.to_owned(), w.class, kind, false)
+            }
+        };
+        let total = self.count(f);
+        let ctag = self.folder_ctag(f);
+        FolderInfo {
+            folder: f,
+            id: self.folder_id(f),
+            change_key: hash_key(&[b"folder", &ctag.to_be_bytes()]),
+            parent: self.parent(f).map(|p| (p, self.folder_id(p))),
+            display_name,
+            class,
+            kind,
+            total,
+            child_count: self.children(f).len(),
+            writable,
+        }
+    }
+
+    /// A number that changes whenever anything in the folder changes (the CardDAV ctag).
+    pub fn folder_ctag(&self, f: FolderRef) -> u64 {
+        match f {
+            // The global sequence moves with every change anywhere; it never misses one.
+            FolderRef::Virtual(_) => self.engine.seq(),
+            _ => 0,
+        }
+    }
+
+    /// Contacts of a virtual folder (contact indices).
+    pub fn contacts(&self, f: VirtualFolder) -> Vec<u32> {
+        self.engine.list(self.user, f)
+    }
+
+    /// Builds the item of a contact in a folder.
+    pub fn item(&self, f: VirtualFolder, c: u32) -> Option<Item> {
+        let (rec, _) = self.engine.contact_record(c)?;
+        let companies: Vec<&crate::domain::Company> = self
+            .engine
+            .contact_companies(c)
+            .into_iter()
+            .map(|k| &**k)
+            .collect();
+        let contact_id = rec.id.0.clone();
+        Some(Item {
+            folder: f,
+            id: self.codec.encode(
+                &self.user_id,
+                &WireId {
+                    kind: IdKind::Item,
+                    folder: FolderRef::Virtual(f).code(),
+                    contact: contact_id.clone(),
+                    seq: 0,
+                    seq2: 0,
+                },
+            ),
+            change_key: self.change_key(c),
+            uid: self.engine.contact_uid(c),
+            modified: self.engine.contact_modified(c),
+            card: card(rec, &companies, &self.cfg.mapping),
+            contact_id,
+        })
+    }
+
+    /// The change key of a contact.
+    pub fn change_key(&self, c: u32) -> String {
+        hash_key(&[
+            self.engine.contact_version(c).as_bytes(),
+            &MAPPING_VERSION.to_be_bytes(),
+        ])
+    }
+
+    /// The item an id names, if the user sees that contact in that folder now.
+    pub fn item_by_id(&self, id: &str) -> Result<Item, ViewError> {
+        let w = self
+            .codec
+            .decode(&self.user_id, IdKind::Item, id)
+            .map_err(|e| match e {
+                IdError::Malformed => ViewError::Malformed,
+                IdError::NotFound => ViewError::ItemNotFound,
+            })?;
+        let Some(FolderRef::Virtual(f)) = FolderRef::from_code(w.folder) else {
+            return Err(ViewError::ItemNotFound);
+        };
+        let c = self
+            .engine
+            .find_contact(&w.contact)
+            .ok_or(ViewError::ItemNotFound)?;
+        if self.engine.folder_of(self.user, c) != Some(f) {
+            return Err(ViewError::ItemNotFound);
+        }
+        self.item(f, c).ok_or(ViewError::ItemNotFound)
+    }
+
+    /// The item id a contact would have in a folder (for deletes of items no longer visible).
+    pub fn item_id_for(&self, f: VirtualFolder, contact_id: &str) -> String {
+        self.codec.encode(
+            &self.user_id,
+            &WireId {
+                kind: IdKind::Item,
+                folder: FolderRef::Virtual(f).code(),
+                contact: contact_id.to_owned(),
+                seq: 0,
+                seq2: 0,
+            },
+        )
+    }
+
+    /// One page of the changes of folder `f` since `state` (`None`: from the start), at most
+    /// `max`, leaving out the items in `ignore`.
+    ///
+    /// A first sync pages through the folder as it was at one sequence number W and ends with
+    /// the state W; from then on a state is (W, K): everything up to W plus, of the later
+    /// changes ordered by (sequence, contact id), those up to K. Both survive changes made
+    /// while the client pages.
+    pub fn changes(
+        &self,
+        f: VirtualFolder,
+        state: Option<&str>,
+        max: usize,
+        ignore: &HashSet<String>,
+    ) -> Result<SyncPage, ViewError> {
+        const INITIAL: u64 = u64::MAX;
+        let code = FolderRef::Virtual(f).code();
+        let (w, kseq, kid) = match state {
+            None => (self.engine.seq(), INITIAL, String::new()),
+            Some(s) => {
+                let st = self
+                    .codec
+                    .decode(&self.user_id, IdKind::Sync, s)
+                    .map_err(|_| ViewError::InvalidSyncState)?;
+                if st.folder != code || st.seq > self.engine.seq() {
+                    return Err(ViewError::InvalidSyncState);
+                }
+                (st.seq, st.seq2, st.contact)
+            }
+        };
+        let e = self.engine;
+        // (order key, contact index or id, change).
+        let mut rows: Vec<((u64, String), Option<u32>, ItemChange)> = if kseq == INITIAL {
+            // The folder as of W: today's members, minus those created since, plus those
+            // deleted since (changes_since(W) tells both).
+            let since = e
+                .changes_since_seq(self.user, f, w)
+                .ok_or(ViewError::InvalidSyncState)?;
+            let created: HashSet<u32> = since
+                .iter()
+                .filter(|(_, _, ch)| *ch == ItemChange::Create)
+                .map(|(_, c, _)| *c)
+                .collect();
+            let mut members: Vec<u32> = self
+                .contacts(f)
+                .into_iter()
+                .filter(|c| !created.contains(c))
+                .collect();
+            members.extend(
+                since
+                    .iter()
+                    .filter(|(_, _, ch)| *ch == ItemChange::Delete)
+                    .map(|(_, c, _)| *c),
+            );
+            members
+                .into_iter()
+                .map(|c| ((0, e.contact_id(c).to_owned()), Some(c), ItemChange::Create))
+                .collect()
+        } else {
+            e.changes_since_seq(self.user, f, w)
+                .ok_or(ViewError::InvalidSyncState)?
+                .into_iter()
+                .map(|(s, c, ch)| ((s, e.contact_id(c).to_owned()), Some(c), ch))
+                .collect()
+        };
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let after = if kseq == INITIAL {
+            (0, kid.clone())
+        } else {
+            (kseq, kid.clone())
+        };
+        let started = !(kid.is_empty() && (kseq == INITIAL || kseq == 0));
+        let rest: Vec<_> = rows
+            .into_iter()
+            .filter(|r| !started || r.0 > after)
+            .collect();
+        let take = rest.len().min(max);
+        let last = take == rest.len();
+        let mut changes = Vec::with_capacity(take);
+        let mut last_key = after;
+        for (key, c, ch) in rest.into_iter().take(take) {
+            last_key = key.clone();
+            let contact_id = key.1.clone();
+            let id = self.item_id_for(f, &contact_id);
+            if ignore.contains(&id) {
+                continue;
+            }
+            match ch {
+                ItemChange::Delete => changes.push((ch, Err(id))),
+                _ => {
+                    // An item gone from the CRM since the snapshot is deleted next round.
+                    if let Some(item) = c.and_then(|c| self.item(f, c)) {
+                        changes.push((ch, Ok(item)));
+                    }
+                }
+            }
+        }
+        let state = if last {
+            // Caught up: everything up to now is in the client's hands.
+            let now = if kseq == INITIAL {
+                w
+            } else {
+                self.engine.seq()
+            };
+            WireId {
+                kind: IdKind::Sync,
+                folder: code,
+                contact: String::new(),
+                seq: now,
+                seq2: 0,
+            }
+        } else if kseq == INITIAL {
+            WireId {
+                kind: IdKind::Sync,
+                folder: code,
+                contact: last_key.1,
+                seq: w,
+                seq2: INITIAL,
+            }
+        } else {
+            WireId {
+                kind: IdKind::Sync,
+                folder: code,
+                contact: last_key.1,
+                seq: w,
+                seq2: last_key.0,
+            }
+        };
+        Ok(SyncPage {
+            changes,
+            state: self.codec.encode(&self.user_id, &state),
+            last,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::{Change, Versioned};
+    use crate::domain::dataset::Dataset;
+    use crate::domain::rules::FolderRules;
+    use crate::domain::{Kind, Record};
+    use std::collections::BTreeSet;
+
+    fn engine() -> Engine {
+        let ds = Dataset::parse(
+            r#"{"users":[{"id":"u1","login":"a@x.test","name":"A"},{"id":"u2","login":"b@x.test","name":"B"}],
+                "companies":[{"id":"k1","name":"K","responsible":["u1"]}],
+                "contacts":[{"id":"c1","companies":["k1"]},{"id":"c2","companies":["k1"]},
+                            {"id":"c3","companies":["k1"]},{"id":"c4","companies":["k1"]},
+                            {"id":"c5","companies":["k1"]}]}"#,
+        )
+        .expect("parses");
+        let mut e = Engine::new(FolderRules::default());
+        e.apply(
+            ds.records()
+                .map(|r| {
+                    Change::Upsert(Versioned {
+                        record: r,
+                        version: "1".into(),
+                    })
+                })
+                .collect(),
+        );
+        e
+    }
+
+    fn cfg() -> ViewConfig {
+        ViewConfig {
+            my_name: "My".into(),
+            global_name: "Global".into(),
+            mapping: MappingRules::default(),
+            my_writable: true,
+            global_writable: false,
+        }
+    }
+
+    /// Applies pages to a client-side set until caught up; returns the final state.
+    fn drain(
+        e: &Engine,
+        codec: &IdCodec,
+        state: Option<String>,
+        set: &mut BTreeSet<String>,
+        max: usize,
+        mut between: impl FnMut(),
+    ) -> String {
+        let _ = &mut between;
+        let cfg = cfg();
+        let mb = Mailbox::new(e, codec, &cfg, e.find_user("a@x.test").expect("u"));
+        let p = mb
+            .changes(VirtualFolder::My, state.as_deref(), max, &HashSet::new())
+            .expect("page");
+        for (ch, it) in p.changes {
+            match (ch, it) {
+                (ItemChange::Delete, Err(id)) => {
+                    set.retain(|c| mb.item_id_for(VirtualFolder::My, c) != id);
+                }
+                (_, Ok(item)) => {
+                    set.insert(item.contact_id);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(p.last || !p.state.is_empty());
+        p.state
+    }
+
+    #[test]
+    fn paging_survives_changes_made_while_the_client_pages() {
+        let mut e = engine();
+        let codec = IdCodec::new([1; 32]);
+        let mut set = BTreeSet::new();
+        // Page 1 of the initial sync: 2 of 5.
+        let s1 = drain(&e, &codec, None, &mut set, 2, || {});
+        assert_eq!(set.len(), 2);
+        // Meanwhile c1 (already sent) leaves, c6 arrives.
+        e.apply(vec![
+            Change::Deleted(Kind::Contact, "c1".into()),
+            Change::Upsert(Versioned {
+                record: Record::Contact(crate::domain::Contact {
+                    id: "c6".into(),
+                    companies: vec!["k1".into()],
+                    ..Default::default()
+                }),
+                version: "2".into(),
+            }),
+        ]);
+        let mut state = s1;
+        for _ in 0..10 {
+            state = drain(&e, &codec, Some(state), &mut set, 2, || {});
+        }
+        let want: BTreeSet<String> = ["c2", "c3", "c4", "c5", "c6"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(set, want);
+        // A foreign user's state, another folder's state, garbage: all invalid.
+        let cfg = cfg();
+        let b = Mailbox::new(&e, &codec, &cfg, e.find_user("b@x.test").expect("u"));
+        assert_eq!(
+            b.changes(VirtualFolder::My, Some(&state), 10, &HashSet::new())
+                .err(),
+            Some(ViewError::InvalidSyncState)
+        );
+        let a = Mailbox::new(&e, &codec, &cfg, e.find_user("a@x.test").expect("u"));
+        assert_eq!(
+            a.changes(VirtualFolder::Global, Some(&state), 10, &HashSet::new())
+                .err(),
+            Some(ViewError::InvalidSyncState)
+        );
+        assert_eq!(
+            a.changes(VirtualFolder::My, Some("bm9wZQ=="), 10, &HashSet::new())
+                .err(),
+            Some(ViewError::InvalidSyncState)
+        );
+        // Item ids: another user's id is not found, garbage is malformed.
+        let id = a.item_id_for(VirtualFolder::My, "c2");
+        assert_eq!(
+            a.item_by_id(&id).map(|i| i.contact_id).ok().as_deref(),
+            Some("c2")
+        );
+        assert_eq!(b.item_by_id(&id).err(), Some(ViewError::ItemNotFound));
+        assert_eq!(a.item_by_id("garbage").err(), Some(ViewError::Malformed));
+        let global_id = a.item_id_for(VirtualFolder::Global, "c2");
+        assert_eq!(
+            a.item_by_id(&global_id).err(),
+            Some(ViewError::ItemNotFound),
+            "not in Global"
+        );
+    }
+}
