@@ -102,6 +102,27 @@ pub struct App {
     pub started: Instant,
     /// How the replica was loaded.
     pub load_stats: LoadStats,
+    /// Makes and checks wire ids and sync states.
+    pub codec: crate::view::IdCodec,
+    /// What the protocol faces show.
+    pub view: crate::view::ViewConfig,
+}
+
+const SERVER_KEY: &[u8] = b"meta/server_key";
+
+/// The server key that authenticates wire ids, created once per data dir.
+fn server_key(store: &Store) -> Result<[u8; 32], AppError> {
+    use crate::store::KvStore;
+    if let Some(v) = store.get(SERVER_KEY)? {
+        if v.len() == 32 {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&v);
+            return Ok(k);
+        }
+    }
+    let k: [u8; 32] = rand::random();
+    store.put(SERVER_KEY, &k)?;
+    Ok(k)
 }
 
 /// Reads and checks a dataset file.
@@ -178,7 +199,17 @@ impl App {
                 "replica loaded from the seed"
             );
         }
+        let codec = crate::view::IdCodec::new(server_key(&store)?);
+        let view = crate::view::ViewConfig {
+            my_name: config.folders.my_name.clone(),
+            global_name: config.folders.global_name.clone(),
+            mapping: config.folders.mapping.clone(),
+            my_writable: config.folders.my_writable,
+            global_writable: config.folders.global_writable,
+        };
         Ok(App {
+            codec,
+            view,
             throttle: Throttle::new(config.auth.clone()),
             config,
             store,

@@ -68,6 +68,12 @@ pub struct CrmConfig {
 /// Folder settings.
 #[derive(Clone, Debug)]
 pub struct FolderConfig {
+    /// Whether clients may write into My (`folders.my_direction`).
+    pub my_writable: bool,
+    /// Whether clients may write into Global (`folders.global_direction`).
+    pub global_writable: bool,
+    /// Contact mapping (`[mapping]`).
+    pub mapping: crate::domain::mapping::MappingRules,
     /// Membership rules.
     pub rules: FolderRules,
     /// Display name of the My folder.
@@ -261,7 +267,9 @@ fn walk(t: &toml::Table, prefix: &str, seen: &BTreeSet<String>, out: &mut Vec<St
     }
 }
 
-const SECTIONS: &[&str] = &["server", "store", "crm", "folders", "auth", "log"];
+const SECTIONS: &[&str] = &[
+    "server", "store", "crm", "folders", "mapping", "auth", "log",
+];
 
 fn secs(r: &mut Reader<'_>, path: &str, default: u64, max: i64) -> Duration {
     Duration::from_secs(r.int(path, 1, max).map(|v| v as u64).unwrap_or(default))
@@ -451,6 +459,50 @@ impl Config {
             );
         }
 
+        let direction =
+            |r: &mut Reader<'_>, key: &str, default: bool| match r.string(key).as_deref() {
+                None => default,
+                Some("read-write") => true,
+                Some("read-only") => false,
+                Some(other) => {
+                    r.bad(
+                        key,
+                        format!("\"{other}\" is not \"read-write\" or \"read-only\""),
+                    );
+                    default
+                }
+            };
+        let my_writable = direction(&mut r, "folders.my_direction", true);
+        let global_writable = direction(&mut r, "folders.global_direction", false);
+
+        // [mapping]
+        let default_region = r
+            .string("mapping.default_region")
+            .unwrap_or_else(|| "DE".into());
+        if default_region.parse::<phonenumber::country::Id>().is_err() {
+            r.bad(
+                "mapping.default_region",
+                format!("\"{default_region}\" is not an ISO 3166 region code"),
+            );
+        }
+        let policy = |r: &mut Reader<'_>, key: &str| {
+            use crate::domain::mapping::FieldPolicy;
+            match r.string(key).as_deref() {
+                None | Some("shown") => FieldPolicy::Shown,
+                Some("read-only") => FieldPolicy::ReadOnly,
+                Some("hidden") => FieldPolicy::Hidden,
+                Some(other) => {
+                    r.bad(
+                        key,
+                        format!("\"{other}\" is not \"shown\", \"read-only\" or \"hidden\""),
+                    );
+                    FieldPolicy::Shown
+                }
+            }
+        };
+        let notes = policy(&mut r, "mapping.notes");
+        let birthday = policy(&mut r, "mapping.birthday");
+
         // [auth]
         let auth = AuthConfig {
             max_failures: r.int("auth.max_failures", 1, 1000).unwrap_or(5) as u32,
@@ -503,6 +555,14 @@ impl Config {
                 poll_interval,
             },
             folders: FolderConfig {
+                my_writable,
+                global_writable,
+                mapping: crate::domain::mapping::MappingRules {
+                    default_region: default_region.clone(),
+                    placeholder_domain: (!placeholder.is_empty()).then(|| placeholder.clone()),
+                    notes,
+                    birthday,
+                },
                 rules,
                 my_name,
                 global_name,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod crm;
 pub mod domain;
+pub mod ews;
 pub mod gen;
 pub mod replica;
 pub mod server;

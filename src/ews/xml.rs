@@ -108,7 +108,9 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
             Event::Start(ref s) | Event::Empty(ref s) => {
                 count += 1;
                 if count > MAX_ELEMENTS {
-                    return Err(XmlError::Limit(format!("more than {MAX_ELEMENTS} elements")));
+                    return Err(XmlError::Limit(format!(
+                        "more than {MAX_ELEMENTS} elements"
+                    )));
                 }
                 if stack.len() >= MAX_DEPTH {
                     return Err(XmlError::Limit(format!("nesting deeper than {MAX_DEPTH}")));
@@ -158,7 +160,9 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
         }
     }
     if !stack.is_empty() {
-        return Err(XmlError::Malformed("document ends inside an element".into()));
+        return Err(XmlError::Malformed(
+            "document ends inside an element".into(),
+        ));
     }
     root.ok_or_else(|| XmlError::Malformed("no root element".into()))
 }
@@ -173,7 +177,9 @@ fn start_element(s: &BytesStart<'_>, ns: String) -> Result<Element, XmlError> {
             continue;
         }
         if attrs.len() >= MAX_ATTRIBUTES {
-            return Err(XmlError::Limit(format!("more than {MAX_ATTRIBUTES} attributes")));
+            return Err(XmlError::Limit(format!(
+                "more than {MAX_ATTRIBUTES} attributes"
+            )));
         }
         let local = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
         let value = a
@@ -270,7 +276,10 @@ mod tests {
         assert!(root.is(NS_SOAP, "Envelope"));
         let body = root.child("Body").expect("body");
         assert!(body.children[0].is(NS_T, "FieldURI"));
-        assert_eq!(body.children[0].attr("FieldURI"), Some("contacts:DisplayName"));
+        assert_eq!(
+            body.children[0].attr("FieldURI"),
+            Some("contacts:DisplayName")
+        );
         assert_eq!(body.children[1].text, "a & b");
     }
 

@@ -6,6 +6,7 @@
 // Handlers return a ready response as their error: it is built once, on the way out.
 #![allow(clippy::result_large_err)]
 
+pub mod ews_routes;
 pub mod http;
 pub mod tls;
 
@@ -161,6 +162,16 @@ async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
             }
         }
         "/metrics" => text(StatusCode::OK, metrics(app)),
+        p if p.eq_ignore_ascii_case("/ews/exchange.asmx") => {
+            ews_routes::exchange(app, ip, req).await
+        }
+        p if p.eq_ignore_ascii_case("/ews/services.wsdl") => ews_routes::wsdl(),
+        p if p.eq_ignore_ascii_case("/autodiscover/autodiscover.svc") => {
+            ews_routes::autodiscover(app, ip, req, true).await
+        }
+        p if p.eq_ignore_ascii_case("/autodiscover/autodiscover.xml") => {
+            ews_routes::autodiscover(app, ip, req, false).await
+        }
         p if p == "/admin/v1" || p.starts_with("/admin/v1/") => {
             let principal = match authenticate(app, ip, &req).await {
                 Ok(p) => p,

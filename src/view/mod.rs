@@ -9,7 +9,8 @@ pub mod wire_id;
 
 use crate::domain::mapping::{card, Card, MappingRules};
 use crate::domain::rules::VirtualFolder;
-use crate::replica::{Engine, ItemChange};
+use crate::replica::Engine;
+pub use crate::replica::ItemChange;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 pub use wire_id::{IdCodec, IdError, IdKind, WireId};
@@ -563,6 +564,83 @@ impl<'a> Mailbox<'a> {
         )
     }
 
+    /// Sync of a folder that holds no items: always empty, with a state bound to the folder.
+    pub fn empty_changes(&self, f: FolderRef, state: Option<&str>) -> Result<SyncPage, ViewError> {
+        if let Some(s) = state {
+            let st = self
+                .codec
+                .decode(&self.user_id, IdKind::Sync, s)
+                .map_err(|_| ViewError::InvalidSyncState)?;
+            if st.folder != f.code() {
+                return Err(ViewError::InvalidSyncState);
+            }
+        }
+        let st = WireId {
+            kind: IdKind::Sync,
+            folder: f.code(),
+            contact: String::new(),
+            seq: 0,
+            seq2: 0,
+        };
+        Ok(SyncPage {
+            changes: Vec::new(),
+            state: self.codec.encode(&self.user_id, &st),
+            last: true,
+        })
+    }
+
+    fn hierarchy_version(&self) -> u64 {
+        let mut h = Sha256::new();
+        h.update(self.cfg.my_name.as_bytes());
+        h.update([0]);
+        h.update(self.cfg.global_name.as_bytes());
+        h.update([self.engine.global_offered() as u8]);
+        let d = h.finalize();
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(a)
+    }
+
+    /// Folder hierarchy changes under `top` since `state`: (is create, folder) and the next
+    /// state. The tree is fixed but for the virtual folders' names and presence.
+    pub fn hierarchy_changes(
+        &self,
+        top: FolderRef,
+        state: Option<&str>,
+    ) -> Result<(Vec<(bool, FolderRef)>, String), ViewError> {
+        let version = self.hierarchy_version();
+        let folders = self.descendants(top);
+        let changes = match state {
+            None => folders.into_iter().map(|f| (true, f)).collect(),
+            Some(s) => {
+                let st = self
+                    .codec
+                    .decode(&self.user_id, IdKind::Sync, s)
+                    .map_err(|_| ViewError::InvalidSyncState)?;
+                if st.folder != top.code() || st.seq2 != 1 {
+                    return Err(ViewError::InvalidSyncState);
+                }
+                if st.seq == version {
+                    Vec::new()
+                } else {
+                    folders
+                        .into_iter()
+                        .filter(|f| matches!(f, FolderRef::Virtual(_)))
+                        .map(|f| (false, f))
+                        .collect()
+                }
+            }
+        };
+        let st = WireId {
+            kind: IdKind::Sync,
+            folder: top.code(),
+            contact: String::new(),
+            seq: version,
+            seq2: 1,
+        };
+        Ok((changes, self.codec.encode(&self.user_id, &st)))
+    }
+
     /// One page of the changes of folder `f` since `state` (`None`: from the start), at most
     /// `max`, leaving out the items in `ignore`.
     ///
@@ -832,5 +910,46 @@ mod tests {
             Some(ViewError::ItemNotFound),
             "not in Global"
         );
+    }
+}
+
+/// A signed-in user's access to mailboxes: their own, or another's when they are an admin
+/// (EWS impersonation, Graph `/users/{id}`).
+pub struct Session<'a> {
+    /// Replica view.
+    pub engine: &'a Engine,
+    /// Id codec.
+    pub codec: &'a IdCodec,
+    /// View settings.
+    pub cfg: &'a ViewConfig,
+    /// The signed-in user.
+    pub user: u32,
+    /// Whether the user is an admin.
+    pub admin: bool,
+}
+
+/// Why a mailbox could not be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxError {
+    /// Another user's mailbox, and the caller is no admin.
+    Denied,
+    /// No such user.
+    NoSuchMailbox,
+}
+
+impl<'a> Session<'a> {
+    /// The mailbox of `address` (a login; `None`: the caller's own).
+    pub fn mailbox(&self, address: Option<&str>) -> Result<Mailbox<'a>, MailboxError> {
+        let own = Mailbox::new(self.engine, self.codec, self.cfg, self.user);
+        let Some(addr) = address.map(str::trim).filter(|a| !a.is_empty()) else {
+            return Ok(own);
+        };
+        match self.engine.find_login(addr) {
+            Some(u) if u == self.user => Ok(own),
+            Some(u) if self.admin => Ok(Mailbox::new(self.engine, self.codec, self.cfg, u)),
+            // A non-admin learns nothing about other mailboxes, not even whether they exist.
+            _ if !self.admin => Err(MailboxError::Denied),
+            _ => Err(MailboxError::NoSuchMailbox),
+        }
     }
 }

@@ -1,0 +1,54 @@
+//! One file per EWS operation, named after it. Each parses its element, asks the view, and
+//! renders; `dispatch` picks the operation by its local name.
+
+pub mod convert_id;
+pub mod find_folder;
+pub mod find_item;
+pub mod get_folder;
+pub mod get_item;
+pub mod get_user_photo;
+pub mod paging;
+pub mod resolve_names;
+pub mod sync_folder_hierarchy;
+pub mod sync_folder_items;
+pub mod writes;
+
+use super::envelope::Fault;
+use super::xml::{Element, Xml};
+use super::Ctx;
+
+/// Runs the operation named by `op`.
+pub fn dispatch(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
+    match op.name.as_str() {
+        "GetFolder" => get_folder::run(ctx, op, x),
+        "FindFolder" => find_folder::run(ctx, op, x),
+        "SyncFolderHierarchy" => sync_folder_hierarchy::run(ctx, op, x),
+        "FindItem" => find_item::run(ctx, op, x),
+        "GetItem" => get_item::run(ctx, op, x),
+        "SyncFolderItems" => sync_folder_items::run(ctx, op, x),
+        "ConvertId" => convert_id::run(ctx, op, x),
+        "GetUserPhoto" => get_user_photo::run(ctx, op, x),
+        "ResolveNames" => resolve_names::run(ctx, op, x),
+        "CreateItem" | "UpdateItem" | "DeleteItem" | "MoveItem" | "CopyItem" | "CreateFolder"
+        | "UpdateFolder" | "DeleteFolder" | "EmptyFolder" | "MoveFolder" | "CopyFolder"
+        | "CreateAttachment" | "DeleteAttachment" => writes::run(ctx, op, x),
+        other => Err(schema(&format!(
+            "The operation {other} is not supported by this server."
+        ))),
+    }
+}
+
+/// A schema-validation fault.
+pub fn schema(message: &str) -> Fault {
+    Fault {
+        code: "ErrorSchemaValidation",
+        message: message.to_owned(),
+    }
+}
+
+/// The children of a required container element, or a schema fault.
+pub fn required<'e>(op: &'e Element, name: &str) -> Result<&'e [Element], Fault> {
+    op.child(name)
+        .map(|c| c.children.as_slice())
+        .ok_or_else(|| schema(&format!("{} requires {name}.", op.name)))
+}

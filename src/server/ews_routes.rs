@@ -1,0 +1,180 @@
+//! HTTP side of the EWS face: `/EWS/Exchange.asmx` (path matched case-insensitively),
+//! `/EWS/Services.wsdl`, and autodiscover. Authentication, body limits and the exact
+//! `Content-Type` DavMail insists on live here; the SOAP work is `crate::ews`.
+
+use super::authenticate;
+use super::http::{read_body, text, Resp};
+use crate::app::App;
+use crate::ews;
+use crate::view::Session;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response, StatusCode};
+use std::net::IpAddr;
+
+const WSDL: &str = include_str!("../../wsdl/Services.wsdl");
+
+fn xml(status: u16, body: Vec<u8>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // Exactly this string: DavMail compares it whole.
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    r
+}
+
+fn server_busy() -> Resp {
+    let f = ews::envelope::Fault {
+        code: "ErrorServerBusy",
+        message: "The server cannot service this request right now. Try again later.".into(),
+    };
+    xml(500, ews::envelope::fault(&f))
+}
+
+fn only_post(req: &Request<Incoming>) -> Option<Resp> {
+    if req.method() == Method::POST {
+        return None;
+    }
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("POST"));
+    Some(r)
+}
+
+/// `POST /EWS/Exchange.asmx`.
+pub async fn exchange(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
+    if let Some(r) = only_post(&req) {
+        return r;
+    }
+    let principal = match authenticate(app, ip, &req).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let body = match read_body(req.into_body(), app.config.server.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let f = ews::envelope::Fault {
+                code: "ErrorSchemaValidation",
+                message: format!(
+                    "The request is larger than {} bytes.",
+                    app.config.server.max_body_bytes
+                ),
+            };
+            return xml(500, ews::envelope::fault(&f));
+        }
+    };
+    // Parse before taking the replica lock.
+    let parsed = match ews::parse(&body) {
+        Ok(p) => p,
+        Err(a) => return xml(a.status, a.body),
+    };
+    if !app.replica.is_ready() {
+        return server_busy();
+    }
+    let Ok(engine) = app.replica.read() else {
+        return server_busy();
+    };
+    let Some(user) = engine.find_login(&principal.login) else {
+        return server_busy();
+    };
+    let session = Session {
+        engine: &engine,
+        codec: &app.codec,
+        cfg: &app.view,
+        user,
+        admin: principal.is_admin(),
+    };
+    let answer = ews::handle(&session, &parsed);
+    drop(engine);
+    xml(answer.status, answer.body)
+}
+
+/// `GET /EWS/Services.wsdl`.
+pub fn wsdl() -> Resp {
+    xml(200, WSDL.as_bytes().to_vec())
+}
+
+fn ews_url(app: &App, req_host: Option<&str>) -> String {
+    let scheme = if app.config.server.tls == crate::config::TlsMode::Off {
+        "http"
+    } else {
+        "https"
+    };
+    let host = req_host
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| app.config.server.listen.to_string());
+    format!("{scheme}://{host}/EWS/Exchange.asmx")
+}
+
+fn discovery_headers(r: &mut Resp) {
+    for (k, v) in [
+        ("x-soap-enabled", "True"),
+        ("x-wssecurity-enabled", "False"),
+        ("x-oauth-enabled", "False"),
+    ] {
+        r.headers_mut().insert(k, HeaderValue::from_static(v));
+    }
+}
+
+/// `/autodiscover/autodiscover.svc` (SOAP) and `/autodiscover/autodiscover.xml` (POX).
+pub async fn autodiscover(app: &App, ip: IpAddr, req: Request<Incoming>, soap: bool) -> Resp {
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let principal = match authenticate(app, ip, &req).await {
+        Ok(p) => p,
+        Err(mut r) => {
+            discovery_headers(&mut r);
+            return r;
+        }
+    };
+    if let Some(mut r) = only_post(&req) {
+        discovery_headers(&mut r);
+        return r;
+    }
+    let body = match read_body(req.into_body(), app.config.server.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let name = app
+        .replica
+        .read()
+        .ok()
+        .and_then(|e| {
+            e.find_login(&principal.login)
+                .and_then(|u| e.user_record(u).map(|r| r.name.clone()))
+        })
+        .unwrap_or_default();
+    let url = ews_url(app, host.as_deref());
+    let d = ews::autodiscover::Discovered {
+        smtp: &principal.login,
+        name: &name,
+        ews_url: &url,
+    };
+    let mut r = if soap {
+        match ews::xml::parse(&body) {
+            Ok(root) => xml(200, ews::autodiscover::soap(&root, &d)),
+            Err(e) => {
+                let f = ews::envelope::Fault {
+                    code: "ErrorSchemaValidation",
+                    message: e.to_string(),
+                };
+                xml(500, ews::envelope::fault(&f))
+            }
+        }
+    } else {
+        xml(200, ews::autodiscover::pox(&d))
+    };
+    discovery_headers(&mut r);
+    r
+}
