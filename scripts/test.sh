@@ -15,4 +15,13 @@ if ! .cache/venv/bin/python -c 'import exchangelib, sys; sys.exit(exchangelib.__
   .cache/venv/bin/pip install --quiet --disable-pip-version-check exchangelib==5.6.0
 fi
 
+# ews-javascript-api 0.15.3 in a private node_modules.
+if ! [ -f .cache/node/node_modules/ews-javascript-api/package.json ] ||
+   ! grep -q '"version": "0.15.3"' .cache/node/node_modules/ews-javascript-api/package.json; then
+  command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+  mkdir -p .cache/node
+  (cd .cache/node && [ -f package.json ] || echo '{"name":"crmgate-test-clients","private":true}' > package.json)
+  (cd .cache/node && npm install --silent --no-audit --no-fund ews-javascript-api@0.15.3)
+fi
+
 cargo test --locked "$@"
