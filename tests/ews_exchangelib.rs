@@ -148,10 +148,11 @@ async fn exchangelib_reads_syncs_and_sees_crm_changes() {
                     && got["given_name"] == json!(c.first_name)
             })
             .expect("a My contact with these names");
-        let ks: Vec<&Company> = ds
+        // In the record's order: the first company gives CompanyName.
+        let ks: Vec<&Company> = c
             .companies
             .iter()
-            .filter(|k| c.companies.contains(&k.id))
+            .filter_map(|k| ds.companies.iter().find(|x| &x.id == k))
             .collect();
         let want = card(c, &ks, &MappingRules::default());
         let emails: Vec<String> = want.emails.iter().map(|e| e.address.clone()).collect();
