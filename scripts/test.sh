@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs the real clients the tests drive into
-# .cache/ (Python: exchangelib; Node: ews-javascript-api), then runs every test.
+# The whole test suite, on a fresh machine: installs the real clients the tests drive
+# (exchangelib into .cache/venv, ews-javascript-api into .cache/node, DavMail from Debian),
+# then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
@@ -22,6 +23,13 @@ if ! [ -f .cache/node/node_modules/ews-javascript-api/package.json ] ||
   mkdir -p .cache/node
   (cd .cache/node && [ -f package.json ] || echo '{"name":"crmgate-test-clients","private":true}' > package.json)
   (cd .cache/node && npm install --silent --no-audit --no-fund ews-javascript-api@0.15.3)
+fi
+
+# DavMail 6.0.1 (Debian package; needs root, as CI has).
+if ! [ -f /usr/share/davmail/davmail.jar ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq davmail >/dev/null
 fi
 
 cargo test --locked "$@"
