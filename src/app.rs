@@ -106,6 +106,8 @@ pub struct App {
     pub codec: crate::view::IdCodec,
     /// What the protocol faces show.
     pub view: crate::view::ViewConfig,
+    /// Sorted folder listings.
+    pub view_cache: crate::view::ViewCache,
 }
 
 const SERVER_KEY: &[u8] = b"meta/server_key";
@@ -210,6 +212,7 @@ impl App {
         Ok(App {
             codec,
             view,
+            view_cache: crate::view::ViewCache::default(),
             throttle: Throttle::new(config.auth.clone()),
             config,
             store,

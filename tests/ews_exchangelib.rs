@@ -165,6 +165,29 @@ async fn exchangelib_reads_syncs_and_sees_crm_changes() {
     }
     assert_eq!(r["write"], "ErrorAccessDenied");
 
+    // Every user sees exactly the rules' contacts in each folder.
+    for u in &ds.users {
+        let pw = if u.id == ds.users[0].id {
+            "admin-pw"
+        } else {
+            "demo"
+        };
+        let r = run(&server, &["names", &url, &u.login, pw]).await;
+        let f = &folders[&u.id];
+        assert_eq!(
+            strings(&r["my"]),
+            display_names(&ds, &f.my),
+            "{} My",
+            u.login
+        );
+        assert_eq!(
+            strings(&r["global"]),
+            display_names(&ds, &f.global),
+            "{} Global",
+            u.login
+        );
+    }
+
     // ---- first sync: every Global contact arrives once, over pages of 100
     let s1 = run(&server, &["sync1", &url, login, pw]).await;
     assert_eq!(strings(&s1["changes"]["create"]), want_global);

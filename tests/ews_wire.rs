@@ -309,6 +309,43 @@ async fn wire_rules() {
     .await;
     assert_eq!(codes(&r), vec!["NoError"], "admins may impersonate");
 
+    // ResolveNames over the user's contacts: a unique surname resolves, nonsense does not.
+    let rn = |who: &str| {
+        envelope(
+            "",
+            &format!(
+                r#"<m:ResolveNames ReturnFullContactData="true" SearchScope="ContactsActiveDirectory"><m:UnresolvedEntry>{who}</m:UnresolvedEntry></m:ResolveNames>"#
+            ),
+        )
+    };
+    let r = post(&s, "/EWS/Exchange.asmx", ANNA, rn("Niklas Schulze")).await;
+    assert_eq!(codes(&r), vec!["NoError"], "{}", r.text);
+    assert_eq!(find(&r.root, "Resolution").len(), 1);
+    assert_eq!(find(&r.root, "MailboxType")[0].text, "Contact");
+    let r = post(&s, "/EWS/Exchange.asmx", ANNA, rn("zzzz-nobody")).await;
+    assert_eq!(codes(&r), vec!["ErrorNameResolutionNoResults"]);
+
+    // SyncFolderItems leaves out the ids in Ignore.
+    let sfi = |ignore: &str| {
+        envelope(
+            "",
+            &format!(
+                r#"<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape><m:SyncFolderId><t:FolderId Id="{my_id}"/></m:SyncFolderId><m:Ignore>{ignore}</m:Ignore><m:MaxChangesReturned>512</m:MaxChangesReturned></m:SyncFolderItems>"#
+            ),
+        )
+    };
+    let r = post(&s, "/EWS/Exchange.asmx", ANNA, sfi("")).await;
+    assert_eq!(find(&r.root, "Create").len(), 47);
+    let r = post(
+        &s,
+        "/EWS/Exchange.asmx",
+        ANNA,
+        sfi(&format!(r#"<t:ItemId Id="{item_id}"/>"#)),
+    )
+    .await;
+    assert_eq!(find(&r.root, "Create").len(), 46);
+    assert!(!r.text.contains(&item_id));
+
     // Writes are refused per message, in order.
     let ci = envelope(
         "",

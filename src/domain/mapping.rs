@@ -194,6 +194,39 @@ pub fn placeholder_email(contact_id: &str, domain: &str) -> String {
     format!("crm-{local}@{domain}")
 }
 
+/// The names a contact is shown and sorted by: (display name, file-as). Cheap: no phone or
+/// address work, so views can sort whole folders by them.
+pub fn names(c: &Contact, company_name: Option<&str>) -> (String, String) {
+    let title = clean(&c.title);
+    let given = clean(&c.first_name);
+    let middle = clean(&c.middle_name);
+    let surname = clean(&c.last_name);
+    let parts: Vec<&str> = [&title, &given, &middle, &surname]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .collect();
+    let display = if !parts.is_empty() {
+        parts.join(" ")
+    } else if let Some(k) = company_name.map(str::trim).filter(|k| !k.is_empty()) {
+        k.to_owned()
+    } else if let Some(e) = c
+        .emails
+        .iter()
+        .map(|e| e.address.trim())
+        .find(|e| !e.is_empty())
+    {
+        e.to_owned()
+    } else {
+        c.id.0.clone()
+    };
+    let file_as = match (&surname, &given) {
+        (Some(s), Some(g)) => format!("{s}, {g}"),
+        (Some(s), None) => s.clone(),
+        _ => display.clone(),
+    };
+    (display, file_as)
+}
+
 /// Maps a CRM contact (with its companies) to a card.
 pub fn card(c: &Contact, companies: &[&Company], rules: &MappingRules) -> Card {
     let title = clean(&c.title);
@@ -251,26 +284,7 @@ pub fn card(c: &Contact, companies: &[&Company], rules: &MappingRules) -> Card {
             addresses.push((slot, a.clone()));
         }
     }
-    let display_name = {
-        let parts: Vec<&str> = [&title, &given_name, &middle_name, &surname]
-            .into_iter()
-            .filter_map(|p| p.as_deref())
-            .collect();
-        if !parts.is_empty() {
-            parts.join(" ")
-        } else if let Some(k) = &company_name {
-            k.clone()
-        } else if let Some(e) = emails.iter().find(|e| !e.placeholder) {
-            e.address.clone()
-        } else {
-            c.id.0.clone()
-        }
-    };
-    let file_as = match (&surname, &given_name) {
-        (Some(s), Some(g)) => format!("{s}, {g}"),
-        (Some(s), None) => s.clone(),
-        _ => display_name.clone(),
-    };
+    let (display_name, file_as) = names(c, company_name.as_deref());
     Card {
         display_name,
         file_as,

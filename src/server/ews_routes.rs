@@ -82,6 +82,7 @@ pub async fn exchange(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
         return server_busy();
     };
     let session = Session {
+        cache: &app.view_cache,
         engine: &engine,
         codec: &app.codec,
         cfg: &app.view,

@@ -7,12 +7,14 @@
 
 pub mod wire_id;
 
-use crate::domain::mapping::{card, Card, MappingRules};
+use crate::domain::mapping::{card, names, Card, MappingRules};
 use crate::domain::rules::VirtualFolder;
 use crate::replica::Engine;
 pub use crate::replica::ItemChange;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 pub use wire_id::{IdCodec, IdError, IdKind, WireId};
 
 /// Bumped when the mapping changes what a contact looks like, so change keys move.
@@ -250,6 +252,37 @@ pub struct SyncPage {
     pub last: bool,
 }
 
+/// What a folder listing can be ordered by without building cards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OrderKey {
+    /// Creation order (the DavMail `0xe23` uid).
+    Uid,
+    /// Display name.
+    DisplayName,
+    /// File-as.
+    FileAs,
+    /// Given name.
+    GivenName,
+    /// Surname.
+    Surname,
+    /// Company name.
+    CompanyName,
+}
+
+type OrderCacheKey = (u32, bool, OrderKey, bool);
+/// A cached listing: the replica sequence it was computed at, and the order.
+type CachedOrder = (u64, Arc<Vec<u32>>);
+
+/// Sorted folder listings, kept until the replica changes (its sequence number moves), so a
+/// client paging through a large folder does not pay for the sort on every page.
+#[derive(Default)]
+pub struct ViewCache {
+    orders: Mutex<HashMap<OrderCacheKey, CachedOrder>>,
+}
+
+/// Most listings kept.
+const ORDER_CACHE_MAX: usize = 1024;
+
 /// A user's mailbox over a read view of the replica.
 pub struct Mailbox<'a> {
     engine: &'a Engine,
@@ -257,6 +290,7 @@ pub struct Mailbox<'a> {
     cfg: &'a ViewConfig,
     user: u32,
     user_id: String,
+    cache: Option<&'a ViewCache>,
 }
 
 fn hash_key(parts: &[&[u8]]) -> String {
@@ -283,7 +317,63 @@ impl<'a> Mailbox<'a> {
             cfg,
             user,
             user_id: engine.user_id(user).to_owned(),
+            cache: None,
         }
+    }
+
+    /// The same mailbox, keeping sorted listings in `cache`.
+    pub fn cached(mut self, cache: &'a ViewCache) -> Mailbox<'a> {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The contacts of a folder in the order of `key` (ties in creation order), descending
+    /// when asked; cached until the replica changes.
+    pub fn ordered(&self, f: VirtualFolder, key: OrderKey, descending: bool) -> Arc<Vec<u32>> {
+        let ck = (self.user, f == VirtualFolder::My, key, descending);
+        let seq = self.engine.seq();
+        if let Some(cache) = self.cache {
+            if let Ok(m) = cache.orders.lock() {
+                if let Some((s, v)) = m.get(&ck) {
+                    if *s == seq {
+                        return v.clone();
+                    }
+                }
+            }
+        }
+        let e = self.engine;
+        let mut keyed: Vec<(String, u64, u32)> = self
+            .contacts(f)
+            .into_iter()
+            .filter_map(|c| {
+                let (rec, _) = e.contact_record(c)?;
+                let company = e.contact_companies(c).first().map(|k| k.name.clone());
+                let text = match key {
+                    OrderKey::Uid => String::new(),
+                    OrderKey::DisplayName => names(rec, company.as_deref()).0,
+                    OrderKey::FileAs => names(rec, company.as_deref()).1,
+                    OrderKey::GivenName => rec.first_name.clone().unwrap_or_default(),
+                    OrderKey::Surname => rec.last_name.clone().unwrap_or_default(),
+                    OrderKey::CompanyName => company.unwrap_or_default(),
+                };
+                Some((text.trim().to_lowercase(), e.contact_uid(c), c))
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| {
+            let o = a.0.cmp(&b.0);
+            let o = if descending { o.reverse() } else { o };
+            o.then(a.1.cmp(&b.1))
+        });
+        let v = Arc::new(keyed.into_iter().map(|(_, _, c)| c).collect::<Vec<_>>());
+        if let Some(cache) = self.cache {
+            if let Ok(mut m) = cache.orders.lock() {
+                if m.len() >= ORDER_CACHE_MAX {
+                    m.clear();
+                }
+                m.insert(ck, (seq, v.clone()));
+            }
+        }
+        v
     }
 
     /// The user's login.
@@ -476,6 +566,15 @@ impl<'a> Mailbox<'a> {
         }
     }
 
+    /// Whether the user may write into a folder (cheap: no counting).
+    pub fn writable(&self, f: FolderRef) -> bool {
+        match f {
+            FolderRef::Virtual(VirtualFolder::My) => self.cfg.my_writable,
+            FolderRef::Virtual(VirtualFolder::Global) => self.cfg.global_writable,
+            _ => false,
+        }
+    }
+
     /// A number that changes whenever anything in the folder changes (the CardDAV ctag).
     pub fn folder_ctag(&self, f: FolderRef) -> u64 {
         match f {
@@ -657,8 +756,10 @@ impl<'a> Mailbox<'a> {
     ) -> Result<SyncPage, ViewError> {
         const INITIAL: u64 = u64::MAX;
         let code = FolderRef::Virtual(f).code();
-        let (w, kseq, kid) = match state {
-            None => (self.engine.seq(), INITIAL, String::new()),
+        // State: W (seq), and the resume key: (kseq, kuid) for incremental rounds, kuid alone
+        // for a first sync (kseq = INITIAL). uids are stable per contact and unique.
+        let (w, kseq, kuid) = match state {
+            None => (self.engine.seq(), INITIAL, 0u64),
             Some(s) => {
                 let st = self
                     .codec
@@ -667,63 +768,70 @@ impl<'a> Mailbox<'a> {
                 if st.folder != code || st.seq > self.engine.seq() {
                     return Err(ViewError::InvalidSyncState);
                 }
-                (st.seq, st.seq2, st.contact)
+                let kuid = if st.contact.is_empty() {
+                    0
+                } else {
+                    st.contact
+                        .parse()
+                        .map_err(|_| ViewError::InvalidSyncState)?
+                };
+                (st.seq, st.seq2, kuid)
             }
         };
         let e = self.engine;
-        // (order key, contact index or id, change).
-        let mut rows: Vec<((u64, String), Option<u32>, ItemChange)> = if kseq == INITIAL {
-            // The folder as of W: today's members, minus those created since, plus those
-            // deleted since (changes_since(W) tells both).
-            let since = e
-                .changes_since_seq(self.user, f, w)
-                .ok_or(ViewError::InvalidSyncState)?;
-            let created: HashSet<u32> = since
-                .iter()
-                .filter(|(_, _, ch)| *ch == ItemChange::Create)
-                .map(|(_, c, _)| *c)
-                .collect();
-            let mut members: Vec<u32> = self
-                .contacts(f)
-                .into_iter()
-                .filter(|c| !created.contains(c))
-                .collect();
-            members.extend(
-                since
+        // Rows after the resume key, in (seq, uid) order: (key, contact, change).
+        let rows: Vec<((u64, u64), u32, ItemChange)> = if kseq == INITIAL {
+            let order: Arc<Vec<u32>> = if w == e.seq() {
+                // Nothing changed since W: the folder as of W is today's, in uid order.
+                self.ordered(f, OrderKey::Uid, false)
+            } else {
+                // The folder as of W: today's members, minus those created since, plus those
+                // deleted since (changes_since(W) tells both).
+                let since = e
+                    .changes_since_seq(self.user, f, w)
+                    .ok_or(ViewError::InvalidSyncState)?;
+                let created: HashSet<u32> = since
                     .iter()
-                    .filter(|(_, _, ch)| *ch == ItemChange::Delete)
-                    .map(|(_, c, _)| *c),
-            );
-            members
-                .into_iter()
-                .map(|c| ((0, e.contact_id(c).to_owned()), Some(c), ItemChange::Create))
+                    .filter(|(_, _, ch)| *ch == ItemChange::Create)
+                    .map(|(_, c, _)| *c)
+                    .collect();
+                let mut members: Vec<u32> = self
+                    .contacts(f)
+                    .into_iter()
+                    .filter(|c| !created.contains(c))
+                    .collect();
+                members.extend(
+                    since
+                        .iter()
+                        .filter(|(_, _, ch)| *ch == ItemChange::Delete)
+                        .map(|(_, c, _)| *c),
+                );
+                members.sort_unstable_by_key(|c| e.contact_uid(*c));
+                Arc::new(members)
+            };
+            let start = order.partition_point(|c| e.contact_uid(*c) <= kuid);
+            order[start..]
+                .iter()
+                .take(max + 1)
+                .map(|c| ((0, e.contact_uid(*c)), *c, ItemChange::Create))
                 .collect()
         } else {
-            e.changes_since_seq(self.user, f, w)
+            let mut v: Vec<((u64, u64), u32, ItemChange)> = e
+                .changes_since_seq(self.user, f, w)
                 .ok_or(ViewError::InvalidSyncState)?
                 .into_iter()
-                .map(|(s, c, ch)| ((s, e.contact_id(c).to_owned()), Some(c), ch))
-                .collect()
+                .map(|(s, c, ch)| ((s, e.contact_uid(c)), c, ch))
+                .filter(|(k, _, _)| kseq == 0 || *k > (kseq, kuid))
+                .collect();
+            v.sort_unstable_by_key(|r| r.0);
+            v
         };
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let after = if kseq == INITIAL {
-            (0, kid.clone())
-        } else {
-            (kseq, kid.clone())
-        };
-        let started = !(kid.is_empty() && (kseq == INITIAL || kseq == 0));
-        let rest: Vec<_> = rows
-            .into_iter()
-            .filter(|r| !started || r.0 > after)
-            .collect();
-        let take = rest.len().min(max);
-        let last = take == rest.len();
-        let mut changes = Vec::with_capacity(take);
-        let mut last_key = after;
-        for (key, c, ch) in rest.into_iter().take(take) {
-            last_key = key.clone();
-            let contact_id = key.1.clone();
-            let id = self.item_id_for(f, &contact_id);
+        let last = rows.len() <= max;
+        let mut changes = Vec::with_capacity(max.min(rows.len()));
+        let mut last_key = (kseq, kuid);
+        for (key, c, ch) in rows.into_iter().take(max) {
+            last_key = key;
+            let id = self.item_id_for(f, e.contact_id(c));
             if ignore.contains(&id) {
                 continue;
             }
@@ -731,19 +839,15 @@ impl<'a> Mailbox<'a> {
                 ItemChange::Delete => changes.push((ch, Err(id))),
                 _ => {
                     // An item gone from the CRM since the snapshot is deleted next round.
-                    if let Some(item) = c.and_then(|c| self.item(f, c)) {
+                    if let Some(item) = self.item(f, c) {
                         changes.push((ch, Ok(item)));
                     }
                 }
             }
         }
         let state = if last {
-            // Caught up: everything up to now is in the client's hands.
-            let now = if kseq == INITIAL {
-                w
-            } else {
-                self.engine.seq()
-            };
+            // Caught up: everything up to W (first sync) or now is in the client's hands.
+            let now = if kseq == INITIAL { w } else { e.seq() };
             WireId {
                 kind: IdKind::Sync,
                 folder: code,
@@ -755,7 +859,7 @@ impl<'a> Mailbox<'a> {
             WireId {
                 kind: IdKind::Sync,
                 folder: code,
-                contact: last_key.1,
+                contact: last_key.1.to_string(),
                 seq: w,
                 seq2: INITIAL,
             }
@@ -763,7 +867,7 @@ impl<'a> Mailbox<'a> {
             WireId {
                 kind: IdKind::Sync,
                 folder: code,
-                contact: last_key.1,
+                contact: last_key.1.to_string(),
                 seq: w,
                 seq2: last_key.0,
             }
@@ -916,6 +1020,8 @@ mod tests {
 /// A signed-in user's access to mailboxes: their own, or another's when they are an admin
 /// (EWS impersonation, Graph `/users/{id}`).
 pub struct Session<'a> {
+    /// Sorted-listing cache.
+    pub cache: &'a ViewCache,
     /// Replica view.
     pub engine: &'a Engine,
     /// Id codec.
@@ -940,13 +1046,15 @@ pub enum MailboxError {
 impl<'a> Session<'a> {
     /// The mailbox of `address` (a login; `None`: the caller's own).
     pub fn mailbox(&self, address: Option<&str>) -> Result<Mailbox<'a>, MailboxError> {
-        let own = Mailbox::new(self.engine, self.codec, self.cfg, self.user);
+        let own = Mailbox::new(self.engine, self.codec, self.cfg, self.user).cached(self.cache);
         let Some(addr) = address.map(str::trim).filter(|a| !a.is_empty()) else {
             return Ok(own);
         };
         match self.engine.find_login(addr) {
             Some(u) if u == self.user => Ok(own),
-            Some(u) if self.admin => Ok(Mailbox::new(self.engine, self.codec, self.cfg, u)),
+            Some(u) if self.admin => {
+                Ok(Mailbox::new(self.engine, self.codec, self.cfg, u).cached(self.cache))
+            }
             // A non-admin learns nothing about other mailboxes, not even whether they exist.
             _ if !self.admin => Err(MailboxError::Denied),
             _ => Err(MailboxError::NoSuchMailbox),

@@ -68,6 +68,10 @@ if phase == "read":
         out["write"] = "accepted"
     except ErrorAccessDenied:
         out["write"] = "ErrorAccessDenied"
+elif phase == "names":
+    a = account(DELEGATE, probe=False)
+    out["my"] = names(a.contacts / "HQ My Contacts")
+    out["global"] = names(a.contacts / "HQ Global Contacts")
 elif phase == "sync1":
     a = account(DELEGATE, probe=False)
     glob = a.contacts / "HQ Global Contacts"

@@ -5,13 +5,82 @@
 
 use super::paging::page;
 use super::{required, schema, Fault};
+use crate::domain::rules::VirtualFolder;
 use crate::ews::contact::{self, values};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
 use crate::ews::restriction::{self, cmp_values, matches, sort_order};
+use crate::ews::restriction::{Restriction, SortKey};
+use crate::ews::shape::Path;
 use crate::ews::shape::Shape;
 use crate::ews::xml::{Element, Xml};
 use crate::ews::Ctx;
-use crate::view::{FolderRef, Item};
+use crate::view::{FolderRef, Item, Mailbox, OrderKey};
+use std::sync::Arc;
+
+/// A folder listing: full items (when a restriction or an unusual sort needs them), or an
+/// order of contacts whose cards are built for the page only.
+enum Listing {
+    Items(Vec<Item>),
+    Order(Arc<Vec<u32>>, VirtualFolder),
+}
+
+fn order_key(p: &Path) -> Option<OrderKey> {
+    match p {
+        Path::Field(u) => match u.as_str() {
+            "contacts:DisplayName" | "item:Subject" => Some(OrderKey::DisplayName),
+            "contacts:FileAs" => Some(OrderKey::FileAs),
+            "contacts:GivenName" => Some(OrderKey::GivenName),
+            "contacts:Surname" => Some(OrderKey::Surname),
+            "contacts:CompanyName" => Some(OrderKey::CompanyName),
+            "item:DateTimeCreated" => Some(OrderKey::Uid),
+            _ => None,
+        },
+        Path::Extended(x) => {
+            matches!(x.key, crate::ews::shape::ExtKey::Tag(0xe23)).then_some(OrderKey::Uid)
+        }
+        Path::Indexed(..) => None,
+    }
+}
+
+fn listing(
+    mb: &Mailbox<'_>,
+    f: VirtualFolder,
+    restriction: Option<&Restriction>,
+    sort: &[SortKey],
+) -> Listing {
+    if restriction.is_none() {
+        let fast = match sort {
+            [] => Some((OrderKey::Uid, false)),
+            [k] => order_key(&k.path).map(|o| (o, k.descending)),
+            _ => None,
+        };
+        if let Some((key, desc)) = fast {
+            return Listing::Order(mb.ordered(f, key, desc), f);
+        }
+    }
+    let mut items: Vec<Item> = mb
+        .contacts(f)
+        .into_iter()
+        .filter_map(|c| mb.item(f, c))
+        .filter(|i| restriction.is_none_or(|r| matches(r, &|p| values(i, p))))
+        .collect();
+    // Sort keys computed once per item, then a stable order: the keys, then the uid.
+    let mut keyed: Vec<(Vec<Vec<String>>, Item)> = items
+        .drain(..)
+        .map(|i| (sort.iter().map(|k| values(&i, &k.path)).collect(), i))
+        .collect();
+    keyed.sort_by(|a, b| {
+        for (n, k) in sort.iter().enumerate() {
+            let o = cmp_values(&a.0[n], &b.0[n]);
+            let o = if k.descending { o.reverse() } else { o };
+            if o.is_ne() {
+                return o;
+            }
+        }
+        a.1.uid.cmp(&b.1.uid)
+    });
+    Listing::Items(keyed.into_iter().map(|(_, i)| i).collect())
+}
 
 /// Runs FindItem.
 pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
@@ -33,35 +102,18 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
                 continue;
             }
         };
-        let (mut items, writable, parent_id): (Vec<Item>, bool, String) = match parent {
+        let (items, writable, parent_id) = match parent {
             FolderRef::Virtual(f) => {
-                let info = mb.folder_info(parent);
-                let items = mb
-                    .contacts(f)
-                    .into_iter()
-                    .filter_map(|c| mb.item(f, c))
-                    .filter(|i| {
-                        restriction
-                            .as_ref()
-                            .is_none_or(|r| matches(r, &|p| values(i, p)))
-                    })
-                    .collect();
-                (items, info.writable, info.id)
+                let (fid, w) = (mb.folder_id(parent), mb.writable(parent));
+                (listing(&mb, f, restriction.as_ref(), &sort), w, fid)
             }
-            _ => (Vec::new(), false, String::new()),
+            _ => (Listing::Items(Vec::new()), false, String::new()),
         };
-        // Stable order: the sort keys, then the uid (creation order).
-        items.sort_by(|a, b| {
-            for k in &sort {
-                let o = cmp_values(&values(a, &k.path), &values(b, &k.path));
-                let o = if k.descending { o.reverse() } else { o };
-                if o.is_ne() {
-                    return o;
-                }
-            }
-            a.uid.cmp(&b.uid)
-        });
-        let pg = match page(view, items.len()) {
+        let total = match &items {
+            Listing::Items(v) => v.len(),
+            Listing::Order(v, _) => v.len(),
+        };
+        let pg = match page(view, total) {
             Ok(pg) => pg,
             Err(e) => {
                 error_message(x, TAG, &e);
@@ -82,8 +134,20 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             ],
         );
         x.open("t:Items", &[]);
-        for item in &items[pg.start..pg.start + pg.len] {
-            contact::write(x, item, &shape, &parent_id, writable);
+        match &items {
+            Listing::Items(v) => {
+                for item in &v[pg.start..pg.start + pg.len] {
+                    contact::write(x, item, &shape, &parent_id, writable);
+                }
+            }
+            Listing::Order(v, f) => {
+                // Cards only for the page.
+                for c in &v[pg.start..pg.start + pg.len] {
+                    if let Some(item) = mb.item(*f, *c) {
+                        contact::write(x, &item, &shape, &parent_id, writable);
+                    }
+                }
+            }
         }
         x.close("t:Items");
         x.close("m:RootFolder");

@@ -32,10 +32,11 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
         };
         match ctx.mailbox.item_by_id(id) {
             Ok(item) => {
-                let info = ctx.mailbox.folder_info(FolderRef::Virtual(item.folder));
+                let folder = FolderRef::Virtual(item.folder);
+                let (fid, writable) = (ctx.mailbox.folder_id(folder), ctx.mailbox.writable(folder));
                 open_success(x, TAG);
                 x.open("m:Items", &[]);
-                contact::write(x, &item, &shape, &info.id, info.writable);
+                contact::write(x, &item, &shape, &fid, writable);
                 x.close("m:Items");
                 x.close(TAG);
             }

@@ -86,11 +86,19 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             extra: Vec::new(),
         };
         for item in &found {
-            let info = mb.folder_info(FolderRef::Virtual(item.folder));
+            let folder = FolderRef::Virtual(item.folder);
+            let (fid, writable) = (mb.folder_id(folder), mb.writable(folder));
             x.open("t:Resolution", &[]);
             x.open("t:Mailbox", &[]);
             x.text("t:Name", &[], &item.card.display_name);
-            if let Some(e) = item.card.emails.first() {
+            // A real address if the contact has one; the placeholder only otherwise.
+            let email = item
+                .card
+                .emails
+                .iter()
+                .find(|e| !e.placeholder)
+                .or(item.card.emails.first());
+            if let Some(e) = email {
                 x.text("t:EmailAddress", &[], &e.address);
             }
             x.text("t:RoutingType", &[], "SMTP");
@@ -101,7 +109,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             );
             x.close("t:Mailbox");
             if full {
-                contact::write(x, item, &shape, &info.id, info.writable);
+                contact::write(x, item, &shape, &fid, writable);
             }
             x.close("t:Resolution");
         }

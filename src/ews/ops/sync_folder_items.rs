@@ -62,7 +62,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             return Ok(());
         }
     };
-    let info = mb.folder_info(f);
+    let (fid, writable) = (mb.folder_id(f), mb.writable(f));
     open_success(x, TAG);
     x.text("m:SyncState", &[], &page.state);
     x.text(
@@ -85,7 +85,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
                     "t:Update"
                 };
                 x.open(tag, &[]);
-                contact::write(x, item, &shape, &info.id, info.writable);
+                contact::write(x, item, &shape, &fid, writable);
                 x.close(tag);
             }
             _ => {}

@@ -1,0 +1,222 @@
+//! EWS benchmark on a 100k-contact dataset (tenant separation on, so a user's Global folder
+//! holds about 10,000 contacts), over loopback with plain HTTP:
+//! - initial SyncFolderItems of the folder (MaxChangesReturned 512, AllProperties);
+//! - no-change SyncFolderItems polls from 32 keep-alive connections, against a trivial hyper
+//!   handler answering the same bytes on the same machine in the same run (the baseline);
+//! - FindItem, page of 100 at offset 9,900, sorted by DisplayName.
+//!
+//! Run: `cargo bench --bench ews`.
+
+use bytes::Bytes;
+use crmgate::app::App;
+use crmgate::config::{Config, Overrides};
+use crmgate::gen::{generate, GenParams};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+const SOAP: &str = r#"xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types""#;
+
+fn sync_body(folder: &str, state: Option<&str>) -> String {
+    let st = state
+        .map(|s| format!("<m:SyncState>{s}</m:SyncState>"))
+        .unwrap_or_default();
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope {SOAP}><soap:Body><m:SyncFolderItems><m:ItemShape><t:BaseShape>AllProperties</t:BaseShape></m:ItemShape><m:SyncFolderId><t:FolderId Id="{folder}"/></m:SyncFolderId>{st}<m:MaxChangesReturned>512</m:MaxChangesReturned></m:SyncFolderItems></soap:Body></soap:Envelope>"#
+    )
+}
+
+fn find_body(folder: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope {SOAP}><soap:Body><m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>Default</t:BaseShape></m:ItemShape><m:IndexedPageItemView MaxEntriesReturned="100" Offset="9900" BasePoint="Beginning"/><m:SortOrder><t:FieldOrder Order="Ascending"><t:FieldURI FieldURI="contacts:DisplayName"/></t:FieldOrder></m:SortOrder><m:ParentFolderIds><t:FolderId Id="{folder}"/></m:ParentFolderIds></m:FindItem></soap:Body></soap:Envelope>"#
+    )
+}
+
+fn between<'a>(s: &'a str, a: &str, b: &str) -> Option<&'a str> {
+    let i = s.find(a)? + a.len();
+    let j = s[i..].find(b)? + i;
+    Some(&s[i..j])
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(port: u16) -> Sender {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+async fn call(send: &mut Sender, auth: &str, body: &str) -> (u16, String) {
+    let req = Request::post("/EWS/Exchange.asmx")
+        .header("host", "127.0.0.1")
+        .header("authorization", auth)
+        .header("content-type", "text/xml; charset=utf-8")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    send.ready().await.expect("ready");
+    let resp = send.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// 32 connections hammering `body` for `secs`; returns (requests/s, p50 ms, p99 ms).
+async fn load(port: u16, auth: &str, body: &str, secs: u64) -> (f64, f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (stop, count, auth, body) = (
+            stop.clone(),
+            count.clone(),
+            auth.to_owned(),
+            body.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut send = connect(port).await;
+            let mut lat = Vec::with_capacity(100_000);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let (status, _) = call(&mut send, &auth, &body).await;
+                assert_eq!(status, 200);
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            lat
+        }));
+    }
+    // Warm up one second, then measure.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let c0 = count.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let n = count.load(Ordering::Relaxed) - c0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<f64> = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("task"));
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    (n as f64 / elapsed, pct(0.5), pct(0.99))
+}
+
+/// A trivial hyper server answering every request with `body` (the baseline).
+async fn trivial(body: Bytes) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        let mut r = Response::new(Full::new(body));
+                        r.headers_mut().insert(
+                            "content-type",
+                            "text/xml; charset=utf-8".parse().expect("h"),
+                        );
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut ds = generate(&GenParams { contacts: 100_000, users: 1000, subsystems: 8, seed: 42 });
+        ds.users[1].password_hash = None;
+        ds.users[1].password = Some("bench".into());
+        let login = ds.users[1].login.clone();
+        let seed = tmp.path().join("seed.json");
+        std::fs::write(&seed, serde_json::to_string(&ds.to_json()).expect("json")).expect("write");
+        drop(ds);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let ov = Overrides { listen: Some(format!("127.0.0.1:{port}")), data_dir: Some(tmp.path().join("data")), seed: Some(seed), insecure_http: true };
+        let cfg = Config::parse("[folders]\nglobal_scope = \"subsystem\"\n", tmp.path(), &ov).expect("config");
+        let app = Arc::new(App::open(cfg).expect("open"));
+        app.catch_up().await.expect("load");
+        tokio::spawn(crmgate::server::serve(app.clone(), listener, std::future::pending()));
+        let auth = format!("Basic {}", { use base64::Engine as _; base64::engine::general_purpose::STANDARD.encode(format!("{login}:bench")) });
+        let mut send = connect(port).await;
+        let ff = format!(r#"<?xml version="1.0"?><soap:Envelope {SOAP}><soap:Body><m:FindFolder Traversal="Shallow"><m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape><m:ParentFolderIds><t:DistinguishedFolderId Id="contacts"/></m:ParentFolderIds></m:FindFolder></soap:Body></soap:Envelope>"#);
+        let (_, r) = call(&mut send, &auth, &ff).await;
+        let global = r.split("<t:ContactsFolder>").nth(2).and_then(|f| between(f, "<t:FolderId Id=\"", "\"")).expect("global folder").to_owned();
+        let total: usize = r.split("<t:ContactsFolder>").nth(2).and_then(|f| between(f, "<t:TotalCount>", "<")).and_then(|n| n.parse().ok()).expect("count");
+        assert!(total >= 10_000, "the Global folder must hold at least 10,000 contacts, has {total}");
+
+        // Initial sync.
+        let t = Instant::now();
+        let mut state: Option<String> = None;
+        let mut synced = 0usize;
+        loop {
+            let (status, r) = call(&mut send, &auth, &sync_body(&global, state.as_deref())).await;
+            assert_eq!(status, 200, "{r}");
+            synced += r.matches("<t:Create>").count();
+            state = between(&r, "<m:SyncState>", "</m:SyncState>").map(str::to_owned);
+            if r.contains("<m:IncludesLastItemInRange>true") {
+                break;
+            }
+        }
+        let sync_s = t.elapsed().as_secs_f64();
+        assert_eq!(synced, total, "the initial sync delivers the whole folder");
+        println!("EWS benchmark: 100k contacts, 1,000 users, 8 subsystems, tenant separation on; loopback, plain HTTP, 2 cores shared with the load generator");
+        println!("initial SyncFolderItems: {synced} contacts (MaxChangesReturned 512, AllProperties) in {:.3} s = {:.0} contacts/s", sync_s, synced as f64 / sync_s);
+
+        // No-change polls against the trivial baseline.
+        let poll = sync_body(&global, state.as_deref());
+        let (_, poll_answer) = call(&mut send, &auth, &poll).await;
+        assert!(poll_answer.contains("<m:Changes></m:Changes>") || poll_answer.contains("<m:Changes/>"), "{poll_answer}");
+        let (rps, p50, p99) = load(port, &auth, &poll, 5).await;
+        let base_port = trivial(Bytes::from(poll_answer.clone())).await;
+        let (base_rps, base_p50, base_p99) = load(base_port, &auth, &poll, 5).await;
+        println!("no-change SyncFolderItems polls, 32 connections: {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+        println!("trivial hyper handler, same bytes, same load:    {base_rps:.0} req/s, p50 {base_p50:.2} ms, p99 {base_p99:.2} ms");
+        println!("ratio crmgate / trivial: {:.0} %", 100.0 * rps / base_rps);
+
+        // FindItem page at offset 9,900 by DisplayName.
+        let fb = find_body(&global);
+        let mut lat = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            let (status, r) = call(&mut send, &auth, &fb).await;
+            assert_eq!(status, 200);
+            assert_eq!(r.matches("<t:Contact>").count(), 100, "a full page at offset 9,900");
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        println!("FindItem 100 at offset 9,900 by DisplayName ({total} in folder): p50 {:.2} ms, p99 {:.2} ms", lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
+    });
+}
