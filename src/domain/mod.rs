@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod ids;
 pub mod mapping;
 pub mod model;
+pub mod patch;
 pub mod rules;
 
 pub use ids::{CompanyId, ContactId, LeadId, ProjectId, SubsystemId, UserId};
