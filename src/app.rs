@@ -108,6 +108,8 @@ pub struct App {
     pub view: crate::view::ViewConfig,
     /// Sorted folder listings.
     pub view_cache: crate::view::ViewCache,
+    /// Tie-breaker for audit keys written in the same microsecond.
+    audit_seq: AtomicU64,
 }
 
 const SERVER_KEY: &[u8] = b"meta/server_key";
@@ -208,11 +210,16 @@ impl App {
             mapping: config.folders.mapping.clone(),
             my_writable: config.folders.my_writable,
             global_writable: config.folders.global_writable,
+            policies: crate::view::write::WritePolicies {
+                my_delete: config.folders.my_delete,
+                global_delete: config.folders.global_delete,
+            },
         };
         Ok(App {
             codec,
             view,
             view_cache: crate::view::ViewCache::default(),
+            audit_seq: AtomicU64::new(0),
             throttle: Throttle::new(config.auth.clone()),
             config,
             store,
@@ -345,6 +352,104 @@ impl App {
         self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
         self.catch_up().await?;
         Ok(())
+    }
+
+    /// Executes a planned client write: the CRM first (under the plan's precondition), then
+    /// the replica catches up; acknowledged only when both are done. Every attempt is audited.
+    pub async fn execute(
+        &self,
+        who: &Principal,
+        op: &str,
+        planned: &crate::view::write::Planned,
+    ) -> Result<(), AppError> {
+        use crate::view::write::Plan;
+        let result: Result<(), AppError> = async {
+            match &planned.plan {
+                Plan::Nothing => Ok(()),
+                Plan::Hide => {
+                    self.replica.hide(&planned.user, &planned.contact_id)?;
+                    Ok(())
+                }
+                Plan::Put { record, version } => {
+                    let pre = match version {
+                        Some(v) => Precondition::Version(v.clone()),
+                        None => Precondition::MustNotExist,
+                    };
+                    self.crm.put(Record::Contact(record.clone()), pre).await?;
+                    self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
+                    self.catch_up().await?;
+                    Ok(())
+                }
+                Plan::Delete { version } => {
+                    self.crm
+                        .delete(
+                            Kind::Contact,
+                            planned.contact_id.clone(),
+                            Precondition::Version(version.clone()),
+                        )
+                        .await?;
+                    self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
+                    self.catch_up().await?;
+                    Ok(())
+                }
+            }
+        }
+        .await;
+        let outcome = match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(AppError::Crm(CrmError::Unavailable { .. })) => "crm-unavailable".to_owned(),
+            Err(AppError::Crm(CrmError::PreconditionFailed { .. })) => "conflict".to_owned(),
+            Err(e) => format!("error: {e}"),
+        };
+        let action = match &planned.plan {
+            crate::view::write::Plan::Nothing => "none",
+            crate::view::write::Plan::Hide => "hide",
+            crate::view::write::Plan::Put { version: None, .. } => "create",
+            crate::view::write::Plan::Put { .. } => "update",
+            crate::view::write::Plan::Delete { .. } => "delete",
+        };
+        let fields: Vec<String> = planned.fields.iter().map(|f| f.to_string()).collect();
+        if let Err(e) = self.audit(who, op, action, &planned.contact_id, &fields, &outcome) {
+            tracing::error!(error = %e, "audit log write failed");
+        }
+        result
+    }
+
+    /// Appends an audit record (durable before it returns).
+    pub fn audit(
+        &self,
+        who: &Principal,
+        op: &str,
+        action: &str,
+        contact: &str,
+        fields: &[String],
+        outcome: &str,
+    ) -> Result<(), AppError> {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        let n = self.audit_seq.fetch_add(1, Ordering::Relaxed);
+        let rec = serde_json::json!({
+            "at_us": at as u64, "user": who.login, "op": op, "action": action,
+            "contact": contact, "fields": fields, "result": outcome,
+        });
+        let key = format!("audit/{at:020}-{n:06}").into_bytes();
+        self.store.put(&key, rec.to_string().as_bytes())?;
+        Ok(())
+    }
+
+    /// The newest audit records, newest last.
+    pub fn audit_tail(&self, limit: usize) -> Result<Vec<serde_json::Value>, AppError> {
+        let mut all = Vec::new();
+        self.store.scan_prefix(b"audit/", &mut |_, v| {
+            if let Ok(j) = serde_json::from_slice(v) {
+                all.push(j);
+            }
+            Ok(true)
+        })?;
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.split_off(skip))
     }
 
     /// Upserts a whole dataset by id (the `import` command), in chunks, reporting progress.

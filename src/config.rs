@@ -72,6 +72,10 @@ pub struct FolderConfig {
     pub my_writable: bool,
     /// Whether clients may write into Global (`folders.global_direction`).
     pub global_writable: bool,
+    /// Delete policy of My (`folders.my_delete`).
+    pub my_delete: crate::view::write::DeletePolicy,
+    /// Delete policy of Global (`folders.global_delete`).
+    pub global_delete: crate::view::write::DeletePolicy,
     /// Contact mapping (`[mapping]`).
     pub mapping: crate::domain::mapping::MappingRules,
     /// Membership rules.
@@ -472,6 +476,23 @@ impl Config {
                     default
                 }
             };
+        let delete = |r: &mut Reader<'_>, key: &str| {
+            use crate::view::write::DeletePolicy;
+            match r.string(key).as_deref() {
+                None | Some("hide") => DeletePolicy::Hide,
+                Some("crm") => DeletePolicy::Crm,
+                Some("deny") => DeletePolicy::Deny,
+                Some(other) => {
+                    r.bad(
+                        key,
+                        format!("\"{other}\" is not \"hide\", \"crm\" or \"deny\""),
+                    );
+                    DeletePolicy::Hide
+                }
+            }
+        };
+        let my_delete = delete(&mut r, "folders.my_delete");
+        let global_delete = delete(&mut r, "folders.global_delete");
         let my_writable = direction(&mut r, "folders.my_direction", true);
         let global_writable = direction(&mut r, "folders.global_direction", false);
 
@@ -555,6 +576,8 @@ impl Config {
                 poll_interval,
             },
             folders: FolderConfig {
+                my_delete,
+                global_delete,
                 my_writable,
                 global_writable,
                 mapping: crate::domain::mapping::MappingRules {

@@ -102,6 +102,14 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Show the newest entries of the audit log of client writes.
+    Audit {
+        /// Entries shown.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Write a deterministic generated dataset (JSON) to stdout or a file.
     GenDataset {
         /// Contacts.

@@ -9,6 +9,7 @@
 //! | DELETE | `/admin/v1/{kind}/{id}` | delete (`If-Match`) |
 //! | GET | `/admin/v1/explain?user=LOGIN&contact=ID` | why the contact is where it is |
 //! | GET | `/admin/v1/preview?user=LOGIN&limit=N` | both folders with counts and first entries |
+//! | GET | `/admin/v1/audit?limit=N` | the newest client writes (who, when, contact, fields, result) |
 
 // Handlers return a ready response as their error: it is built once, on the way out.
 #![allow(clippy::result_large_err)]
@@ -169,6 +170,16 @@ pub async fn handle(app: &App, who: &Principal, req: Request<Incoming>) -> Resp 
     match (method, segs.as_slice()) {
         (Method::GET, ["explain"]) => explain(app, &query),
         (Method::GET, ["preview"]) => preview(app, &query),
+        (Method::GET, ["audit"]) => {
+            let limit = param(&query, "limit")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(100)
+                .min(MAX_LIMIT);
+            match app.audit_tail(limit) {
+                Ok(items) => json(StatusCode::OK, &json!({ "items": items })),
+                Err(e) => app_error(e),
+            }
+        }
         (Method::GET, [kind]) => match Kind::from_plural(kind) {
             Some(k) => list(app, k, &query),
             None => unknown_kind(kind),

@@ -88,6 +88,8 @@ pub struct EmbeddedCrm {
 }
 
 struct Inner {
+    /// Test switch: answer every call as "unavailable" (a CRM outage).
+    down: std::sync::atomic::AtomicBool,
     store: Arc<Store>,
     /// Serialises writers; holds the last sequence number.
     seq: Mutex<u64>,
@@ -104,10 +106,28 @@ impl EmbeddedCrm {
         };
         Ok(EmbeddedCrm {
             inner: Arc::new(Inner {
+                down: std::sync::atomic::AtomicBool::new(false),
                 store,
                 seq: Mutex::new(seq),
             }),
         })
+    }
+
+    /// Simulates an outage: while set, every call fails as `Unavailable` (tests and drills).
+    pub fn set_down(&self, down: bool) {
+        self.inner
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check_up(&self) -> Result<(), CrmError> {
+        if self.inner.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(CrmError::Unavailable {
+                retry_after: Some(std::time::Duration::from_secs(5)),
+                reason: "embedded CRM switched down".into(),
+            });
+        }
+        Ok(())
     }
 
     /// True when the CRM holds no record and never did.
@@ -225,6 +245,7 @@ impl EmbeddedCrm {
         cursor: Option<&str>,
         max: usize,
     ) -> Result<ChangePage, CrmError> {
+        self.check_up()?;
         let from: u64 = match cursor {
             None => 0,
             Some(c) => c.parse().map_err(|_| {
@@ -268,6 +289,7 @@ impl EmbeddedCrm {
 
     /// Synchronous form of [`CrmBackend::put`].
     pub fn put_blocking(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
+        self.check_up()?;
         let mut seq = self.lock_seq()?;
         let cur = self.version(record.kind(), record.id())?;
         Self::check_pre(&pre, cur)?;
@@ -305,6 +327,7 @@ impl EmbeddedCrm {
 
     /// Synchronous form of [`CrmBackend::delete`].
     pub fn delete_blocking(&self, kind: Kind, id: &str, pre: Precondition) -> Result<(), CrmError> {
+        self.check_up()?;
         let mut seq = self.lock_seq()?;
         let cur = self.version(kind, id)?;
         let Some(old) = cur else {
@@ -324,6 +347,7 @@ impl EmbeddedCrm {
 
     /// Synchronous form of [`CrmBackend::get`].
     pub fn get_blocking(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, CrmError> {
+        self.check_up()?;
         Ok(self.read(kind, id)?.map(|(v, record)| Versioned {
             record,
             version: v.to_string(),

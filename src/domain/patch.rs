@@ -6,7 +6,7 @@
 
 use super::dataset::{check_date, check_email, check_phone};
 use super::mapping::{
-    display_phone, placeholder_email, AddressSlot, FieldPolicy, MappingRules, PhoneSlot,
+    display_phone, placeholder_email, AddressSlot, Card, FieldPolicy, MappingRules, PhoneSlot,
 };
 use super::model::{AddressKind, Contact, Email, Phone, PhoneKind, PostalAddress};
 use std::fmt;
@@ -165,6 +165,49 @@ fn text(field: Field, v: &str, max: usize) -> Result<Option<String>, EditError> 
         });
     }
     Ok((!v.is_empty()).then(|| v.to_owned()))
+}
+
+/// The value a card shows in a field (for three-way merges of stale writes).
+pub fn card_value(c: &Card, f: Field) -> Vec<String> {
+    let one = |v: &Option<String>| v.clone().into_iter().collect::<Vec<_>>();
+    match f {
+        Field::Title => one(&c.title),
+        Field::GivenName => one(&c.given_name),
+        Field::MiddleName => one(&c.middle_name),
+        Field::Surname => one(&c.surname),
+        Field::DisplayName => vec![c.display_name.clone()],
+        Field::CompanyName => one(&c.company_name),
+        Field::JobTitle => one(&c.job_title),
+        Field::Department => one(&c.department),
+        Field::Email(n) => c
+            .emails
+            .iter()
+            .filter(|e| e.index == n)
+            .map(|e| e.address.clone())
+            .collect(),
+        Field::Phone(s) => c
+            .phones
+            .iter()
+            .filter(|(k, _)| *k == s)
+            .map(|(_, n)| n.clone())
+            .collect(),
+        Field::Address(s, p) => c
+            .addresses
+            .iter()
+            .filter(|(k, _)| *k == s)
+            .filter_map(|(_, a)| match p {
+                AddrPart::Street => a.street.clone(),
+                AddrPart::City => a.city.clone(),
+                AddrPart::State => a.region.clone(),
+                AddrPart::PostalCode => a.postal_code.clone(),
+                AddrPart::Country => a.country.clone(),
+            })
+            .collect(),
+        Field::WebPage => one(&c.web_page),
+        Field::Birthday => one(&c.birthday),
+        Field::Notes => one(&c.notes),
+        Field::Categories => c.categories.clone(),
+    }
 }
 
 /// Applies edits to a contact. All edits are checked first; on any error nothing is applied

@@ -57,6 +57,32 @@ pub const BAD_PAGING: EwsError = EwsError::new(
     "The paging parameters are out of range.",
 );
 
+/// Stale change key with a real conflict.
+pub const IRRESOLVABLE_CONFLICT: EwsError = EwsError::new(
+    "ErrorIrresolvableConflict",
+    "The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
+);
+/// A value the CRM cannot store.
+pub const INVALID_VALUE: EwsError = EwsError::new(
+    "ErrorInvalidValueForProperty",
+    "A value is invalid for its property.",
+);
+/// A write to a read-only field.
+pub const READ_ONLY_PROPERTY: EwsError = EwsError::new(
+    "ErrorInvalidPropertySet",
+    "A read-only property cannot be set.",
+);
+/// The CRM is down or throttling.
+pub const SERVER_BUSY: EwsError = EwsError::new(
+    "ErrorServerBusy",
+    "The server cannot service this request right now. Try again later.",
+);
+/// Anything else.
+pub const INTERNAL: EwsError = EwsError::new(
+    "ErrorInternalServerError",
+    "An internal server error occurred. The operation failed.",
+);
+
 /// Maps a view error (the single mapping site for the EWS face).
 pub fn from_view(e: &ViewError, item: bool) -> EwsError {
     match e {

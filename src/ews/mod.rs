@@ -6,6 +6,7 @@
 
 pub mod autodiscover;
 pub mod contact;
+pub mod contact_in;
 pub mod envelope;
 pub mod error;
 pub mod folder;
@@ -96,28 +97,62 @@ pub fn parse(body: &[u8]) -> Result<envelope::Request, Answer> {
     envelope::read(root).map_err(|f| fault_answer(&f))
 }
 
+fn context<'s, 'a>(
+    session: &'s Session<'a>,
+    req: &envelope::Request,
+) -> Result<Ctx<'s, 'a>, Answer> {
+    match session.mailbox(req.impersonate.as_deref()) {
+        Ok(mailbox) => Ok(Ctx { session, mailbox }),
+        Err(e) => {
+            let err = match e {
+                MailboxError::Denied => error::IMPERSONATE_DENIED,
+                MailboxError::NoSuchMailbox => error::NON_EXISTENT_MAILBOX,
+            };
+            Err(fault_answer(&Fault {
+                code: err.code,
+                message: err.text.to_owned(),
+            }))
+        }
+    }
+}
+
+/// Plans an item write (CreateItem, UpdateItem, DeleteItem) for the signed-in session: one
+/// result per item, in request order. The caller executes the plans, then calls
+/// [`answer_write`].
+pub fn plan_write(
+    session: &Session<'_>,
+    req: &envelope::Request,
+) -> Result<Vec<Result<crate::view::write::Planned, EwsError>>, Answer> {
+    let ctx = context(session, req)?;
+    ops::item_writes::plan(&ctx, &req.op).map_err(|f| fault_answer(&f))
+}
+
+/// Renders the answer to an executed item write.
+pub fn answer_write(
+    session: &Session<'_>,
+    req: &envelope::Request,
+    results: &[ops::item_writes::ItemResult],
+) -> Answer {
+    match context(session, req) {
+        Ok(ctx) => Answer {
+            status: 200,
+            body: ops::item_writes::answer(&ctx, &req.op, results),
+        },
+        Err(a) => a,
+    }
+}
+
+/// True when the request is an item write, answered through [`plan_write`].
+pub fn is_item_write(req: &envelope::Request) -> bool {
+    ops::item_writes::is_item_write(&req.op)
+}
+
 /// Answers one parsed request for the signed-in session.
 pub fn handle(session: &Session<'_>, req: &envelope::Request) -> Answer {
-    let mailbox = match session.mailbox(req.impersonate.as_deref()) {
-        Ok(m) => m,
-        Err(e) => {
-            let (code, message) = match e {
-                MailboxError::Denied => (
-                    error::IMPERSONATE_DENIED.code,
-                    error::IMPERSONATE_DENIED.text,
-                ),
-                MailboxError::NoSuchMailbox => (
-                    error::NON_EXISTENT_MAILBOX.code,
-                    error::NON_EXISTENT_MAILBOX.text,
-                ),
-            };
-            return fault_answer(&Fault {
-                code,
-                message: message.to_owned(),
-            });
-        }
+    let ctx = match context(session, req) {
+        Ok(c) => c,
+        Err(a) => return a,
     };
-    let ctx = Ctx { session, mailbox };
     let mut x = Xml::new();
     envelope::open(&mut x);
     let result = ops::dispatch(&ctx, &req.op, &mut x);

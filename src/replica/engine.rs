@@ -17,6 +17,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 const NONE: u32 = u32::MAX;
+/// Earlier versions kept per contact for three-way merges of stale client writes.
+const HISTORY: usize = 4;
 
 /// One change to a user's My folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,13 +108,26 @@ pub enum LogRecord {
         /// Contacts that entered (true) or left (false) the user's My folder.
         flips: Vec<(String, bool)>,
     },
+    /// A user deleted a contact from their view (delete policy `hide`): it stays in the CRM
+    /// and disappears from that user's folders only.
+    #[serde(rename = "h")]
+    Hide {
+        /// Sequence number.
+        s: u64,
+        /// User id.
+        user: String,
+        /// Contact id.
+        id: String,
+    },
 }
 
 impl LogRecord {
     /// Sequence number.
     pub fn seq(&self) -> u64 {
         match self {
-            LogRecord::Contact { s, .. } | LogRecord::User { s, .. } => *s,
+            LogRecord::Contact { s, .. }
+            | LogRecord::User { s, .. }
+            | LogRecord::Hide { s, .. } => *s,
         }
     }
 }
@@ -129,6 +144,8 @@ struct UserNode {
     logged_exists: bool,
     logged_subs: Vec<u32>,
     last_entry: u32,
+    hidden: HashSet<u32>,
+    hidden_log: Vec<(u64, u32)>,
 }
 
 struct ContactNode {
@@ -148,6 +165,8 @@ struct ContactNode {
     first_seq: u64,
     modified: u64,
     last_entry: u32,
+    /// Earlier versions a client may still hold: (content version, record), newest last.
+    history: Vec<(Box<str>, Arc<Contact>)>,
 }
 
 impl Default for UserNode {
@@ -164,6 +183,8 @@ impl Default for UserNode {
             logged_exists: false,
             logged_subs: Vec::new(),
             last_entry: NONE,
+            hidden: HashSet::new(),
+            hidden_log: Vec::new(),
         }
     }
 }
@@ -187,6 +208,7 @@ impl Default for ContactNode {
             first_seq: 0,
             modified: 0,
             last_entry: NONE,
+            history: Vec::new(),
         }
     }
 }
@@ -548,6 +570,14 @@ impl Engine {
             None => (Vec::new(), Vec::new(), None),
         };
         let node = &mut self.contacts[c as usize];
+        if let Some(old) = node.rec.take() {
+            if !node.logged_ver.is_empty() {
+                node.history.push((node.logged_ver.clone(), old));
+                if node.history.len() > HISTORY {
+                    node.history.remove(0);
+                }
+            }
+        }
         let old_companies = std::mem::replace(&mut node.companies, companies.clone());
         let old_owner = std::mem::replace(&mut node.owner, owner);
         node.own_subs = own_subs;
@@ -1017,6 +1047,13 @@ impl Engine {
                     flips.iter().map(|(c, a)| (self.contact(c), *a)).collect();
                 self.push_user_entry(u, *s, *x, subs, &flips);
             }
+            LogRecord::Hide { s, user, id } => {
+                let (u, c) = (self.user(user), self.contact(id));
+                let n = &mut self.users[u as usize];
+                if n.hidden.insert(c) {
+                    n.hidden_log.push((*s, c));
+                }
+            }
         }
         self.seq = self.seq.max(rec.seq());
     }
@@ -1024,6 +1061,53 @@ impl Engine {
     fn mark_all_dirty(&mut self) {
         self.dirty_contacts.extend(0..self.contacts.len() as u32);
         self.dirty_users.extend(0..self.users.len() as u32);
+    }
+
+    /// Hides a contact from one user's folders (delete policy `hide`); returns the log entry
+    /// to persist, or `None` when it was hidden already.
+    pub fn hide(&mut self, u: u32, c: u32) -> Option<LogRecord> {
+        if self.users.get(u as usize)?.hidden.contains(&c) {
+            return None;
+        }
+        self.seq += 1;
+        let s = self.seq;
+        let n = &mut self.users[u as usize];
+        n.hidden.insert(c);
+        n.hidden_log.push((s, c));
+        Some(LogRecord::Hide {
+            s,
+            user: self.users_ix.name(u).to_owned(),
+            id: self.contacts_ix.name(c).to_owned(),
+        })
+    }
+
+    /// Companies named `name` (case-insensitive) whose subsystems the user may see.
+    pub fn companies_named(&self, u: u32, name: &str) -> Vec<Arc<Company>> {
+        let want = name.trim().to_lowercase();
+        let Some(un) = self.users.get(u as usize) else {
+            return Vec::new();
+        };
+        self.companies
+            .iter()
+            .filter_map(|k| k.rec.as_ref().map(|r| (k, r)))
+            .filter(|(_, r)| r.name.trim().to_lowercase() == want)
+            .filter(|(k, _)| self.scope_ok(&un.subs, &k.subs))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Earlier versions of a contact a client may still hold, newest last.
+    pub fn contact_history(&self, c: u32) -> &[(Box<str>, Arc<Contact>)] {
+        self.contacts
+            .get(c as usize)
+            .map(|n| &n.history[..])
+            .unwrap_or(&[])
+    }
+
+    fn hidden(&self, u: u32, c: u32) -> bool {
+        self.users
+            .get(u as usize)
+            .is_some_and(|n| n.hidden.contains(&c))
     }
 
     // ---- reads ------------------------------------------------------------------------
@@ -1060,6 +1144,11 @@ impl Engine {
     /// The contact index for an id.
     pub fn find_contact(&self, id: &str) -> Option<u32> {
         self.contacts_ix.get(id)
+    }
+
+    /// A contact's record by id.
+    pub fn contact_record_by_id(&self, id: &str) -> Option<&Arc<Contact>> {
+        self.contact_record(self.find_contact(id)?).map(|(r, _)| r)
     }
 
     /// A contact's record and CRM version.
@@ -1207,7 +1296,7 @@ impl Engine {
 
     /// Which folder of user `u` holds contact `c` now.
     pub fn folder_of(&self, u: u32, c: u32) -> Option<VirtualFolder> {
-        if !self.user_exists(u) || self.contacts.get(c as usize).is_none() {
+        if !self.user_exists(u) || self.contacts.get(c as usize).is_none() || self.hidden(u, c) {
             return None;
         }
         if self.users[u as usize].my.contains(&c) {
@@ -1247,17 +1336,30 @@ impl Engine {
                 }
             },
         };
+        if !un.hidden.is_empty() {
+            v.retain(|c| !un.hidden.contains(c));
+        }
         v.sort_unstable();
         v
     }
 
     /// Number of contacts in a folder.
     pub fn count(&self, u: u32, folder: VirtualFolder) -> usize {
-        match (folder, self.rules.global_scope) {
-            (VirtualFolder::My, _) => self.users.get(u as usize).map(|n| n.my.len()).unwrap_or(0),
-            (VirtualFolder::Global, GlobalScope::All) if self.user_exists(u) => {
-                self.visible_count - self.users[u as usize].my.len()
+        let Some(n) = self.users.get(u as usize).filter(|n| n.rec.is_some()) else {
+            return 0;
+        };
+        // Hidden contacts currently in this folder.
+        let hidden = n.hidden.iter().filter(|c| {
+            let in_my = n.my.contains(c);
+            match folder {
+                VirtualFolder::My => in_my,
+                VirtualFolder::Global => !in_my && self.in_global_now(u, **c),
             }
+        });
+        let hidden = hidden.count();
+        match (folder, self.rules.global_scope) {
+            (VirtualFolder::My, _) => n.my.len() - hidden,
+            (VirtualFolder::Global, GlobalScope::All) => self.visible_count - n.my.len() - hidden,
             _ => self.list(u, folder).len(),
         }
     }
@@ -1391,6 +1493,12 @@ impl Engine {
                 last_seq.entry(c).or_insert(seq);
             }
         }
+        let hide_start = un.hidden_log.partition_point(|(s, _)| *s <= since);
+        for (s, c) in &un.hidden_log[hide_start..] {
+            let e = last_seq.entry(*c).or_insert(0);
+            *e = (*e).max(*s);
+        }
+        let hidden_then = |c: u32| un.hidden_log[..hide_start].iter().any(|(_, h)| *h == c);
         let user_subs_then = self.user_subs_at(u, since);
         let mut out: Vec<(u64, u32, ItemChange)> = Vec::new();
         for (&c, &seq) in &last_seq {
@@ -1412,6 +1520,9 @@ impl Engine {
                     (was, now)
                 }
             };
+            // A contact the user hid is gone from their folders from the hide on.
+            let was = was && !hidden_then(c);
+            let now = now && !un.hidden.contains(&c);
             let change = match (was, now) {
                 (true, true)
                     if self.contacts[c as usize].seq > since || first_my.contains_key(&c) =>

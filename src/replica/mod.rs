@@ -164,6 +164,26 @@ impl Replica {
         Ok(())
     }
 
+    /// Hides a contact from one user's folders, durably (delete policy `hide`). Returns false
+    /// when it was hidden already.
+    pub fn hide(&self, user: &str, contact: &str) -> Result<bool, ReplicaError> {
+        let mut engine = self.write()?;
+        let (Some(u), Some(c)) = (engine.find_user(user), engine.find_contact(contact)) else {
+            return Ok(false);
+        };
+        let Some(rec) = engine.hide(u, c) else {
+            return Ok(false);
+        };
+        let body = serde_json::to_vec(&vec![rec.clone()]).map_err(|e| corrupt(b"rep/l", e))?;
+        let key = format!("rep/l/{:020}", rec.seq()).into_bytes();
+        if let Err(e) = self.store.apply(vec![Op::Put(key, body)]) {
+            drop(engine);
+            self.reset()?;
+            return Err(e.into());
+        }
+        Ok(true)
+    }
+
     /// Loads a full snapshot the caller already holds (the embedded CRM's seed) as the first
     /// load, with the feed cursor that follows it; the replica is ready afterwards.
     pub fn prime(&self, snapshot: Vec<Change>, cursor: String) -> Result<Applied, ReplicaError> {

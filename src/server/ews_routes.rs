@@ -4,8 +4,12 @@
 
 use super::authenticate;
 use super::http::{read_body, text, Resp};
-use crate::app::App;
+use crate::app::{App, AppError};
+use crate::auth::Principal;
+use crate::crm::CrmError;
 use crate::ews;
+use crate::ews::ops::item_writes::ItemResult;
+use crate::view::write::ExecFailure;
 use crate::view::Session;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -75,12 +79,37 @@ pub async fn exchange(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
     if !app.replica.is_ready() {
         return server_busy();
     }
-    let Ok(engine) = app.replica.read() else {
-        return server_busy();
+    if ews::is_item_write(&parsed) {
+        return write(app, &principal, &parsed).await;
+    }
+    let answer = {
+        let Ok(engine) = app.replica.read() else {
+            return server_busy();
+        };
+        let Some(user) = engine.find_login(&principal.login) else {
+            return server_busy();
+        };
+        let session = Session {
+            cache: &app.view_cache,
+            engine: &engine,
+            codec: &app.codec,
+            cfg: &app.view,
+            user,
+            admin: principal.is_admin(),
+        };
+        ews::handle(&session, &parsed)
     };
-    let Some(user) = engine.find_login(&principal.login) else {
-        return server_busy();
-    };
+    xml(answer.status, answer.body)
+}
+
+/// Runs `f` with a session over a read view of the replica (not across an await).
+fn with_session<T>(
+    app: &App,
+    principal: &Principal,
+    f: impl FnOnce(&Session<'_>) -> T,
+) -> Option<T> {
+    let engine = app.replica.read().ok()?;
+    let user = engine.find_login(&principal.login)?;
     let session = Session {
         cache: &app.view_cache,
         engine: &engine,
@@ -89,9 +118,50 @@ pub async fn exchange(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
         user,
         admin: principal.is_admin(),
     };
-    let answer = ews::handle(&session, &parsed);
-    drop(engine);
-    xml(answer.status, answer.body)
+    Some(f(&session))
+}
+
+fn exec_failure(e: &AppError) -> ExecFailure {
+    match e {
+        AppError::Crm(CrmError::Unavailable { retry_after, .. }) => ExecFailure::Unavailable {
+            retry_after_ms: retry_after.map(|d| d.as_millis() as u64).unwrap_or(5000),
+        },
+        AppError::Crm(CrmError::PreconditionFailed { .. } | CrmError::AlreadyExists) => {
+            ExecFailure::Conflict
+        }
+        other => {
+            tracing::error!(error = %other, "EWS write failed");
+            ExecFailure::Internal
+        }
+    }
+}
+
+/// CreateItem, UpdateItem, DeleteItem: plan under the replica lock, execute against the CRM
+/// without it (one item at a time, each acknowledged only when durable), answer under it.
+async fn write(app: &App, principal: &Principal, req: &ews::envelope::Request) -> Resp {
+    let plans = match with_session(app, principal, |s| ews::plan_write(s, req)) {
+        None => return server_busy(),
+        Some(Err(a)) => return xml(a.status, a.body),
+        Some(Ok(p)) => p,
+    };
+    let op = req.op.name.clone();
+    let mut results = Vec::with_capacity(plans.len());
+    for p in plans {
+        results.push(match p {
+            Err(e) => {
+                let _ = app.audit(principal, &op, "refused", "", &[], e.code);
+                ItemResult::Refused(e)
+            }
+            Ok(planned) => match app.execute(principal, &op, &planned).await {
+                Ok(()) => ItemResult::Done(planned),
+                Err(e) => ItemResult::Failed(exec_failure(&e)),
+            },
+        });
+    }
+    match with_session(app, principal, |s| ews::answer_write(s, req, &results)) {
+        Some(a) => xml(a.status, a.body),
+        None => server_busy(),
+    }
 }
 
 /// `GET /EWS/Services.wsdl`.

@@ -6,6 +6,7 @@
 //! May import domain and replica; never a protocol.
 
 pub mod wire_id;
+pub mod write;
 
 use crate::domain::mapping::{card, names, Card, MappingRules};
 use crate::domain::rules::VirtualFolder;
@@ -239,6 +240,8 @@ pub struct ViewConfig {
     pub my_writable: bool,
     /// Whether Global accepts writes.
     pub global_writable: bool,
+    /// Delete policies.
+    pub policies: write::WritePolicies,
 }
 
 /// One page of changes.
@@ -621,10 +624,12 @@ impl<'a> Mailbox<'a> {
 
     /// The change key of a contact.
     pub fn change_key(&self, c: u32) -> String {
-        hash_key(&[
-            self.engine.contact_version(c).as_bytes(),
-            &MAPPING_VERSION.to_be_bytes(),
-        ])
+        self.key_of(self.engine.contact_version(c))
+    }
+
+    /// The change key of a content version.
+    pub(crate) fn key_of(&self, version: &str) -> String {
+        hash_key(&[version.as_bytes(), &MAPPING_VERSION.to_be_bytes()])
     }
 
     /// The item an id names, if the user sees that contact in that folder now.
@@ -919,6 +924,10 @@ mod tests {
             mapping: MappingRules::default(),
             my_writable: true,
             global_writable: false,
+            policies: write::WritePolicies {
+                my_delete: write::DeletePolicy::Hide,
+                global_delete: write::DeletePolicy::Hide,
+            },
         }
     }
 

@@ -2,15 +2,19 @@
 //! renders; `dispatch` picks the operation by its local name.
 
 pub mod convert_id;
+pub mod create_item;
+pub mod delete_item;
 pub mod find_folder;
 pub mod find_item;
 pub mod get_folder;
 pub mod get_item;
 pub mod get_user_photo;
+pub mod item_writes;
 pub mod paging;
 pub mod resolve_names;
 pub mod sync_folder_hierarchy;
 pub mod sync_folder_items;
+pub mod update_item;
 pub mod writes;
 
 use super::envelope::Fault;
@@ -29,9 +33,10 @@ pub fn dispatch(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Faul
         "ConvertId" => convert_id::run(ctx, op, x),
         "GetUserPhoto" => get_user_photo::run(ctx, op, x),
         "ResolveNames" => resolve_names::run(ctx, op, x),
-        "CreateItem" | "UpdateItem" | "DeleteItem" | "MoveItem" | "CopyItem" | "CreateFolder"
-        | "UpdateFolder" | "DeleteFolder" | "EmptyFolder" | "MoveFolder" | "CopyFolder"
-        | "CreateAttachment" | "DeleteAttachment" => writes::run(ctx, op, x),
+        "MoveItem" | "CopyItem" | "CreateFolder" | "UpdateFolder" | "DeleteFolder"
+        | "EmptyFolder" | "MoveFolder" | "CopyFolder" | "CreateAttachment" | "DeleteAttachment" => {
+            writes::run(ctx, op, x)
+        }
         other => Err(schema(&format!(
             "The operation {other} is not supported by this server."
         ))),

@@ -1,0 +1,34 @@
+//! `DeleteItem` (HardDelete, SoftDelete, MoveToDeletedItems alike): the folder's delete policy
+//! decides — hide for this user, delete in the CRM, or refuse.
+//!
+//! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/deleteitem-operation>.
+
+use super::item_writes::refused;
+use super::{required, Fault};
+use crate::ews::error::{EwsError, ID_MALFORMED};
+use crate::ews::xml::Element;
+use crate::ews::Ctx;
+use crate::view::write::Planned;
+
+/// Most ids in one DeleteItem.
+const MAX_ITEMS: usize = 1000;
+
+/// Plans each id of a DeleteItem.
+pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsError>>, Fault> {
+    let ids = required(op, "ItemIds")?;
+    if ids.len() > MAX_ITEMS {
+        return Err(super::schema(&format!(
+            "DeleteItem takes at most {MAX_ITEMS} ids."
+        )));
+    }
+    let policies = ctx.session.cfg.policies;
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let item_id = id.attr("Id").ok_or(ID_MALFORMED)?;
+            ctx.mailbox
+                .plan_delete(item_id, &policies)
+                .map_err(|e| refused(&e))
+        })
+        .collect())
+}

@@ -1,0 +1,321 @@
+//! The write path both faces share: a client's create, update or delete is planned against
+//! the replica (ids, folder direction, conflicts, field-level patch), then executed against
+//! the CRM by the caller, outside the replica lock.
+//!
+//! Policies (per folder): direction `read-write` / `read-only`; delete `hide` (a per-user
+//! tombstone, CRM untouched), `crm` (deleted in the CRM) or `deny`. A create in My, or in the
+//! default Contacts folder, makes the writer the contact's owner so it stays in their My
+//! folder; a `CompanyName` that matches exactly one company in the writer's scope links the
+//! contact to it, otherwise the name is kept as text on the contact.
+
+use super::{FolderRef, Mailbox, ViewError};
+use crate::domain::mapping::card;
+use crate::domain::patch::{self, card_value, Edit, EditError, Field};
+use crate::domain::rules::VirtualFolder;
+use crate::domain::{CompanyId, Contact, ContactId};
+use serde::{Deserialize, Serialize};
+
+/// What happens when a client deletes a contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletePolicy {
+    /// Gone for this user only; the CRM keeps it.
+    Hide,
+    /// Deleted in the CRM.
+    Crm,
+    /// Refused.
+    Deny,
+}
+
+/// How to treat a write based on an older version (EWS `ConflictResolution`, Graph If-Match).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConflictMode {
+    /// Refuse.
+    NeverOverwrite,
+    /// Apply when the fields written did not change in between.
+    AutoResolve,
+    /// Apply.
+    AlwaysOverwrite,
+}
+
+/// Why a write was refused before reaching the CRM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// The item or folder id is no id.
+    Malformed,
+    /// No such item for this user.
+    NotFound,
+    /// No such folder for this user.
+    FolderNotFound,
+    /// The folder or policy does not allow it.
+    AccessDenied,
+    /// The contact changed since the client's version, in the fields it writes.
+    Conflict,
+    /// Values the CRM cannot take.
+    Invalid(Vec<EditError>),
+}
+
+impl From<ViewError> for WriteError {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::Malformed => WriteError::Malformed,
+            ViewError::FolderNotFound => WriteError::FolderNotFound,
+            ViewError::ItemNotFound | ViewError::InvalidSyncState => WriteError::NotFound,
+        }
+    }
+}
+
+/// A planned write.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    /// Store this record; `version`: the CRM version it must still have (`None`: create).
+    Put {
+        /// The new record.
+        record: Contact,
+        /// Required current CRM version.
+        version: Option<String>,
+    },
+    /// Delete in the CRM at this version.
+    Delete {
+        /// Required current CRM version.
+        version: String,
+    },
+    /// Hide from this user.
+    Hide,
+    /// Nothing changes (the client wrote what is there).
+    Nothing,
+}
+
+/// Why an executed write failed at the CRM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecFailure {
+    /// The CRM is down or throttling; retry after this many milliseconds.
+    Unavailable {
+        /// Suggested back-off.
+        retry_after_ms: u64,
+    },
+    /// The record changed between planning and writing.
+    Conflict,
+    /// Anything else (logged).
+    Internal,
+}
+
+/// A planned write with what it concerns.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// The user whose mailbox it is (hides are per user).
+    pub user: String,
+    /// The plan.
+    pub plan: Plan,
+    /// Folder the item is in (or lands in).
+    pub folder: VirtualFolder,
+    /// The contact.
+    pub contact_id: String,
+    /// Fields written (for the audit log).
+    pub fields: Vec<Field>,
+}
+
+/// The per-folder write policies.
+#[derive(Clone, Copy, Debug)]
+pub struct WritePolicies {
+    /// Delete policy of My.
+    pub my_delete: DeletePolicy,
+    /// Delete policy of Global.
+    pub global_delete: DeletePolicy,
+}
+
+fn new_id(wanted: Option<&str>) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(64)
+            .collect()
+    };
+    match wanted.map(clean).filter(|s| s.len() >= 4) {
+        Some(s) => s,
+        None => {
+            let r: u64 = rand::random();
+            format!("gw-{r:016x}")
+        }
+    }
+}
+
+impl Mailbox<'_> {
+    fn virtual_target(&self, f: FolderRef) -> Result<VirtualFolder, WriteError> {
+        match f {
+            // A contact created in the default Contacts folder is captured into My.
+            FolderRef::Contacts => Ok(VirtualFolder::My),
+            FolderRef::Virtual(v) => Ok(v),
+            _ => Err(WriteError::AccessDenied),
+        }
+    }
+
+    /// Links the contact to the one company in the user's scope its CompanyName names.
+    fn link_company(&self, rec: &mut Contact, edits: &[Edit]) {
+        let Some(name) = edits.iter().find_map(|e| match e {
+            Edit::Set(Field::CompanyName, v) if !v.trim().is_empty() => Some(v.trim()),
+            _ => None,
+        }) else {
+            return;
+        };
+        let found = self.engine.companies_named(self.user, name);
+        if let [k] = found.as_slice() {
+            rec.companies = vec![CompanyId::from(k.id.as_str())];
+            rec.extra.remove("company_name");
+        }
+    }
+
+    /// Plans the creation of a contact in folder `f`.
+    pub fn plan_create(
+        &self,
+        f: FolderRef,
+        edits: &[Edit],
+        wanted_id: Option<&str>,
+    ) -> Result<Planned, WriteError> {
+        let v = self.virtual_target(f)?;
+        if !self.writable(FolderRef::Virtual(v)) {
+            return Err(WriteError::AccessDenied);
+        }
+        let mut id = new_id(wanted_id);
+        if self.engine.contact_record_by_id(&id).is_some() {
+            id = new_id(None);
+        }
+        let user = self
+            .engine
+            .user_record(self.user)
+            .ok_or(WriteError::AccessDenied)?;
+        let base = Contact {
+            id: ContactId::from(id.clone()),
+            subsystems: user.subsystems.clone(),
+            owner: (v == VirtualFolder::My).then(|| user.id.clone()),
+            ..Default::default()
+        };
+        let (mut record, fields) =
+            patch::apply(&base, edits, &self.cfg.mapping).map_err(WriteError::Invalid)?;
+        self.link_company(&mut record, edits);
+        Ok(Planned {
+            user: self.user_id.clone(),
+            plan: Plan::Put {
+                record,
+                version: None,
+            },
+            folder: v,
+            contact_id: id,
+            fields,
+        })
+    }
+
+    /// Plans an update of the item `item_id`, which the client read at `change_key`.
+    pub fn plan_update(
+        &self,
+        item_id: &str,
+        change_key: Option<&str>,
+        mode: ConflictMode,
+        edits: &[Edit],
+    ) -> Result<Planned, WriteError> {
+        let item = self.item_by_id(item_id)?;
+        if !self.writable(FolderRef::Virtual(item.folder)) {
+            return Err(WriteError::AccessDenied);
+        }
+        let c = self
+            .engine
+            .find_contact(&item.contact_id)
+            .ok_or(WriteError::NotFound)?;
+        let (current, version) = self.engine.contact_record(c).ok_or(WriteError::NotFound)?;
+        let stale = change_key.is_some_and(|k| k != item.change_key);
+        if stale {
+            match mode {
+                ConflictMode::NeverOverwrite => return Err(WriteError::Conflict),
+                ConflictMode::AlwaysOverwrite => {}
+                ConflictMode::AutoResolve => {
+                    // The version the client read, if still known; then the fields it writes
+                    // must not have changed since.
+                    let key = change_key.unwrap_or("");
+                    let base = self
+                        .engine
+                        .contact_history(c)
+                        .iter()
+                        .rev()
+                        .find(|(ver, _)| self.key_of(ver) == key)
+                        .map(|(_, r)| r.clone())
+                        .ok_or(WriteError::Conflict)?;
+                    let companies: Vec<&crate::domain::Company> = self
+                        .engine
+                        .contact_companies(c)
+                        .into_iter()
+                        .map(|k| &**k)
+                        .collect();
+                    let then = card(&base, &companies, &self.cfg.mapping);
+                    let now = card(current, &companies, &self.cfg.mapping);
+                    if edits
+                        .iter()
+                        .any(|e| card_value(&then, e.field()) != card_value(&now, e.field()))
+                    {
+                        return Err(WriteError::Conflict);
+                    }
+                }
+            }
+        }
+        let (mut record, fields) =
+            patch::apply(current, edits, &self.cfg.mapping).map_err(WriteError::Invalid)?;
+        self.link_company(&mut record, edits);
+        let plan = if fields.is_empty() && record == **current {
+            Plan::Nothing
+        } else {
+            Plan::Put {
+                record,
+                version: Some(version.to_owned()),
+            }
+        };
+        Ok(Planned {
+            user: self.user_id.clone(),
+            plan,
+            folder: item.folder,
+            contact_id: item.contact_id,
+            fields,
+        })
+    }
+
+    /// Plans the deletion of the item `item_id` under the folder's delete policy.
+    pub fn plan_delete(
+        &self,
+        item_id: &str,
+        policies: &WritePolicies,
+    ) -> Result<Planned, WriteError> {
+        let item = self.item_by_id(item_id)?;
+        if !self.writable(FolderRef::Virtual(item.folder)) {
+            return Err(WriteError::AccessDenied);
+        }
+        let policy = match item.folder {
+            VirtualFolder::My => policies.my_delete,
+            VirtualFolder::Global => policies.global_delete,
+        };
+        let c = self
+            .engine
+            .find_contact(&item.contact_id)
+            .ok_or(WriteError::NotFound)?;
+        let (_, version) = self.engine.contact_record(c).ok_or(WriteError::NotFound)?;
+        let plan = match policy {
+            DeletePolicy::Deny => return Err(WriteError::AccessDenied),
+            DeletePolicy::Crm => Plan::Delete {
+                version: version.to_owned(),
+            },
+            DeletePolicy::Hide => Plan::Hide,
+        };
+        Ok(Planned {
+            user: self.user_id.clone(),
+            plan,
+            folder: item.folder,
+            contact_id: item.contact_id,
+            fields: Vec::new(),
+        })
+    }
+
+    /// The item of a contact in a folder after a write, if the user sees it there.
+    pub fn item_after_write(&self, f: VirtualFolder, contact_id: &str) -> Option<super::Item> {
+        let c = self.engine.find_contact(contact_id)?;
+        let now = self.engine.folder_of(self.user, c)?;
+        let _ = f;
+        self.item(now, c)
+    }
+}
