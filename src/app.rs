@@ -375,7 +375,9 @@ impl App {
                         Some(v) => Precondition::Version(v.clone()),
                         None => Precondition::MustNotExist,
                     };
-                    self.crm.put(Record::Contact(record.clone()), pre).await?;
+                    self.crm
+                        .put(Record::Contact((**record).clone()), pre)
+                        .await?;
                     self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
                     self.catch_up().await?;
                     Ok(())

@@ -428,6 +428,27 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Audit { limit, common } => {
+            let cfg = load_config(&common, Overrides::default())?;
+            let app = open_offline(cfg)?;
+            for e in app.audit_tail(limit)? {
+                let at = e["at_us"].as_u64().unwrap_or(0) / 1_000_000;
+                let fields: Vec<&str> = e["fields"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|f| f.as_str()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "{at} {:<24} {:<11} {:<7} {:<12} {:<16} {}",
+                    e["user"].as_str().unwrap_or(""),
+                    e["op"].as_str().unwrap_or(""),
+                    e["action"].as_str().unwrap_or(""),
+                    e["contact"].as_str().unwrap_or(""),
+                    e["result"].as_str().unwrap_or(""),
+                    fields.join(",")
+                );
+            }
+            Ok(())
+        }
         Cmd::GenDataset {
             contacts,
             users,

@@ -296,7 +296,7 @@ pub fn apply(
                     let idx = email_index(c, n);
                     match value.map(str::trim) {
                         Some(v) if placeholder.as_deref() == Some(&v.to_lowercase()) => false,
-                        Some(v) if v.is_empty() => {
+                        Some("") => {
                             if let Some(i) = idx {
                                 drop_emails.push(i);
                                 true

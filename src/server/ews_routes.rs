@@ -153,7 +153,7 @@ async fn write(app: &App, principal: &Principal, req: &ews::envelope::Request) -
                 ItemResult::Refused(e)
             }
             Ok(planned) => match app.execute(principal, &op, &planned).await {
-                Ok(()) => ItemResult::Done(planned),
+                Ok(()) => ItemResult::Done(Box::new(planned)),
                 Err(e) => ItemResult::Failed(exec_failure(&e)),
             },
         });

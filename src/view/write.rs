@@ -70,8 +70,8 @@ impl From<ViewError> for WriteError {
 pub enum Plan {
     /// Store this record; `version`: the CRM version it must still have (`None`: create).
     Put {
-        /// The new record.
-        record: Contact,
+        /// The new record (boxed: the other plans are small).
+        record: Box<Contact>,
         /// Required current CRM version.
         version: Option<String>,
     },
@@ -196,7 +196,7 @@ impl Mailbox<'_> {
         Ok(Planned {
             user: self.user_id.clone(),
             plan: Plan::Put {
-                record,
+                record: Box::new(record),
                 version: None,
             },
             folder: v,
@@ -263,7 +263,7 @@ impl Mailbox<'_> {
             Plan::Nothing
         } else {
             Plan::Put {
-                record,
+                record: Box::new(record),
                 version: Some(version.to_owned()),
             }
         };

@@ -15,8 +15,8 @@ use crate::view::FolderRef;
 /// The outcome of one item of a write request.
 #[derive(Debug)]
 pub enum ItemResult {
-    /// Written (or nothing to write).
-    Done(Planned),
+    /// Written (or nothing to write). Boxed: a plan carries a whole record.
+    Done(Box<Planned>),
     /// Refused before the CRM.
     Refused(EwsError),
     /// Failed at the CRM.
