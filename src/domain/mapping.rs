@@ -233,9 +233,16 @@ pub fn card(c: &Contact, companies: &[&Company], rules: &MappingRules) -> Card {
     let given_name = clean(&c.first_name);
     let middle_name = clean(&c.middle_name);
     let surname = clean(&c.last_name);
+    // A linked company's name, else the company text a client wrote (kept on the contact).
     let company_name = companies
         .first()
         .map(|k| k.name.trim().to_owned())
+        .or_else(|| {
+            c.extra
+                .get("company_name")
+                .and_then(|v| v.as_str())
+                .map(|s| s.trim().to_owned())
+        })
         .filter(|n| !n.is_empty());
     let mut emails: Vec<CardEmail> = c
         .emails
