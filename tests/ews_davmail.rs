@@ -248,3 +248,130 @@ async fn davmail_lists_reads_and_sees_changes() {
     );
     s.stop().await;
 }
+
+/// DavMail's writes: PUT of a new vCard (If-None-Match: *) creates the contact in the CRM
+/// under DavMail's name; a changed PUT moves the etag and getctag and updates the CRM while a
+/// CRM value without a slot survives; PUT into the read-only Global folder is 403; DELETE
+/// follows the default policy (gone for the user, kept in the CRM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn davmail_writes_through_to_the_crm() {
+    assert!(
+        Path::new(JAR).exists(),
+        "DavMail is not installed: run scripts/test.sh (apt-get install davmail)"
+    );
+    let s = TestServer::start(&fixture("demo.json"), "[server]\ntls = \"off\"\n").await;
+    let port = free_port();
+    let _dav = start_davmail(s.dir.path(), &s.url("/EWS/Exchange.asmx"), port);
+    let dav = reqwest::Client::new();
+    let my_url =
+        format!("http://127.0.0.1:{port}/users/anna@example.test/contacts/HQ%20My%20Contacts/");
+    let admin_get = |id: &str| {
+        let req = s
+            .client
+            .get(s.url(&format!("/admin/v1/contacts/{id}")))
+            .basic_auth("ben@example.test", Some("demo2"));
+        async move {
+            let r = req.send().await.expect("get");
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let put = |url: String, body: String, create: bool| {
+        let mut req = dav
+            .put(url)
+            .basic_auth("anna@example.test", Some("demo"))
+            .header("Content-Type", "text/vcard")
+            .body(body);
+        if create {
+            req = req.header("If-None-Match", "*");
+        }
+        async move { req.send().await.expect("put").status().as_u16() }
+    };
+    let vcard = |fn_: &str, n: &str, extra: &str| {
+        format!("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:dav-new-1\r\nFN:{fn_}\r\nN:{n};;;\r\nEMAIL;TYPE=work:carla@dav.example\r\nTEL;TYPE=work:030 4441234\r\n{extra}END:VCARD\r\n")
+    };
+    let before = propfind(&dav, &my_url).await;
+    assert_eq!(
+        put(
+            format!("{my_url}dav-new-1.vcf"),
+            vcard("Carla Dav", "Dav;Carla", ""),
+            true
+        )
+        .await,
+        201
+    );
+    let (status, rec) = admin_get("dav-new-1").await;
+    assert_eq!(
+        status, 200,
+        "the contact is in the CRM under DavMail's name"
+    );
+    assert_eq!(rec["last_name"], "Dav");
+    assert_eq!(rec["owner"], "u1");
+    assert_eq!(rec["emails"][0]["address"], "carla@dav.example");
+    let created = propfind(&dav, &my_url).await;
+    assert!(created.etags.contains_key("dav-new-1"));
+    assert_ne!(created.ctag, before.ctag);
+    // A value without a slot, added in the CRM, must survive the client's next PUT.
+    let mut rich = rec.clone();
+    rich["emails"] = serde_json::json!([{"address":"carla@dav.example"},{"address":"2@dav.example"},{"address":"3@dav.example"},{"address":"fourth@dav.example"}]);
+    let r = s
+        .client
+        .put(s.url("/admin/v1/contacts/dav-new-1"))
+        .basic_auth("ben@example.test", Some("demo2"))
+        .json(&rich)
+        .send()
+        .await
+        .expect("put");
+    assert!(r.status().is_success());
+    let mid = propfind(&dav, &my_url).await;
+    let changed = vcard(
+        "Carla Davidson",
+        "Davidson;Carla",
+        "TITLE:Boss\r\nEMAIL;TYPE=home:2@dav.example\r\nEMAIL;TYPE=other:3@dav.example\r\n",
+    );
+    let status = put(format!("{my_url}dav-new-1.vcf"), changed, false).await;
+    assert!(
+        status == 200 || status == 201 || status == 204,
+        "changed PUT: {status}"
+    );
+    let after = propfind(&dav, &my_url).await;
+    assert_ne!(after.ctag, mid.ctag, "getctag moves");
+    assert_ne!(
+        after.etags["dav-new-1"], mid.etags["dav-new-1"],
+        "etag moves"
+    );
+    let (_, rec) = admin_get("dav-new-1").await;
+    assert_eq!(rec["last_name"], "Davidson");
+    assert_eq!(rec["job_title"], "Boss");
+    let emails: Vec<&str> = rec["emails"]
+        .as_array()
+        .expect("e")
+        .iter()
+        .filter_map(|e| e["address"].as_str())
+        .collect();
+    assert!(
+        emails.contains(&"fourth@dav.example"),
+        "the 4th e-mail survives: {emails:?}"
+    );
+    assert_eq!(rec["phones"][0]["number"], "+49 30 4441234");
+    // Global is read-only.
+    let global = format!(
+        "http://127.0.0.1:{port}/users/anna@example.test/contacts/HQ%20Global%20Contacts/dav-x.vcf"
+    );
+    assert_eq!(put(global, vcard("X Y", "Y;X", ""), true).await, 403);
+    // DELETE: hidden for Anna, kept in the CRM.
+    let r = dav
+        .delete(format!("{my_url}dav-new-1.vcf"))
+        .basic_auth("anna@example.test", Some("demo"))
+        .send()
+        .await
+        .expect("delete");
+    assert!(r.status().is_success(), "{}", r.status());
+    let gone = propfind(&dav, &my_url).await;
+    assert!(!gone.etags.contains_key("dav-new-1"));
+    assert_eq!(admin_get("dav-new-1").await.0, 200);
+    s.stop().await;
+}
