@@ -11,6 +11,65 @@ use serde_json::{json, Value};
 use std::path::Path;
 use support::{fixture, TestServer};
 
+/// exchangelib's delete under the `crm` and `deny` policies (`hide` is in the test below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchangelib_delete_under_each_policy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".cache/venv/bin/python");
+    assert!(
+        python.exists(),
+        "exchangelib is not installed: run scripts/test.sh"
+    );
+    let ds: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("demo.json")).expect("r"))
+            .expect("json");
+    let c1_surname = ds["contacts"][0]["last_name"]
+        .as_str()
+        .expect("c1 surname")
+        .to_owned();
+    for (policy, want, visible, in_crm) in [
+        ("crm", "ok", false, 404),
+        ("deny", "ErrorAccessDenied", true, 200),
+    ] {
+        let s = TestServer::start(
+            &fixture("demo.json"),
+            &format!("[folders]\nmy_delete = \"{policy}\"\n"),
+        )
+        .await;
+        let mut cmd = std::process::Command::new(&python);
+        cmd.arg(root.join("tests/clients/exchangelib_delete.py"))
+            .args([
+                &s.url("/EWS/Exchange.asmx"),
+                "anna@example.test",
+                "demo",
+                c1_surname.as_str(),
+            ])
+            .env("REQUESTS_CA_BUNDLE", s.dir.path().join("tls/cert.pem"));
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("join")
+            .expect("python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+        assert_eq!(r, json!({"delete": want, "visible": visible}), "{policy}");
+        let st = s
+            .client
+            .get(s.url("/admin/v1/contacts/c1"))
+            .basic_auth("ben@example.test", Some("demo2"))
+            .send()
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(st.as_u16(), in_crm, "{policy}");
+        s.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchangelib_writes_keep_every_crm_value() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
