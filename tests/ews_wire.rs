@@ -346,10 +346,10 @@ async fn wire_rules() {
     assert_eq!(find(&r.root, "Create").len(), 46);
     assert!(!r.text.contains(&item_id));
 
-    // Writes are refused per message, in order.
+    // Contacts cannot be created in a mail folder: refused per message, in order.
     let ci = envelope(
         "",
-        r#"<m:CreateItem MessageDisposition="SaveOnly"><m:Items><t:Contact><t:GivenName>A</t:GivenName></t:Contact><t:Contact><t:GivenName>B</t:GivenName></t:Contact></m:Items></m:CreateItem>"#,
+        r#"<m:CreateItem MessageDisposition="SaveOnly"><m:SavedItemFolderId><t:DistinguishedFolderId Id="inbox"/></m:SavedItemFolderId><m:Items><t:Contact><t:GivenName>A</t:GivenName></t:Contact><t:Contact><t:GivenName>B</t:GivenName></t:Contact></m:Items></m:CreateItem>"#,
     );
     let r = post(&s, "/EWS/Exchange.asmx", ANNA, ci).await;
     assert_eq!(codes(&r), vec!["ErrorAccessDenied", "ErrorAccessDenied"]);

@@ -68,7 +68,9 @@ pub async fn exchange(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
                     app.config.server.max_body_bytes
                 ),
             };
-            return xml(500, ews::envelope::fault(&f));
+            let mut r = xml(500, ews::envelope::fault(&f));
+            super::http::close_connection(&mut r);
+            return r;
         }
     };
     // Parse before taking the replica lock.

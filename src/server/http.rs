@@ -12,6 +12,13 @@ use hyper::{Response, StatusCode};
 /// The response type of every route.
 pub type Resp = Response<Full<Bytes>>;
 
+/// Marks a response as the last on its connection: after a body that was not read to the
+/// end, the connection cannot carry another request, and clients must not reuse it.
+pub fn close_connection(r: &mut Resp) {
+    r.headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+}
+
 /// Reads a request body of at most `max` bytes.
 pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
     match Limited::new(body, max).collect().await {
@@ -20,11 +27,13 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(error(
+            let mut r = error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 &format!("request body exceeds {max} bytes"),
-            ))
+            );
+            close_connection(&mut r);
+            Err(r)
         }
         Err(_) => Err(error(
             StatusCode::BAD_REQUEST,
