@@ -267,3 +267,136 @@ async fn delete_policies() {
         s.stop().await;
     }
 }
+
+async fn post_as(s: &TestServer, who: (&str, &str), body: String) -> Element {
+    let r = s
+        .client
+        .post(s.url("/EWS/Exchange.asmx"))
+        .basic_auth(who.0, Some(who.1))
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    let text = r.text().await.expect("text");
+    xml::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// (folder id, sync state after a full first sync) of a user's folder named `name`.
+async fn synced(s: &TestServer, who: (&str, &str), name: &str) -> (String, String) {
+    let ff = envelope(
+        r#"<m:FindFolder Traversal="Shallow"><m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape><m:ParentFolderIds><t:DistinguishedFolderId Id="contacts"/></m:ParentFolderIds></m:FindFolder>"#,
+    );
+    let r = post_as(s, who, ff).await;
+    let folder = all(&r, "ContactsFolder")
+        .into_iter()
+        .find(|f| f.child_text("DisplayName") == Some(name))
+        .and_then(|f| f.child("FolderId").and_then(|i| i.attr("Id")))
+        .expect("folder")
+        .to_owned();
+    let mut state = String::new();
+    loop {
+        let st = if state.is_empty() {
+            String::new()
+        } else {
+            format!("<m:SyncState>{state}</m:SyncState>")
+        };
+        let r = post_as(s, who, sync_body(&folder, &st)).await;
+        state = all(&r, "SyncState")[0].text.clone();
+        if all(&r, "IncludesLastItemInRange")[0].text == "true" {
+            return (folder, state);
+        }
+    }
+}
+
+fn sync_body(folder: &str, state: &str) -> String {
+    envelope(&format!(
+        r#"<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:ExtendedFieldURI PropertyTag="0x10f3" PropertyType="String"/></t:AdditionalProperties></m:ItemShape><m:SyncFolderId><t:FolderId Id="{folder}"/></m:SyncFolderId>{state}<m:MaxChangesReturned>512</m:MaxChangesReturned></m:SyncFolderItems>"#
+    ))
+}
+
+/// The changes since `state`: (kind, resource name or "-" for deletes).
+async fn changes(
+    s: &TestServer,
+    who: (&str, &str),
+    folder: &str,
+    state: &str,
+) -> Vec<(String, String)> {
+    let r = post_as(
+        s,
+        who,
+        sync_body(folder, &format!("<m:SyncState>{state}</m:SyncState>")),
+    )
+    .await;
+    let ch = all(&r, "Changes");
+    ch[0]
+        .children
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                all(c, "Value")
+                    .first()
+                    .map(|v| v.text.clone())
+                    .unwrap_or_else(|| "-".into()),
+            )
+        })
+        .collect()
+}
+
+/// A write shows up in the next sync of every user it affects: the writer's new contact as a
+/// Create in their My folder, an edit as an Update for everyone who sees the contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_every_affected_users_next_sync() {
+    let s = TestServer::start(&fixture("demo.json"), "").await;
+    const BEN: (&str, &str) = ("ben@example.test", "demo2");
+    // Where Ben sees c1 (Anna has it in My through company k1).
+    let ex: Value = s
+        .client
+        .get(s.url("/admin/v1/explain?user=ben@example.test&contact=c1"))
+        .basic_auth(BEN.0, Some(BEN.1))
+        .send()
+        .await
+        .expect("x")
+        .json()
+        .await
+        .expect("j");
+    let ben_folder = ex["folder_name"].as_str().expect("Ben sees c1").to_owned();
+    let (anna_my, anna_state) = synced(&s, ANNA, "HQ My Contacts").await;
+    let (ben_f, ben_state) = synced(&s, BEN, &ben_folder).await;
+    // Anna edits c1 and creates a contact.
+    let (item, ck) = item_of(&s, "c1").await;
+    let r = post_as(
+        &s,
+        ANNA,
+        set_field(
+            &item,
+            &ck,
+            "AutoResolve",
+            &set("contacts:JobTitle", "<t:JobTitle>Edited</t:JobTitle>"),
+        ),
+    )
+    .await;
+    assert_eq!(codes(&r), vec!["NoError"]);
+    let create = envelope(&format!(
+        r#"<m:CreateItem MessageDisposition="SaveOnly"><m:SavedItemFolderId><t:FolderId Id="{anna_my}"/></m:SavedItemFolderId><m:Items><t:Contact><t:ExtendedProperty><t:ExtendedFieldURI PropertyTag="0x10f3" PropertyType="String"/><t:Value>new-by-anna.EML</t:Value></t:ExtendedProperty><t:GivenName>New</t:GivenName><t:Surname>ByAnna</t:Surname></t:Contact></m:Items></m:CreateItem>"#
+    ));
+    let r = post_as(&s, ANNA, create).await;
+    assert_eq!(codes(&r), vec!["NoError"]);
+    let mut anna = changes(&s, ANNA, &anna_my, &anna_state).await;
+    anna.sort();
+    assert_eq!(
+        anna,
+        vec![
+            ("Create".into(), "new-by-anna.EML".into()),
+            ("Update".into(), "c1.EML".into())
+        ]
+    );
+    let ben = changes(&s, BEN, &ben_f, &ben_state).await;
+    assert!(ben.contains(&("Update".into(), "c1.EML".into())), "{ben:?}");
+    assert!(
+        !ben.iter()
+            .any(|(_, n)| n == "new-by-anna.EML" && ben_folder == "HQ My Contacts"),
+        "Anna's new contact is hers"
+    );
+    s.stop().await;
+}
