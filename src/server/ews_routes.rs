@@ -84,24 +84,10 @@ pub async fn exchange(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
     if ews::is_item_write(&parsed) {
         return write(app, &principal, &parsed).await;
     }
-    let answer = {
-        let Ok(engine) = app.replica.read() else {
-            return server_busy();
-        };
-        let Some(user) = engine.find_login(&principal.login) else {
-            return server_busy();
-        };
-        let session = Session {
-            cache: &app.view_cache,
-            engine: &engine,
-            codec: &app.codec,
-            cfg: &app.view,
-            user,
-            admin: principal.is_admin(),
-        };
-        ews::handle(&session, &parsed)
-    };
-    xml(answer.status, answer.body)
+    match with_session(app, &principal, |s| ews::handle(s, &parsed)) {
+        Some(answer) => xml(answer.status, answer.body),
+        None => server_busy(),
+    }
 }
 
 /// Runs `f` with a session over a read view of the replica (not across an await).

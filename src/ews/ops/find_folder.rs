@@ -3,7 +3,7 @@
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/findfolder-operation>.
 
-use super::paging::page;
+use super::paging::{close_root, open_root, page};
 use super::{required, schema, Fault};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
 use crate::ews::restriction::{self, matches};
@@ -53,24 +53,11 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             }
         };
         open_success(x, TAG);
-        let (next, total) = (pg.next_offset.to_string(), pg.total.to_string());
-        x.open(
-            "m:RootFolder",
-            &[
-                ("IndexedPagingOffset", &next),
-                ("TotalItemsInView", &total),
-                (
-                    "IncludesLastItemInRange",
-                    if pg.last { "true" } else { "false" },
-                ),
-            ],
-        );
-        x.open("t:Folders", &[]);
+        open_root(x, &pg, "t:Folders");
         for info in &infos[pg.start..pg.start + pg.len] {
             folder::write(x, info, mb.folder_ctag(info.folder), &shape);
         }
-        x.close("t:Folders");
-        x.close("m:RootFolder");
+        close_root(x, "t:Folders");
         x.close(TAG);
     }
     close_response(x, "FindFolder");

@@ -3,7 +3,7 @@
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/finditem-operation>.
 
-use super::paging::page;
+use super::paging::{close_root, open_root, page};
 use super::{required, schema, Fault};
 use crate::domain::rules::VirtualFolder;
 use crate::ews::contact::{self, values};
@@ -121,19 +121,8 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             }
         };
         open_success(x, TAG);
-        let (next, total) = (pg.next_offset.to_string(), pg.total.to_string());
-        x.open(
-            "m:RootFolder",
-            &[
-                ("IndexedPagingOffset", &next),
-                ("TotalItemsInView", &total),
-                (
-                    "IncludesLastItemInRange",
-                    if pg.last { "true" } else { "false" },
-                ),
-            ],
-        );
-        x.open("t:Items", &[]);
+        open_root(x, &pg, "t:Items");
+
         match &items {
             Listing::Items(v) => {
                 for item in &v[pg.start..pg.start + pg.len] {
@@ -149,8 +138,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
                 }
             }
         }
-        x.close("t:Items");
-        x.close("m:RootFolder");
+        close_root(x, "t:Items");
         x.close(TAG);
     }
     close_response(x, "FindItem");

@@ -22,6 +22,29 @@ pub struct Page {
     pub last: bool,
 }
 
+/// Opens `m:RootFolder` with the paging attributes of `pg`, then the `inner` container.
+pub fn open_root(x: &mut crate::ews::xml::Xml, pg: &Page, inner: &str) {
+    let (next, total) = (pg.next_offset.to_string(), pg.total.to_string());
+    x.open(
+        "m:RootFolder",
+        &[
+            ("IndexedPagingOffset", &next),
+            ("TotalItemsInView", &total),
+            (
+                "IncludesLastItemInRange",
+                if pg.last { "true" } else { "false" },
+            ),
+        ],
+    );
+    x.open(inner, &[]);
+}
+
+/// Closes what [`open_root`] opened.
+pub fn close_root(x: &mut crate::ews::xml::Xml, inner: &str) {
+    x.close(inner);
+    x.close("m:RootFolder");
+}
+
 /// Computes the page of a view with `total` items.
 pub fn page(view: Option<&Element>, total: usize) -> Result<Page, EwsError> {
     let Some(v) = view else {
