@@ -108,6 +108,10 @@ pub struct App {
     pub view: crate::view::ViewConfig,
     /// Sorted folder listings.
     pub view_cache: crate::view::ViewCache,
+    /// Graph bearer tokens.
+    pub tokens: crate::auth::tokens::Tokens,
+    /// Per-user Graph request limits.
+    pub graph_limit: crate::auth::limit::Limiter,
     /// Tie-breaker for audit keys written in the same microsecond.
     audit_seq: AtomicU64,
 }
@@ -220,6 +224,11 @@ impl App {
             view,
             view_cache: crate::view::ViewCache::default(),
             audit_seq: AtomicU64::new(0),
+            tokens: crate::auth::tokens::Tokens::new(store.clone()),
+            graph_limit: crate::auth::limit::Limiter::new(crate::auth::limit::Limits {
+                per_second: config.graph.per_second,
+                concurrent: config.graph.concurrent,
+            }),
             throttle: Throttle::new(config.auth.clone()),
             config,
             store,

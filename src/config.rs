@@ -101,6 +101,15 @@ pub struct AuthConfig {
     pub failure_delay: Duration,
 }
 
+/// Graph face settings (`[graph]`).
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    /// Requests per second per user before 429.
+    pub per_second: u32,
+    /// Requests in flight per user before 429.
+    pub concurrent: u32,
+}
+
 /// Log output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -134,6 +143,8 @@ pub struct Config {
     pub folders: FolderConfig,
     /// Login throttling.
     pub auth: AuthConfig,
+    /// Graph face.
+    pub graph: GraphConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -272,7 +283,7 @@ fn walk(t: &toml::Table, prefix: &str, seen: &BTreeSet<String>, out: &mut Vec<St
 }
 
 const SECTIONS: &[&str] = &[
-    "server", "store", "crm", "folders", "mapping", "auth", "log",
+    "server", "store", "crm", "folders", "mapping", "auth", "graph", "log",
 ];
 
 fn secs(r: &mut Reader<'_>, path: &str, default: u64, max: i64) -> Duration {
@@ -534,6 +545,14 @@ impl Config {
             ),
         };
 
+        // [graph]
+        let graph = GraphConfig {
+            per_second: r
+                .int("graph.requests_per_second", 1, 100_000)
+                .unwrap_or(100) as u32,
+            concurrent: r.int("graph.concurrent_requests", 1, 10_000).unwrap_or(16) as u32,
+        };
+
         // [log]
         let format = match r.string("log.format").as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -592,6 +611,7 @@ impl Config {
                 placeholder_email_domain: (!placeholder.is_empty()).then_some(placeholder),
             },
             auth,
+            graph,
             log: LogConfig { format, level },
         })
     }

@@ -9,6 +9,7 @@ pub mod crm;
 pub mod domain;
 pub mod ews;
 pub mod gen;
+pub mod graph;
 pub mod replica;
 pub mod server;
 pub mod store;

@@ -101,6 +101,27 @@ fn layers_keep_their_imports() {
             "quick_xml",
         ],
     ));
+    bad.extend(check(
+        "graph",
+        &[
+            "crate::ews",
+            "crate::crm",
+            "crate::replica",
+            "crate::store",
+            "hyper",
+            "quick_xml",
+        ],
+    ));
+    bad.extend(check(
+        "ews",
+        &[
+            "crate::graph",
+            "crate::crm",
+            "crate::replica",
+            "crate::store",
+            "hyper",
+        ],
+    ));
     assert!(bad.is_empty(), "layering violations:\n{}", bad.join("\n"));
 }
 

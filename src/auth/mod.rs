@@ -4,7 +4,9 @@
 //!
 //! May import domain and replica (the user directory lives in the replica).
 
+pub mod limit;
 pub mod throttle;
+pub mod tokens;
 
 use crate::domain::{Role, User, UserId};
 use argon2::password_hash::rand_core::OsRng;

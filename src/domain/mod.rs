@@ -9,6 +9,7 @@ pub mod mapping;
 pub mod model;
 pub mod patch;
 pub mod rules;
+pub mod time;
 
 pub use ids::{CompanyId, ContactId, LeadId, ProjectId, SubsystemId, UserId};
 pub use model::*;

@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod ews_routes;
+pub mod graph_routes;
 pub mod http;
 pub mod tls;
 
@@ -162,6 +163,8 @@ async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
             }
         }
         "/metrics" => text(StatusCode::OK, metrics(app)),
+        p if p.starts_with("/v1.0/") => graph_routes::handle(app, ip, req).await,
+        "/oauth2/v2.0/token" => graph_routes::token(app, ip, req).await,
         p if p.eq_ignore_ascii_case("/ews/exchange.asmx") => {
             ews_routes::exchange(app, ip, req).await
         }

@@ -387,6 +387,11 @@ impl<'a> Mailbox<'a> {
             .unwrap_or_default()
     }
 
+    /// The user's id.
+    pub fn user_id_str(&self) -> &str {
+        &self.user_id
+    }
+
     /// The user's display name.
     pub fn user_name(&self) -> String {
         self.engine
@@ -444,6 +449,7 @@ impl<'a> Mailbox<'a> {
                 contact: String::new(),
                 seq: 0,
                 seq2: 0,
+                tag: 0,
             },
         )
     }
@@ -612,6 +618,7 @@ impl<'a> Mailbox<'a> {
                     contact: contact_id.clone(),
                     seq: 0,
                     seq2: 0,
+                    tag: 0,
                 },
             ),
             change_key: self.change_key(c),
@@ -664,6 +671,7 @@ impl<'a> Mailbox<'a> {
                 contact: contact_id.to_owned(),
                 seq: 0,
                 seq2: 0,
+                tag: 0,
             },
         )
     }
@@ -685,6 +693,7 @@ impl<'a> Mailbox<'a> {
             contact: String::new(),
             seq: 0,
             seq2: 0,
+            tag: 0,
         };
         Ok(SyncPage {
             changes: Vec::new(),
@@ -741,6 +750,7 @@ impl<'a> Mailbox<'a> {
             contact: String::new(),
             seq: version,
             seq2: 1,
+            tag: 0,
         };
         Ok((changes, self.codec.encode(&self.user_id, &st)))
     }
@@ -758,6 +768,7 @@ impl<'a> Mailbox<'a> {
         state: Option<&str>,
         max: usize,
         ignore: &HashSet<String>,
+        binding: u64,
     ) -> Result<SyncPage, ViewError> {
         const INITIAL: u64 = u64::MAX;
         let code = FolderRef::Virtual(f).code();
@@ -770,7 +781,7 @@ impl<'a> Mailbox<'a> {
                     .codec
                     .decode(&self.user_id, IdKind::Sync, s)
                     .map_err(|_| ViewError::InvalidSyncState)?;
-                if st.folder != code || st.seq > self.engine.seq() {
+                if st.folder != code || st.seq > self.engine.seq() || st.tag != binding {
                     return Err(ViewError::InvalidSyncState);
                 }
                 let kuid = if st.contact.is_empty() {
@@ -859,6 +870,7 @@ impl<'a> Mailbox<'a> {
                 contact: String::new(),
                 seq: now,
                 seq2: 0,
+                tag: binding,
             }
         } else if kseq == INITIAL {
             WireId {
@@ -867,6 +879,7 @@ impl<'a> Mailbox<'a> {
                 contact: last_key.1.to_string(),
                 seq: w,
                 seq2: INITIAL,
+                tag: binding,
             }
         } else {
             WireId {
@@ -875,6 +888,7 @@ impl<'a> Mailbox<'a> {
                 contact: last_key.1.to_string(),
                 seq: w,
                 seq2: last_key.0,
+                tag: binding,
             }
         };
         Ok(SyncPage {
@@ -944,7 +958,7 @@ mod tests {
         let cfg = cfg();
         let mb = Mailbox::new(e, codec, &cfg, e.find_user("a@x.test").expect("u"));
         let p = mb
-            .changes(VirtualFolder::My, state.as_deref(), max, &HashSet::new())
+            .changes(VirtualFolder::My, state.as_deref(), max, &HashSet::new(), 0)
             .expect("page");
         for (ch, it) in p.changes {
             match (ch, it) {
@@ -994,18 +1008,18 @@ mod tests {
         let cfg = cfg();
         let b = Mailbox::new(&e, &codec, &cfg, e.find_user("b@x.test").expect("u"));
         assert_eq!(
-            b.changes(VirtualFolder::My, Some(&state), 10, &HashSet::new())
+            b.changes(VirtualFolder::My, Some(&state), 10, &HashSet::new(), 0)
                 .err(),
             Some(ViewError::InvalidSyncState)
         );
         let a = Mailbox::new(&e, &codec, &cfg, e.find_user("a@x.test").expect("u"));
         assert_eq!(
-            a.changes(VirtualFolder::Global, Some(&state), 10, &HashSet::new())
+            a.changes(VirtualFolder::Global, Some(&state), 10, &HashSet::new(), 0)
                 .err(),
             Some(ViewError::InvalidSyncState)
         );
         assert_eq!(
-            a.changes(VirtualFolder::My, Some("bm9wZQ=="), 10, &HashSet::new())
+            a.changes(VirtualFolder::My, Some("bm9wZQ=="), 10, &HashSet::new(), 0)
                 .err(),
             Some(ViewError::InvalidSyncState)
         );
@@ -1053,6 +1067,12 @@ pub enum MailboxError {
 }
 
 impl<'a> Session<'a> {
+    /// The login of a user given by id or login.
+    pub fn login_of(&self, id_or_login: &str) -> Option<String> {
+        let u = self.engine.find_user(id_or_login)?;
+        self.engine.user_record(u).map(|r| r.login.clone())
+    }
+
     /// The mailbox of `address` (a login; `None`: the caller's own).
     pub fn mailbox(&self, address: Option<&str>) -> Result<Mailbox<'a>, MailboxError> {
         let own = Mailbox::new(self.engine, self.codec, self.cfg, self.user).cached(self.cache);

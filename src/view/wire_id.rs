@@ -52,6 +52,8 @@ pub struct WireId {
     pub seq: u64,
     /// Second sequence (sync states: resume sequence).
     pub seq2: u64,
+    /// What else the id is bound to (Graph delta tokens: the `$select`); 0 otherwise.
+    pub tag: u64,
 }
 
 /// Why an id was refused.
@@ -97,6 +99,7 @@ impl IdCodec {
         b.extend_from_slice(c);
         b.extend_from_slice(&id.seq.to_be_bytes());
         b.extend_from_slice(&id.seq2.to_be_bytes());
+        b.extend_from_slice(&id.tag.to_be_bytes());
         while b.len() + MAC_LEN < MIN_LEN {
             b.push(0);
         }
@@ -130,6 +133,7 @@ impl IdCodec {
         let contact = String::from_utf8(r.bytes(clen)?.to_vec()).map_err(|_| IdError::Malformed)?;
         let seq = r.u64()?;
         let seq2 = r.u64()?;
+        let tag = r.u64()?;
         if u != user.as_bytes() || k != kind.byte() {
             return Err(IdError::NotFound);
         }
@@ -139,6 +143,7 @@ impl IdCodec {
             contact,
             seq,
             seq2,
+            tag,
         })
     }
 }
@@ -180,6 +185,7 @@ mod tests {
             contact: "c1".into(),
             seq: 0,
             seq2: 0,
+            tag: 0,
         };
         let s = codec.encode("u1", &id);
         assert!(STANDARD.decode(&s).expect("b64").len() >= MIN_LEN);

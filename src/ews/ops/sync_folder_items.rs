@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
         }
     };
     let page = match f {
-        FolderRef::Virtual(v) => mb.changes(v, state, max, &ignore),
+        FolderRef::Virtual(v) => mb.changes(v, state, max, &ignore, 0),
         other => mb.empty_changes(other, state),
     };
     let page = match page {

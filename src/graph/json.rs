@@ -1,0 +1,300 @@
+//! Graph JSON for contacts and contact folders, rendered from the same cards as EWS (one
+//! mapping, two renderings); and the input side: a contact body as field edits.
+//!
+//! See <https://learn.microsoft.com/en-us/graph/api/resources/contact>.
+
+use super::error::GraphError;
+use crate::domain::mapping::{AddressSlot, PhoneSlot};
+use crate::domain::patch::{AddrPart, Edit, Field};
+use crate::view::Item;
+use serde_json::{json, Map, Value};
+
+/// Graph ids are URL-safe: the same bytes as EWS ids in the base64url alphabet.
+pub fn to_graph_id(ews: &str) -> String {
+    ews.replace('+', "-").replace('/', "_")
+}
+
+/// The EWS form of a Graph id.
+pub fn from_graph_id(id: &str) -> String {
+    id.replace('-', "+").replace('_', "/")
+}
+
+fn time(secs: u64) -> String {
+    crate::domain::time::system_time(secs)
+}
+
+fn address(item: &Item, slot: AddressSlot) -> Value {
+    match item.card.addresses.iter().find(|(s, _)| *s == slot) {
+        None => json!({}),
+        Some((_, a)) => {
+            let mut m = Map::new();
+            for (k, v) in [
+                ("street", &a.street),
+                ("city", &a.city),
+                ("state", &a.region),
+                ("countryOrRegion", &a.country),
+                ("postalCode", &a.postal_code),
+            ] {
+                if let Some(v) = v {
+                    m.insert(k.into(), json!(v));
+                }
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+fn phones(item: &Item, slots: &[PhoneSlot]) -> Value {
+    json!(slots
+        .iter()
+        .filter_map(|s| item
+            .card
+            .phones
+            .iter()
+            .find(|(k, _)| k == s)
+            .map(|(_, n)| n.clone()))
+        .collect::<Vec<_>>())
+}
+
+/// A contact as Graph shows it; `select` limits the properties (id and etag always stay).
+pub fn contact(item: &Item, parent_id: &str, select: Option<&[String]>) -> Value {
+    let c = &item.card;
+    let t = time(item.modified);
+    let id = to_graph_id(&item.id);
+    let all: Vec<(&str, Value)> = vec![
+        ("createdDateTime", json!(t)),
+        ("lastModifiedDateTime", json!(t)),
+        ("changeKey", json!(item.change_key)),
+        ("categories", json!(c.categories)),
+        ("parentFolderId", json!(parent_id)),
+        (
+            "birthday",
+            json!(c.birthday.as_ref().map(|b| format!("{b}T11:59:00Z"))),
+        ),
+        ("fileAs", json!(c.file_as)),
+        ("displayName", json!(c.display_name)),
+        ("givenName", json!(c.given_name)),
+        ("initials", Value::Null),
+        ("middleName", json!(c.middle_name)),
+        ("nickName", Value::Null),
+        ("surname", json!(c.surname)),
+        ("title", json!(c.title)),
+        ("yomiGivenName", Value::Null),
+        ("yomiSurname", Value::Null),
+        ("yomiCompanyName", Value::Null),
+        ("generation", Value::Null),
+        ("imAddresses", json!([])),
+        ("jobTitle", json!(c.job_title)),
+        ("companyName", json!(c.company_name)),
+        ("department", json!(c.department)),
+        ("officeLocation", Value::Null),
+        ("profession", Value::Null),
+        ("businessHomePage", json!(c.web_page)),
+        ("assistantName", Value::Null),
+        ("manager", Value::Null),
+        (
+            "homePhones",
+            phones(item, &[PhoneSlot::HomePhone, PhoneSlot::HomePhone2]),
+        ),
+        (
+            "mobilePhone",
+            json!(c
+                .phones
+                .iter()
+                .find(|(s, _)| *s == PhoneSlot::MobilePhone)
+                .map(|(_, n)| n)),
+        ),
+        (
+            "businessPhones",
+            phones(item, &[PhoneSlot::BusinessPhone, PhoneSlot::BusinessPhone2]),
+        ),
+        ("personalNotes", json!(c.notes)),
+        ("spouseName", Value::Null),
+        ("children", json!([])),
+        (
+            "emailAddresses",
+            json!(c
+                .emails
+                .iter()
+                .map(|e| json!({"name": c.display_name, "address": e.address}))
+                .collect::<Vec<_>>()),
+        ),
+        ("homeAddress", address(item, AddressSlot::Home)),
+        ("businessAddress", address(item, AddressSlot::Business)),
+        ("otherAddress", address(item, AddressSlot::Other)),
+    ];
+    let mut m = Map::new();
+    m.insert(
+        "@odata.etag".into(),
+        json!(format!("W/\"{}\"", item.change_key)),
+    );
+    m.insert("id".into(), json!(id));
+    for (k, v) in all {
+        if select.is_none_or(|s| s.iter().any(|x| x == k)) {
+            m.insert(k.into(), v);
+        }
+    }
+    Value::Object(m)
+}
+
+/// A property of a contact as a string, for `$filter` and `$orderby`.
+pub fn prop(item: &Item, name: &str) -> Option<String> {
+    let c = &item.card;
+    match name {
+        "displayName" => Some(c.display_name.clone()),
+        "givenName" => c.given_name.clone(),
+        "surname" => c.surname.clone(),
+        "middleName" => c.middle_name.clone(),
+        "companyName" => c.company_name.clone(),
+        "jobTitle" => c.job_title.clone(),
+        "department" => c.department.clone(),
+        "fileAs" => Some(c.file_as.clone()),
+        "title" => c.title.clone(),
+        "businessHomePage" => c.web_page.clone(),
+        "personalNotes" => c.notes.clone(),
+        "mobilePhone" => c
+            .phones
+            .iter()
+            .find(|(s, _)| *s == PhoneSlot::MobilePhone)
+            .map(|(_, n)| n.clone()),
+        "id" => Some(to_graph_id(&item.id)),
+        "createdDateTime" | "lastModifiedDateTime" => Some(time(item.modified)),
+        _ => None,
+    }
+}
+
+/// Largest string a client may send in one property.
+const MAX_STRING: usize = 32 * 1024;
+/// Largest array a client may send in one property.
+const MAX_ARRAY: usize = 50;
+
+fn string(name: &str, v: &Value) -> Result<Option<String>, GraphError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s.len() > MAX_STRING => Err(GraphError::bad(format!(
+            "The value of '{name}' is too long."
+        ))),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(GraphError::bad(format!(
+            "The property '{name}' must be a string."
+        ))),
+    }
+}
+
+fn array<'a>(name: &str, v: &'a Value, max: usize) -> Result<&'a [Value], GraphError> {
+    match v {
+        Value::Null => Ok(&[]),
+        Value::Array(a) if a.len() > max => Err(GraphError::bad(format!(
+            "The multi value property '{name}' has {} entries, that exceeds the max allowed value of {max}.",
+            a.len()
+        ))),
+        Value::Array(a) => Ok(a),
+        _ => Err(GraphError::bad(format!("The property '{name}' must be an array."))),
+    }
+}
+
+fn set(f: Field, v: Option<String>) -> Edit {
+    match v {
+        Some(s) => Edit::Set(f, s),
+        None => Edit::Delete(f),
+    }
+}
+
+/// A contact body (POST or PATCH) as edits. Unknown properties are refused; `@odata.*`
+/// annotations are ignored; a supplied collection replaces the whole collection.
+pub fn edits(body: &Value) -> Result<Vec<Edit>, GraphError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| GraphError::bad("The body must be a JSON object."))?;
+    let mut out = Vec::new();
+    for (k, v) in obj {
+        if k.starts_with("@odata.") || k.contains("@odata.") {
+            continue;
+        }
+        let scalar = |f: Field| -> Result<Edit, GraphError> { Ok(set(f, string(k, v)?)) };
+        match k.as_str() {
+            "givenName" => out.push(scalar(Field::GivenName)?),
+            "surname" => out.push(scalar(Field::Surname)?),
+            "middleName" => out.push(scalar(Field::MiddleName)?),
+            "title" => out.push(scalar(Field::Title)?),
+            "displayName" | "fileAs" => {
+                string(k, v)?; // derived from the names; accepted and not stored
+            }
+            "companyName" => out.push(scalar(Field::CompanyName)?),
+            "jobTitle" => out.push(scalar(Field::JobTitle)?),
+            "department" => out.push(scalar(Field::Department)?),
+            "businessHomePage" => out.push(scalar(Field::WebPage)?),
+            "personalNotes" => out.push(scalar(Field::Notes)?),
+            "birthday" => out.push(scalar(Field::Birthday)?),
+            "mobilePhone" => out.push(scalar(Field::Phone(PhoneSlot::MobilePhone))?),
+            "categories" => {
+                let list = array(k, v, MAX_ARRAY)?
+                    .iter()
+                    .map(|x| string(k, x).map(|s| s.unwrap_or_default()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.push(Edit::SetList(Field::Categories, list));
+            }
+            "emailAddresses" => {
+                let a = array(k, v, 3)?;
+                for n in 1..=3u8 {
+                    let addr = match a.get(n as usize - 1) {
+                        Some(e) => string("emailAddresses.address", e.get("address").unwrap_or(&Value::Null))?,
+                        None => None,
+                    };
+                    out.push(set(Field::Email(n), addr));
+                }
+            }
+            "businessPhones" | "homePhones" => {
+                let a = array(k, v, 2)?;
+                let slots = if k == "businessPhones" {
+                    [PhoneSlot::BusinessPhone, PhoneSlot::BusinessPhone2]
+                } else {
+                    [PhoneSlot::HomePhone, PhoneSlot::HomePhone2]
+                };
+                for (i, slot) in slots.into_iter().enumerate() {
+                    let n = match a.get(i) {
+                        Some(x) => string(k, x)?,
+                        None => None,
+                    };
+                    out.push(set(Field::Phone(slot), n));
+                }
+            }
+            "homeAddress" | "businessAddress" | "otherAddress" => {
+                let slot = match k.as_str() {
+                    "homeAddress" => AddressSlot::Home,
+                    "businessAddress" => AddressSlot::Business,
+                    _ => AddressSlot::Other,
+                };
+                let o = match v {
+                    Value::Null => Map::new(),
+                    Value::Object(o) => o.clone(),
+                    _ => return Err(GraphError::bad(format!("The property '{k}' must be an object."))),
+                };
+                for (name, part) in [
+                    ("street", AddrPart::Street),
+                    ("city", AddrPart::City),
+                    ("state", AddrPart::State),
+                    ("postalCode", AddrPart::PostalCode),
+                    ("countryOrRegion", AddrPart::Country),
+                ] {
+                    out.push(set(Field::Address(slot, part), string(name, o.get(name).unwrap_or(&Value::Null))?));
+                }
+                if let Some(bad) = o.keys().find(|x| !["street", "city", "state", "postalCode", "countryOrRegion"].contains(&x.as_str()) && !x.starts_with('@')) {
+                    return Err(GraphError::bad(format!("The property '{bad}' does not exist on type 'microsoft.graph.physicalAddress'.")));
+                }
+            }
+            "imAddresses" | "children" => {
+                if !array(k, v, 3)?.is_empty() {
+                    return Err(GraphError::bad(format!("The property '{k}' cannot be stored for CRM contacts.")));
+                }
+            }
+            "id" | "changeKey" | "parentFolderId" | "createdDateTime" | "lastModifiedDateTime" => {}
+            other => {
+                return Err(GraphError::bad(format!(
+                    "The property '{other}' does not exist on type 'microsoft.graph.contact'. Make sure to only use property names that are defined by the type."
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
