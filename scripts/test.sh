@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real clients the tests drive
-# (exchangelib into .cache/venv, ews-javascript-api into .cache/node, DavMail from Debian),
+# (exchangelib and msgraph-sdk into .cache/venv, ews-javascript-api and the Graph JS client
+# into .cache/node, DavMail from Debian),
 # then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,13 +17,16 @@ if ! .cache/venv/bin/python -c 'import exchangelib, msgraph, sys; sys.exit(excha
   .cache/venv/bin/pip install --quiet --disable-pip-version-check exchangelib==5.6.0 msgraph-sdk==1.65.0
 fi
 
-# ews-javascript-api 0.15.3 in a private node_modules.
+# ews-javascript-api 0.15.3 and @microsoft/microsoft-graph-client 3.0.7 in a private
+# node_modules.
 if ! [ -f .cache/node/node_modules/ews-javascript-api/package.json ] ||
-   ! grep -q '"version": "0.15.3"' .cache/node/node_modules/ews-javascript-api/package.json; then
+   ! grep -q '"version": "0.15.3"' .cache/node/node_modules/ews-javascript-api/package.json ||
+   ! [ -f .cache/node/node_modules/@microsoft/microsoft-graph-client/package.json ]; then
   command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
   mkdir -p .cache/node
   (cd .cache/node && [ -f package.json ] || echo '{"name":"crmgate-test-clients","private":true}' > package.json)
-  (cd .cache/node && npm install --silent --no-audit --no-fund ews-javascript-api@0.15.3)
+  (cd .cache/node && npm install --silent --no-audit --no-fund ews-javascript-api@0.15.3 \
+    @microsoft/microsoft-graph-client@3.0.7 isomorphic-fetch@3)
 fi
 
 # DavMail 6.0.1 (Debian package; needs root, as CI has).

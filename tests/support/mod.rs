@@ -60,7 +60,7 @@ impl TestServer {
             let _ = rx.await;
         }));
         TestServer {
-            base: format!("{scheme}://localhost:{}", addr.port()),
+            base: format!("{scheme}://127.0.0.1:{}", addr.port()),
             app,
             client,
             dir,
