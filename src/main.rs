@@ -41,6 +41,27 @@ struct Common {
 }
 
 #[derive(Subcommand)]
+enum TokenCmd {
+    /// Issue a token for a user.
+    Issue {
+        /// User login.
+        #[arg(long)]
+        user: String,
+        /// Scopes, comma-separated (Contacts.Read, Contacts.ReadWrite).
+        #[arg(long, default_value = "Contacts.Read")]
+        scopes: String,
+        /// Lifetime: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// The token.
+        token: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the gateway.
     Serve {
@@ -99,6 +120,14 @@ enum Cmd {
         /// Entries shown per folder.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Issue or revoke Graph bearer tokens (the server must be stopped: tokens live in the
+    /// data dir; users can also get tokens from POST /oauth2/v2.0/token).
+    Token {
+        #[command(subcommand)]
+        action: TokenCmd,
         #[command(flatten)]
         common: Common,
     },
@@ -424,6 +453,45 @@ fn run() -> Result<()> {
                         c["id"].as_str().unwrap_or(""),
                         c["display_name"].as_str().unwrap_or("")
                     );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Token { action, common } => {
+            let cfg = load_config(&common, Overrides::default())?;
+            let app = open_offline(cfg)?;
+            match action {
+                TokenCmd::Issue { user, scopes, ttl } => {
+                    let Some(ttl) = crmgate::auth::tokens::parse_ttl(&ttl) else {
+                        bail!("--ttl takes a lifetime like 90s, 30m, 1h or 7d");
+                    };
+                    let scopes = crmgate::auth::tokens::parse_scopes(&scopes);
+                    if scopes.is_empty() {
+                        bail!("--scopes takes Contacts.Read and/or Contacts.ReadWrite");
+                    }
+                    rt.block_on(app.catch_up())?;
+                    let (id, login) = {
+                        let e = app.replica.read().map_err(|e| anyhow::anyhow!("{e}"))?;
+                        let Some(u) = e.find_login(&user) else {
+                            bail!("no user with login \"{user}\"")
+                        };
+                        let r = e.user_record(u).ok_or_else(|| anyhow::anyhow!("no user"))?;
+                        (r.id.0.clone(), r.login.clone())
+                    };
+                    let (token, info) = app.tokens.issue(&id, &login, &scopes, ttl)?;
+                    println!("{token}");
+                    eprintln!(
+                        "for {} with {} until unix time {}",
+                        info.login,
+                        info.scopes.join(" "),
+                        info.exp
+                    );
+                }
+                TokenCmd::Revoke { token } => {
+                    if !app.tokens.revoke(&token)? {
+                        bail!("no such token");
+                    }
+                    println!("revoked");
                 }
             }
             Ok(())

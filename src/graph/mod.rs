@@ -420,12 +420,18 @@ fn delta(
     f: &str,
     _ctx: &str,
 ) -> Result<Answer, GraphError> {
-    let fr = folder(mb, f)?;
     let token = q
         .deltatoken
         .as_deref()
         .or(q.skiptoken.as_deref())
         .map(json::from_graph_id);
+    // With a token, the token is what the client presents: a foreign folder means a foreign
+    // token (410), whatever else.
+    let fr = match folder(mb, f) {
+        Ok(fr) => fr,
+        Err(_) if token.is_some() => return Err(GraphError::sync_state()),
+        Err(e) => return Err(e),
+    };
     // The $select of the first call is bound into the tokens; later calls need not repeat it.
     let select: Option<Vec<String>> = match (&q.select, &token) {
         (Some(s), _) => Some(s.clone()),

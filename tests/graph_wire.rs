@@ -1,0 +1,354 @@
+//! The Graph face on the wire: a CRM-side membership move in delta (removal in one folder, the
+//! same id added in the other), folder delta, token life (missing, revoked, expired, CLI-issued),
+//! throttling (429 ApplicationThrottled + Retry-After), isolation across users and tenants
+//! (ids, delta tokens, nextLinks, /users/{x}), and bad input answered with Graph errors.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{fixture, TestServer};
+
+async fn token(s: &TestServer, user: &str, pw: &str, scope: &str) -> String {
+    let r: Value = s
+        .client
+        .post(s.url("/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", pw),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    r["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned()
+}
+
+async fn get(s: &TestServer, tok: &str, url: &str) -> (u16, Value) {
+    let url = if url.starts_with("http") {
+        url.to_owned()
+    } else {
+        s.url(url)
+    };
+    let r = s
+        .client
+        .get(url)
+        .bearer_auth(tok)
+        .send()
+        .await
+        .expect("get");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn folder_id(v: &Value, name: &str) -> String {
+    v["value"]
+        .as_array()
+        .expect("value")
+        .iter()
+        .find(|f| f["displayName"] == name)
+        .expect("folder")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+/// Follows a delta round to its deltaLink; returns (items, deltaLink).
+async fn drain(s: &TestServer, tok: &str, first: &str) -> (Vec<Value>, String) {
+    let mut url = first.to_owned();
+    let mut items = Vec::new();
+    loop {
+        let (st, v) = get(s, tok, &url).await;
+        assert_eq!(st, 200, "{v}");
+        items.extend(v["value"].as_array().cloned().unwrap_or_default());
+        if let Some(n) = v["@odata.nextLink"].as_str() {
+            url = n.to_owned();
+        } else {
+            return (
+                items,
+                v["@odata.deltaLink"]
+                    .as_str()
+                    .expect("deltaLink")
+                    .to_owned(),
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_tokens_throttle_and_bad_input() {
+    let s = TestServer::start(
+        &fixture("demo.json"),
+        "[graph]\nrequests_per_second = 1000\n",
+    )
+    .await;
+    let tok = token(&s, "anna@example.test", "demo", "Contacts.ReadWrite").await;
+    // A contact Anna has through one company only.
+    let admin = |r: reqwest::RequestBuilder| r.basic_auth("ben@example.test", Some("demo2"));
+    let k = json!({"name": "Move GmbH", "subsystems": ["s1"], "responsible": ["u1"]});
+    assert!(admin(s.client.put(s.url("/admin/v1/companies/kmove")))
+        .json(&k)
+        .send()
+        .await
+        .expect("put")
+        .status()
+        .is_success());
+    let c = json!({"companies": ["kmove"], "first_name": "Moving", "last_name": "Person"});
+    assert!(admin(s.client.put(s.url("/admin/v1/contacts/cmove")))
+        .json(&c)
+        .send()
+        .await
+        .expect("put")
+        .status()
+        .is_success());
+    let (_, folders) = get(&s, &tok, "/v1.0/me/contactFolders").await;
+    let (my, glob) = (
+        folder_id(&folders, "HQ My Contacts"),
+        folder_id(&folders, "HQ Global Contacts"),
+    );
+    let (my_items, my_link) = drain(
+        &s,
+        &tok,
+        &format!("/v1.0/me/contactFolders('{my}')/contacts/delta()"),
+    )
+    .await;
+    let (_, glob_link) = drain(
+        &s,
+        &tok,
+        &format!("/v1.0/me/contactFolders/{glob}/contacts/microsoft.graph.delta()"),
+    )
+    .await;
+    assert_eq!(my_items.len(), 48);
+    // CRM-side move: the company gets another responsible user; the contact leaves Anna's My
+    // and enters her Global.
+    let mut k = k.clone();
+    k["responsible"] = json!(["u6"]);
+    assert!(admin(s.client.put(s.url("/admin/v1/companies/kmove")))
+        .json(&k)
+        .send()
+        .await
+        .expect("put")
+        .status()
+        .is_success());
+    let (removed, _) = drain(&s, &tok, &my_link).await;
+    let (added, _) = drain(&s, &tok, &glob_link).await;
+    let removed_ids: Vec<&str> = removed
+        .iter()
+        .filter(|v| v["@removed"]["reason"] == "deleted")
+        .filter_map(|v| v["id"].as_str())
+        .collect();
+    let added_ids: Vec<&str> = added
+        .iter()
+        .filter(|v| v.get("@removed").is_none())
+        .filter_map(|v| v["id"].as_str())
+        .collect();
+    assert_eq!(removed_ids.len(), 1, "removed: {removed:?}");
+    assert_eq!(removed.len(), 1, "only the removal in My");
+    assert_eq!(added_ids.len(), 1, "added: {added:?}");
+    assert_eq!(added[0]["displayName"], "Moving Person");
+    // Folder delta lists both folders.
+    let (st, fd) = get(&s, &tok, "/v1.0/me/contactFolders/delta()").await;
+    assert_eq!(st, 200);
+    assert_eq!(fd["value"].as_array().map(|a| a.len()), Some(2));
+    let (_, again) = get(&s, &tok, fd["@odata.deltaLink"].as_str().expect("link")).await;
+    assert_eq!(again["value"], json!([]));
+
+    // Tokens.
+    let (st, e) = get(&s, "cgt_nope", "/v1.0/me/contactFolders").await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (401, Some("InvalidAuthenticationToken"))
+    );
+    assert!(
+        e["error"]["innerError"]["request-id"].is_string()
+            && e["error"]["innerError"]["date"].is_string()
+    );
+    let r = s
+        .client
+        .get(s.url("/v1.0/me/contactFolders"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .expect("h")
+        .starts_with("Bearer"));
+    assert!(s.app.tokens.revoke(&tok).expect("revoke"));
+    assert_eq!(
+        get(&s, &tok, "/v1.0/me/contactFolders").await.0,
+        401,
+        "revoked"
+    );
+    let (short, _) = s
+        .app
+        .tokens
+        .issue("u1", "anna@example.test", &["Contacts.Read".into()], 0)
+        .expect("issue");
+    assert_eq!(
+        get(&s, &short, "/v1.0/me/contactFolders").await.0,
+        401,
+        "expired"
+    );
+    let tok = token(&s, "anna@example.test", "demo", "Contacts.ReadWrite").await;
+
+    // Bad input.
+    let post = |body: Vec<u8>| {
+        s.client
+            .post(s.url(&format!("/v1.0/me/contactFolders/{my}/contacts")))
+            .bearer_auth(&tok)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (name, body) in [
+        ("malformed JSON", b"{nope".to_vec()),
+        ("wrong type", br#"{"givenName": 5}"#.to_vec()),
+        ("unknown property", br#"{"givenName": "A", "shoeSize": 44}"#.to_vec()),
+        ("1 MB string", serde_json::to_vec(&json!({"givenName": "x".repeat(1 << 20)})).expect("j")),
+        ("10,000 categories", serde_json::to_vec(&json!({"categories": vec!["c"; 10_000]})).expect("j")),
+        ("4 e-mails", serde_json::to_vec(&json!({"emailAddresses": [{"address":"a@x.test"},{"address":"b@x.test"},{"address":"c@x.test"},{"address":"d@x.test"}]})).expect("j")),
+    ] {
+        let r = post(body).await.expect("send");
+        assert_eq!(r.status(), 400, "{name}");
+        let e: Value = r.json().await.expect("json");
+        assert!(e["error"]["code"].is_string() && e["error"]["message"].is_string(), "{name}: {e}");
+    }
+    for (q, code) in [
+        (
+            "$filter=displayName%20gt%20'a'",
+            "ErrorInvalidUrlQueryFilter",
+        ),
+        ("$filter=startswith(", "ErrorInvalidUrlQueryFilter"),
+        (
+            "$filter=emailAddresses/any(a:startswith(a/address,'x'))",
+            "ErrorInvalidUrlQueryFilter",
+        ),
+        ("$orderby=jobTitle", "ErrorInvalidProperty"),
+    ] {
+        let (st, e) = get(
+            &s,
+            &tok,
+            &format!("/v1.0/me/contactFolders/{my}/contacts?{q}"),
+        )
+        .await;
+        assert_eq!((st, e["error"]["code"].as_str()), (400, Some(code)), "{q}");
+    }
+    let (st, _) = get(&s, &tok, "/v1.0/me/contacts/%FF%FE").await;
+    assert_eq!(st, 400, "bad UTF-8 in the path");
+    let (st, e) = get(&s, &tok, "/v1.0/me/messages").await;
+    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("BadRequest")));
+    // Filters that work: the email form O365 and SDKs use.
+    let (st, v) = get(&s, &tok, &format!("/v1.0/me/contactFolders/{my}/contacts?$filter=emailAddresses/any(a:a/address%20eq%20'crm-c5@nomail.invalid')")).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["value"].as_array().map(|a| a.len()), Some(1), "{v}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_answers_429_with_retry_after() {
+    let s = TestServer::start(&fixture("demo.json"), "[graph]\nrequests_per_second = 5\n").await;
+    let tok = token(&s, "anna@example.test", "demo", "Contacts.Read").await;
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        let r = s
+            .client
+            .get(s.url("/v1.0/me/contactFolders"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .expect("get");
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("").to_owned());
+        let st = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or_default();
+        if st == 429 {
+            assert_eq!(v["error"]["code"], "ApplicationThrottled");
+            assert!(retry.is_some());
+        }
+        codes.push(st);
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 5, "{codes:?}");
+    assert!(codes.contains(&429));
+    // Another user is not affected.
+    let ben = token(&s, "ben@example.test", "demo2", "Contacts.Read").await;
+    assert_eq!(get(&s, &ben, "/v1.0/me/contactFolders").await.0, 200);
+    s.stop().await;
+}
+
+/// Under tenant separation nothing of Anna's reaches Oliver (London): ids, delta tokens,
+/// nextLinks, /users/{x}.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_tenants_stay_apart() {
+    let s = TestServer::start(
+        &fixture("demo.json"),
+        "[folders]\nglobal_scope = \"subsystem\"\n",
+    )
+    .await;
+    let anna = token(&s, "anna@example.test", "demo", "Contacts.ReadWrite").await;
+    let oliver = token(&s, "oliver@example.test", "demo4", "Contacts.ReadWrite").await;
+    let (_, f) = get(&s, &anna, "/v1.0/me/contactFolders").await;
+    let my = folder_id(&f, "HQ My Contacts");
+    let (st, page) = get(
+        &s,
+        &anna,
+        &format!("/v1.0/me/contactFolders/{my}/contacts?$top=5"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let next = page["@odata.nextLink"].as_str().expect("next").to_owned();
+    let one = page["value"][0]["id"].as_str().expect("id").to_owned();
+    let (_, dl) = drain(
+        &s,
+        &anna,
+        &format!("/v1.0/me/contactFolders/{my}/contacts/delta"),
+    )
+    .await;
+    for (what, url) in [
+        ("folder id", format!("/v1.0/me/contactFolders/{my}")),
+        (
+            "folder contacts",
+            format!("/v1.0/me/contactFolders/{my}/contacts"),
+        ),
+        ("item id", format!("/v1.0/me/contacts/{one}")),
+        ("nextLink", next.clone()),
+    ] {
+        let (st, e) = get(&s, &oliver, &url).await;
+        assert_eq!(st, 404, "{what}: {e}");
+        assert_eq!(e["error"]["code"], "ErrorItemNotFound", "{what}");
+    }
+    let (st, e) = get(&s, &oliver, &dl).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (410, Some("syncStateNotFound")),
+        "delta token"
+    );
+    let (st, _) = get(
+        &s,
+        &oliver,
+        "/v1.0/users/anna%40example.test/contactFolders",
+    )
+    .await;
+    assert_eq!(st, 403, "another user's path");
+    // An admin may; an unknown user is 404 ErrorInvalidUser for an admin.
+    let ben = token(&s, "ben@example.test", "demo2", "Contacts.Read").await;
+    assert_eq!(
+        get(&s, &ben, "/v1.0/users/anna%40example.test/contactFolders")
+            .await
+            .0,
+        200
+    );
+    let (st, e) = get(&s, &ben, "/v1.0/users/nobody%40example.test/contactFolders").await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (404, Some("ErrorInvalidUser"))
+    );
+    s.stop().await;
+}
