@@ -7,19 +7,27 @@
 //!
 //! Run: `cargo bench --bench ews`.
 
+mod common;
+
 use bytes::Bytes;
+use common::{between, connect, load, send, trivial, Call};
 use crmgate::app::App;
 use crmgate::config::{Config, Overrides};
 use crmgate::gen::{generate, GenParams};
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use std::time::Instant;
 
 const SOAP: &str = r#"xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types""#;
+
+fn post(auth: &str, body: &str) -> Call {
+    Call {
+        method: "POST",
+        path: "/EWS/Exchange.asmx".into(),
+        auth: auth.to_owned(),
+        body: body.to_owned(),
+        content_type: "text/xml; charset=utf-8",
+    }
+}
 
 fn sync_body(folder: &str, state: Option<&str>) -> String {
     let st = state
@@ -34,117 +42,6 @@ fn find_body(folder: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope {SOAP}><soap:Body><m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>Default</t:BaseShape></m:ItemShape><m:IndexedPageItemView MaxEntriesReturned="100" Offset="9900" BasePoint="Beginning"/><m:SortOrder><t:FieldOrder Order="Ascending"><t:FieldURI FieldURI="contacts:DisplayName"/></t:FieldOrder></m:SortOrder><m:ParentFolderIds><t:FolderId Id="{folder}"/></m:ParentFolderIds></m:FindItem></soap:Body></soap:Envelope>"#
     )
-}
-
-fn between<'a>(s: &'a str, a: &str, b: &str) -> Option<&'a str> {
-    let i = s.find(a)? + a.len();
-    let j = s[i..].find(b)? + i;
-    Some(&s[i..j])
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(port: u16) -> Sender {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    send
-}
-
-async fn call(send: &mut Sender, auth: &str, body: &str) -> (u16, String) {
-    let req = Request::post("/EWS/Exchange.asmx")
-        .header("host", "127.0.0.1")
-        .header("authorization", auth)
-        .header("content-type", "text/xml; charset=utf-8")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request");
-    send.ready().await.expect("ready");
-    let resp = send.send_request(req).await.expect("send");
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// 32 connections hammering `body` for `secs`; returns (requests/s, p50 ms, p99 ms).
-async fn load(port: u16, auth: &str, body: &str, secs: u64) -> (f64, f64, f64) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (stop, count, auth, body) = (
-            stop.clone(),
-            count.clone(),
-            auth.to_owned(),
-            body.to_owned(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut send = connect(port).await;
-            let mut lat = Vec::with_capacity(100_000);
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let (status, _) = call(&mut send, &auth, &body).await;
-                assert_eq!(status, 200);
-                lat.push(t.elapsed().as_secs_f64() * 1e3);
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            lat
-        }));
-    }
-    // Warm up one second, then measure.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let c0 = count.load(Ordering::Relaxed);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let n = count.load(Ordering::Relaxed) - c0;
-    let elapsed = t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<f64> = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.expect("task"));
-    }
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    (n as f64 / elapsed, pct(0.5), pct(0.99))
-}
-
-/// A trivial hyper server answering every request with `body` (the baseline).
-async fn trivial(body: Bytes) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let body = body.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let body = body.clone();
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        let mut r = Response::new(Full::new(body));
-                        r.headers_mut().insert(
-                            "content-type",
-                            "text/xml; charset=utf-8".parse().expect("h"),
-                        );
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    port
 }
 
 fn main() {
@@ -170,9 +67,9 @@ fn main() {
         app.catch_up().await.expect("load");
         tokio::spawn(crmgate::server::serve(app.clone(), listener, std::future::pending()));
         let auth = format!("Basic {}", { use base64::Engine as _; base64::engine::general_purpose::STANDARD.encode(format!("{login}:bench")) });
-        let mut send = connect(port).await;
+        let mut conn = connect(port).await;
         let ff = format!(r#"<?xml version="1.0"?><soap:Envelope {SOAP}><soap:Body><m:FindFolder Traversal="Shallow"><m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape><m:ParentFolderIds><t:DistinguishedFolderId Id="contacts"/></m:ParentFolderIds></m:FindFolder></soap:Body></soap:Envelope>"#);
-        let (_, r) = call(&mut send, &auth, &ff).await;
+        let (_, r) = send(&mut conn, &post(&auth, &ff)).await;
         let global = r.split("<t:ContactsFolder>").nth(2).and_then(|f| between(f, "<t:FolderId Id=\"", "\"")).expect("global folder").to_owned();
         let total: usize = r.split("<t:ContactsFolder>").nth(2).and_then(|f| between(f, "<t:TotalCount>", "<")).and_then(|n| n.parse().ok()).expect("count");
         assert!(total >= 10_000, "the Global folder must hold at least 10,000 contacts, has {total}");
@@ -182,7 +79,7 @@ fn main() {
         let mut state: Option<String> = None;
         let mut synced = 0usize;
         loop {
-            let (status, r) = call(&mut send, &auth, &sync_body(&global, state.as_deref())).await;
+            let (status, r) = send(&mut conn, &post(&auth, &sync_body(&global, state.as_deref()))).await;
             assert_eq!(status, 200, "{r}");
             synced += r.matches("<t:Create>").count();
             state = between(&r, "<m:SyncState>", "</m:SyncState>").map(str::to_owned);
@@ -197,11 +94,11 @@ fn main() {
 
         // No-change polls against the trivial baseline.
         let poll = sync_body(&global, state.as_deref());
-        let (_, poll_answer) = call(&mut send, &auth, &poll).await;
+        let (_, poll_answer) = send(&mut conn, &post(&auth, &poll)).await;
         assert!(poll_answer.contains("<m:Changes></m:Changes>") || poll_answer.contains("<m:Changes/>"), "{poll_answer}");
-        let (rps, p50, p99) = load(port, &auth, &poll, 5).await;
-        let base_port = trivial(Bytes::from(poll_answer.clone())).await;
-        let (base_rps, base_p50, base_p99) = load(base_port, &auth, &poll, 5).await;
+        let (rps, p50, p99) = load(port, &post(&auth, &poll), 5).await;
+        let base_port = trivial(Bytes::from(poll_answer.clone()), "text/xml; charset=utf-8").await;
+        let (base_rps, base_p50, base_p99) = load(base_port, &post(&auth, &poll), 5).await;
         println!("no-change SyncFolderItems polls, 32 connections: {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
         println!("trivial hyper handler, same bytes, same load:    {base_rps:.0} req/s, p50 {base_p50:.2} ms, p99 {base_p99:.2} ms");
         println!("ratio crmgate / trivial: {:.0} %", 100.0 * rps / base_rps);
@@ -211,7 +108,7 @@ fn main() {
         let mut lat = Vec::new();
         for _ in 0..200 {
             let t = Instant::now();
-            let (status, r) = call(&mut send, &auth, &fb).await;
+            let (status, r) = send(&mut conn, &post(&auth, &fb)).await;
             assert_eq!(status, 200);
             assert_eq!(r.matches("<t:Contact>").count(), 100, "a full page at offset 9,900");
             lat.push(t.elapsed().as_secs_f64() * 1e3);
@@ -222,13 +119,13 @@ fn main() {
         // UpdateItem round trips on the embedded CRM, each durable before it is answered.
         let my = r.split("<t:ContactsFolder>").nth(1).and_then(|f| between(f, "<t:FolderId Id=\"", "\"")).expect("my folder").to_owned();
         let fi = format!(r#"<?xml version="1.0"?><soap:Envelope {SOAP}><soap:Body><m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape><m:IndexedPageItemView MaxEntriesReturned="1" Offset="0" BasePoint="Beginning"/><m:ParentFolderIds><t:FolderId Id="{my}"/></m:ParentFolderIds></m:FindItem></soap:Body></soap:Envelope>"#);
-        let (_, r) = call(&mut send, &auth, &fi).await;
+        let (_, r) = send(&mut conn, &post(&auth, &fi)).await;
         let item = between(&r, "<t:ItemId Id=\"", "\"").expect("an item in My").to_owned();
         let mut lat = Vec::new();
         for i in 0..300 {
             let up = format!(r#"<?xml version="1.0"?><soap:Envelope {SOAP}><soap:Body><m:UpdateItem ConflictResolution="AlwaysOverwrite" MessageDisposition="SaveOnly"><m:ItemChanges><t:ItemChange><t:ItemId Id="{item}"/><t:Updates><t:SetItemField><t:FieldURI FieldURI="contacts:JobTitle"/><t:Contact><t:JobTitle>Title {i}</t:JobTitle></t:Contact></t:SetItemField></t:Updates></t:ItemChange></m:ItemChanges></m:UpdateItem></soap:Body></soap:Envelope>"#);
             let t = Instant::now();
-            let (status, r) = call(&mut send, &auth, &up).await;
+            let (status, r) = send(&mut conn, &post(&auth, &up)).await;
             lat.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(status, 200);
             assert!(r.contains("NoError"), "{r}");

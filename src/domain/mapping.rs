@@ -169,6 +169,29 @@ fn clean(s: &Option<String>) -> Option<String> {
 /// Formats a phone number internationally (`+49 30 1234567`) with the default region for
 /// numbers without a country code; text that is no phone number is shown as the CRM has it.
 pub fn display_phone(number: &str, default_region: &str) -> String {
+    // Parsing with libphonenumber's metadata costs tens of microseconds, and every listing
+    // formats the same numbers again: memoise (a pure function; bounded; shared by all threads).
+    let key = format!("{default_region}\u{0}{number}");
+    if let Some(hit) = PHONE_CACHE.read().ok().and_then(|c| c.get(&key).cloned()) {
+        return hit;
+    }
+    let shown = format_phone(number, default_region);
+    if let Ok(mut c) = PHONE_CACHE.write() {
+        if c.len() >= PHONE_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(key, shown.clone());
+    }
+    shown
+}
+
+static PHONE_CACHE: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<String, String>>,
+> = std::sync::LazyLock::new(|| std::sync::RwLock::new(std::collections::HashMap::new()));
+/// Most memoised numbers (about 100 bytes each).
+const PHONE_CACHE_MAX: usize = 2_000_000;
+
+fn format_phone(number: &str, default_region: &str) -> String {
     let region = default_region.parse::<phonenumber::country::Id>().ok();
     match phonenumber::parse(region, number) {
         Ok(n) if phonenumber::is_valid(&n) => n

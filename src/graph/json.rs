@@ -56,6 +56,158 @@ fn phones(item: &Item, slots: &[PhoneSlot]) -> Value {
         .collect::<Vec<_>>())
 }
 
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EmailOut<'a> {
+    name: &'a str,
+    address: &'a str,
+}
+
+#[derive(serde::Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AddressOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    street: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    city: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country_or_region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    postal_code: Option<&'a str>,
+}
+
+/// The whole contact, borrowed, in Graph's property order: serialised straight to bytes for
+/// full-shape answers (delta rounds), without building a JSON tree.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactOut<'a> {
+    #[serde(rename = "@odata.type", skip_serializing_if = "Option::is_none")]
+    odata_type: Option<&'static str>,
+    #[serde(rename = "@odata.etag")]
+    etag: String,
+    id: String,
+    created_date_time: &'a str,
+    last_modified_date_time: &'a str,
+    change_key: &'a str,
+    categories: &'a [String],
+    parent_folder_id: &'a str,
+    birthday: Option<String>,
+    file_as: &'a str,
+    display_name: &'a str,
+    given_name: Option<&'a str>,
+    initials: Option<&'a str>,
+    middle_name: Option<&'a str>,
+    nick_name: Option<&'a str>,
+    surname: Option<&'a str>,
+    title: Option<&'a str>,
+    yomi_given_name: Option<&'a str>,
+    yomi_surname: Option<&'a str>,
+    yomi_company_name: Option<&'a str>,
+    generation: Option<&'a str>,
+    im_addresses: [&'a str; 0],
+    job_title: Option<&'a str>,
+    company_name: Option<&'a str>,
+    department: Option<&'a str>,
+    office_location: Option<&'a str>,
+    profession: Option<&'a str>,
+    business_home_page: Option<&'a str>,
+    assistant_name: Option<&'a str>,
+    manager: Option<&'a str>,
+    home_phones: Vec<&'a str>,
+    mobile_phone: Option<&'a str>,
+    business_phones: Vec<&'a str>,
+    personal_notes: Option<&'a str>,
+    spouse_name: Option<&'a str>,
+    children: [&'a str; 0],
+    email_addresses: Vec<EmailOut<'a>>,
+    home_address: AddressOut<'a>,
+    business_address: AddressOut<'a>,
+    other_address: AddressOut<'a>,
+}
+
+fn address_out(item: &Item, slot: AddressSlot) -> AddressOut<'_> {
+    match item.card.addresses.iter().find(|(s, _)| *s == slot) {
+        None => AddressOut::default(),
+        Some((_, a)) => AddressOut {
+            street: a.street.as_deref(),
+            city: a.city.as_deref(),
+            state: a.region.as_deref(),
+            country_or_region: a.country.as_deref(),
+            postal_code: a.postal_code.as_deref(),
+        },
+    }
+}
+
+/// The full contact as JSON bytes (no `$select`), optionally with `@odata.type`.
+pub fn contact_bytes(item: &Item, parent_id: &str, typed: bool) -> Vec<u8> {
+    let c = &item.card;
+    let t = time(item.modified);
+    let phone = |s: PhoneSlot| {
+        c.phones
+            .iter()
+            .find(|(k, _)| *k == s)
+            .map(|(_, n)| n.as_str())
+    };
+    let out = ContactOut {
+        odata_type: typed.then_some("#microsoft.graph.contact"),
+        etag: format!("W/\"{}\"", item.change_key),
+        id: to_graph_id(&item.id),
+        created_date_time: &t,
+        last_modified_date_time: &t,
+        change_key: &item.change_key,
+        categories: &c.categories,
+        parent_folder_id: parent_id,
+        birthday: c.birthday.as_ref().map(|b| format!("{b}T11:59:00Z")),
+        file_as: &c.file_as,
+        display_name: &c.display_name,
+        given_name: c.given_name.as_deref(),
+        initials: None,
+        middle_name: c.middle_name.as_deref(),
+        nick_name: None,
+        surname: c.surname.as_deref(),
+        title: c.title.as_deref(),
+        yomi_given_name: None,
+        yomi_surname: None,
+        yomi_company_name: None,
+        generation: None,
+        im_addresses: [],
+        job_title: c.job_title.as_deref(),
+        company_name: c.company_name.as_deref(),
+        department: c.department.as_deref(),
+        office_location: None,
+        profession: None,
+        business_home_page: c.web_page.as_deref(),
+        assistant_name: None,
+        manager: None,
+        home_phones: [PhoneSlot::HomePhone, PhoneSlot::HomePhone2]
+            .into_iter()
+            .filter_map(phone)
+            .collect(),
+        mobile_phone: phone(PhoneSlot::MobilePhone),
+        business_phones: [PhoneSlot::BusinessPhone, PhoneSlot::BusinessPhone2]
+            .into_iter()
+            .filter_map(phone)
+            .collect(),
+        personal_notes: c.notes.as_deref(),
+        spouse_name: None,
+        children: [],
+        email_addresses: c
+            .emails
+            .iter()
+            .map(|e| EmailOut {
+                name: &c.display_name,
+                address: &e.address,
+            })
+            .collect(),
+        home_address: address_out(item, AddressSlot::Home),
+        business_address: address_out(item, AddressSlot::Business),
+        other_address: address_out(item, AddressSlot::Other),
+    };
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
 /// A contact as Graph shows it; `select` limits the properties (id and etag always stay).
 pub fn contact(item: &Item, parent_id: &str, select: Option<&[String]>) -> Value {
     let c = &item.card;

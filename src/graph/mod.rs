@@ -446,27 +446,48 @@ fn delta(
         other => mb.empty_changes(other, token.as_deref()),
     }
     .map_err(|_| GraphError::sync_state())?;
-    let value: Vec<Value> = page
-        .changes
-        .iter()
-        .map(|(_, it)| match it {
+    // Full-shape pages are written straight to bytes; a $select takes the JSON-tree path.
+    let mut body: Vec<u8> = Vec::with_capacity(page.changes.len() * 1024 + 512);
+    body.extend_from_slice(b"{\"@odata.context\":");
+    body.extend_from_slice(
+        &serde_json::to_vec(&format!("{}/v1.0/$metadata#Collection(contact)", req.base))
+            .unwrap_or_default(),
+    );
+    body.extend_from_slice(b",\"value\":[");
+    for (n, (_, it)) in page.changes.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        match it {
+            Ok(item) if select.is_none() => body.extend_from_slice(&json::contact_bytes(item, &fid, true)),
             Ok(item) => {
                 let mut v = json::contact(item, &fid, select.as_deref());
                 v["@odata.type"] = json!("#microsoft.graph.contact");
-                v
+                body.extend_from_slice(&serde_json::to_vec(&v).unwrap_or_default());
             }
-            Err(id) => json!({"@odata.type": "#microsoft.graph.contact", "id": json::to_graph_id(id), "@removed": {"reason": "deleted"}}),
-        })
-        .collect();
-    let token = json::to_graph_id(&page.state);
-    let mut out = json!({"@odata.context": format!("{}/v1.0/$metadata#Collection(contact)", req.base), "value": value});
-    let base = format!("{}/v1.0{}", req.base, req.path);
-    if page.last {
-        out["@odata.deltaLink"] = json!(format!("{base}?$deltatoken={token}"));
-    } else {
-        out["@odata.nextLink"] = json!(format!("{base}?$skiptoken={token}"));
+            Err(id) => body.extend_from_slice(
+                &serde_json::to_vec(&json!({"@odata.type": "#microsoft.graph.contact", "id": json::to_graph_id(id), "@removed": {"reason": "deleted"}}))
+                    .unwrap_or_default(),
+            ),
+        }
     }
-    let mut a = ok(200, &out);
+    body.push(b']');
+    let token = json::to_graph_id(&page.state);
+    let base = format!("{}/v1.0{}", req.base, req.path);
+    let (key, link) = if page.last {
+        ("@odata.deltaLink", format!("{base}?$deltatoken={token}"))
+    } else {
+        ("@odata.nextLink", format!("{base}?$skiptoken={token}"))
+    };
+    body.extend_from_slice(format!(",\"{key}\":").as_bytes());
+    body.extend_from_slice(&serde_json::to_vec(&link).unwrap_or_default());
+    body.push(b'}');
+    let mut a = Answer {
+        status: 200,
+        content_type: JSON,
+        body,
+        headers: Vec::new(),
+    };
     if req.max_page.is_some() {
         a.headers
             .push(("preference-applied", format!("odata.maxpagesize={size}")));
