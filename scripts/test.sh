@@ -11,10 +11,10 @@ if ! command -v cargo >/dev/null; then
 fi
 mkdir -p .cache
 
-# exchangelib 5.6.0 and msgraph-sdk 1.65.0 in a private virtualenv.
-if ! .cache/venv/bin/python -c 'import exchangelib, msgraph, sys; sys.exit(exchangelib.__version__ != "5.6.0")' 2>/dev/null; then
+# exchangelib 5.6.0, msgraph-sdk 1.65.0 and O365 2.1.10 in a private virtualenv.
+if ! .cache/venv/bin/python -c 'import exchangelib, msgraph, O365, sys; sys.exit(exchangelib.__version__ != "5.6.0")' 2>/dev/null; then
   python3 -m venv .cache/venv
-  .cache/venv/bin/pip install --quiet --disable-pip-version-check exchangelib==5.6.0 msgraph-sdk==1.65.0
+  .cache/venv/bin/pip install --quiet --disable-pip-version-check exchangelib==5.6.0 msgraph-sdk==1.65.0 O365==2.1.10
 fi
 
 # ews-javascript-api 0.15.3 and @microsoft/microsoft-graph-client 3.0.7 in a private
