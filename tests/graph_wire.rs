@@ -352,3 +352,84 @@ async fn users_and_tenants_stay_apart() {
     );
     s.stop().await;
 }
+
+/// GRAPH.md §8 scenario 16: the query and header forms real clients mix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parses_mixed_encodings_and_prefer_forms() {
+    let s = TestServer::start(&fixture("demo.json"), "").await;
+    let anna = token(&s, "anna@example.test", "demo", "Contacts.Read").await;
+    let (_, f) = get(&s, &anna, "/v1.0/me/contactFolders").await;
+    let glob = folder_id(&f, "HQ Global Contacts");
+
+    // `$select` plain, `$top`/`$skip` percent-encoded, in one query.
+    let base = format!("/v1.0/me/contactFolders/{glob}/contacts");
+    let (st, all) = get(&s, &anna, &format!("{base}?$orderby=displayName&$top=4")).await;
+    assert_eq!(st, 200, "{all}");
+    let (st, page) = get(
+        &s,
+        &anna,
+        &format!("{base}?$select=displayName&$orderby=displayName&%24top=2&%24skip=2"),
+    )
+    .await;
+    assert_eq!(st, 200, "{page}");
+    let items = page["value"].as_array().expect("value");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["displayName"], all["value"][2]["displayName"]);
+    assert_eq!(items[1]["displayName"], all["value"][3]["displayName"]);
+    assert!(
+        items[0].get("givenName").is_none(),
+        "$select applied: {}",
+        items[0]
+    );
+    assert!(page["@odata.nextLink"]
+        .as_str()
+        .is_some_and(|l| l.contains("skip")));
+
+    // `+` as space and an encoded quote in a `$filter`.
+    let (st, one) = get(
+        &s,
+        &anna,
+        "/v1.0/me/contactFolders?%24filter=displayName+eq+%27HQ+Global+Contacts%27&%24top=1",
+    )
+    .await;
+    assert_eq!(st, 200, "{one}");
+    assert_eq!(one["value"].as_array().map(Vec::len), Some(1));
+    assert_eq!(one["value"][0]["displayName"], "HQ Global Contacts");
+
+    // Percent-encoded UPN in the path is the same mailbox as /me.
+    let (st, same) = get(&s, &anna, "/v1.0/users/anna%40example.test/contactFolders").await;
+    assert_eq!(st, 200);
+    assert_eq!(folder_id(&same, "HQ Global Contacts"), glob);
+
+    // Prefer: repeated headers and comma-joined preferences both carry the page size.
+    let url = s.url(&format!("{base}/delta"));
+    let repeated = s
+        .client
+        .get(&url)
+        .bearer_auth(&anna)
+        .header("Prefer", "outlook.timezone=\"UTC\"")
+        .header("Prefer", "odata.maxpagesize=3")
+        .send()
+        .await
+        .expect("get");
+    let joined = s
+        .client
+        .get(&url)
+        .bearer_auth(&anna)
+        .header("Prefer", "return=minimal, odata.maxpagesize=3")
+        .send()
+        .await
+        .expect("get");
+    for r in [repeated, joined] {
+        assert_eq!(r.status(), 200);
+        let applied = r
+            .headers()
+            .get("preference-applied")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(applied.as_deref(), Some("odata.maxpagesize=3"));
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["value"].as_array().map(Vec::len), Some(3), "{v}");
+        assert!(v["@odata.nextLink"].is_string());
+    }
+}
