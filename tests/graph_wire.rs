@@ -433,3 +433,43 @@ async fn parses_mixed_encodings_and_prefer_forms() {
         assert!(v["@odata.nextLink"].is_string());
     }
 }
+
+/// GRAPH.md §8 scenario 11: folder delta lists both folders; after a folder rename (the names
+/// come from the config, so: a restart with another name) the deltaLink returns the renamed
+/// folder only, with the same id, and then nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_delta_reports_a_rename_only() {
+    let s = TestServer::start(&fixture("demo.json"), "").await;
+    let anna = token(&s, "anna@example.test", "demo", "Contacts.Read").await;
+    let (st, first) = get(&s, &anna, "/v1.0/me/contactFolders/delta()").await;
+    assert_eq!(st, 200, "{first}");
+    let names: Vec<&str> = first["value"]
+        .as_array()
+        .expect("value")
+        .iter()
+        .filter_map(|f| f["displayName"].as_str())
+        .collect();
+    assert_eq!(names, ["HQ My Contacts", "HQ Global Contacts"]);
+    let my = folder_id(&first, "HQ My Contacts");
+    let link = first["@odata.deltaLink"].as_str().expect("deltaLink");
+    let path = &link[link.find("/v1.0").expect("path")..];
+    let (_, none) = get(&s, &anna, path).await;
+    assert_eq!(
+        none["value"],
+        serde_json::json!([]),
+        "no change, nothing: {none}"
+    );
+
+    let s = s
+        .restart("[folders]\nmy_name = \"CRM – Meine Kontakte\"\n")
+        .await;
+    let (st, renamed) = get(&s, &anna, path).await;
+    assert_eq!(st, 200, "{renamed}");
+    let v = renamed["value"].as_array().expect("value");
+    assert_eq!(v.len(), 1, "only the renamed folder: {renamed}");
+    assert_eq!(v[0]["displayName"], "CRM – Meine Kontakte");
+    assert_eq!(v[0]["id"].as_str(), Some(my.as_str()), "same folder id");
+    let next = renamed["@odata.deltaLink"].as_str().expect("deltaLink");
+    let (_, again) = get(&s, &anna, &next[next.find("/v1.0").expect("path")..]).await;
+    assert_eq!(again["value"], serde_json::json!([]), "{again}");
+}

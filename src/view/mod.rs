@@ -714,6 +714,29 @@ impl<'a> Mailbox<'a> {
         u64::from_be_bytes(a)
     }
 
+    /// Versions of the two virtual folders as the hierarchy shows them (name, presence).
+    fn folder_versions(&self) -> (u64, u64) {
+        let v = |parts: &[&[u8]]| {
+            let mut h = Sha256::new();
+            for p in parts {
+                h.update(p);
+                h.update([0]);
+            }
+            let d = h.finalize();
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&d[..8]);
+            u64::from_be_bytes(a)
+        };
+        (
+            v(&[b"my", self.cfg.my_name.as_bytes()]),
+            v(&[
+                b"global",
+                self.cfg.global_name.as_bytes(),
+                &[self.engine.global_offered() as u8],
+            ]),
+        )
+    }
+
     /// Folder hierarchy changes under `top` since `state`: (is create, folder) and the next
     /// state. The tree is fixed but for the virtual folders' names and presence.
     pub fn hierarchy_changes(
@@ -722,6 +745,7 @@ impl<'a> Mailbox<'a> {
         state: Option<&str>,
     ) -> Result<(Vec<(bool, FolderRef)>, String), ViewError> {
         let version = self.hierarchy_version();
+        let (my_version, global_version) = self.folder_versions();
         let folders = self.descendants(top);
         let changes = match state {
             None => folders.into_iter().map(|f| (true, f)).collect(),
@@ -730,17 +754,28 @@ impl<'a> Mailbox<'a> {
                     .codec
                     .decode(&self.user_id, IdKind::Sync, s)
                     .map_err(|_| ViewError::InvalidSyncState)?;
-                if st.folder != top.code() || st.seq2 != 1 {
+                if st.folder != top.code() {
                     return Err(ViewError::InvalidSyncState);
                 }
-                if st.seq == version {
-                    Vec::new()
-                } else {
-                    folders
+                match st.seq2 {
+                    // Per-folder versions: only the folders that changed.
+                    2 => folders
+                        .into_iter()
+                        .filter(|f| match f {
+                            FolderRef::Virtual(VirtualFolder::My) => st.seq != my_version,
+                            FolderRef::Virtual(VirtualFolder::Global) => st.tag != global_version,
+                            _ => false,
+                        })
+                        .map(|f| (false, f))
+                        .collect(),
+                    // States of earlier releases: one version for the whole tree.
+                    1 if st.seq == version => Vec::new(),
+                    1 => folders
                         .into_iter()
                         .filter(|f| matches!(f, FolderRef::Virtual(_)))
                         .map(|f| (false, f))
-                        .collect()
+                        .collect(),
+                    _ => return Err(ViewError::InvalidSyncState),
                 }
             }
         };
@@ -748,9 +783,9 @@ impl<'a> Mailbox<'a> {
             kind: IdKind::Sync,
             folder: top.code(),
             contact: String::new(),
-            seq: version,
-            seq2: 1,
-            tag: 0,
+            seq: my_version,
+            seq2: 2,
+            tag: global_version,
         };
         Ok((changes, self.codec.encode(&self.user_id, &st)))
     }

@@ -27,6 +27,27 @@ impl TestServer {
     /// Starts crmgate seeded with `seed`, with extra config TOML.
     pub async fn start(seed: &Path, extra_config: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, Some(seed), extra_config).await
+    }
+
+    /// Stops the server and starts it again on the same data dir with another config.
+    pub async fn restart(mut self, extra_config: &str) -> TestServer {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("join").expect("serve");
+        }
+        let TestServer { app, dir, .. } = self;
+        drop(app);
+        Self::start_in(dir, None, extra_config).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        seed: Option<&Path>,
+        extra_config: &str,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -34,7 +55,7 @@ impl TestServer {
         let ov = Overrides {
             listen: Some(addr.to_string()),
             data_dir: Some(dir.path().to_path_buf()),
-            seed: Some(seed.to_path_buf()),
+            seed: seed.map(Path::to_path_buf),
             insecure_http: false,
         };
         let cfg = Config::parse(extra_config, dir.path(), &ov).expect("config");
