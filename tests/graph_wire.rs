@@ -473,3 +473,52 @@ async fn folder_delta_reports_a_rename_only() {
     let (_, again) = get(&s, &anna, &next[next.find("/v1.0").expect("path")..]).await;
     assert_eq!(again["value"], serde_json::json!([]), "{again}");
 }
+
+/// GRAPH.md §8 scenario 17, compressed: a client at Graph's own budget (17 requests/s, 4 in
+/// flight) for 10 s under the default limits is never throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_within_graphs_budget_is_never_throttled() {
+    let s = TestServer::start(&fixture("demo.json"), "").await;
+    let anna = token(&s, "anna@example.test", "demo", "Contacts.Read").await;
+    let (_, f) = get(&s, &anna, "/v1.0/me/contactFolders").await;
+    let glob = folder_id(&f, "HQ Global Contacts");
+    let urls = [
+        "/v1.0/me/contactFolders".to_owned(),
+        format!("/v1.0/me/contactFolders/{glob}/contacts?$top=10"),
+        format!("/v1.0/me/contactFolders/{glob}/contacts/$count"),
+        "/v1.0/me/contacts?$top=5&$select=displayName".to_owned(),
+    ];
+    let start = tokio::time::Instant::now();
+    let workers: Vec<_> = (0..4u32)
+        .map(|w| {
+            let (client, base, anna, urls) =
+                (s.client.clone(), s.base.clone(), anna.clone(), urls.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                // 4 workers × one request every 235 ms ≈ 17 requests/s.
+                let mut tick = tokio::time::interval_at(
+                    start + std::time::Duration::from_millis(59 * u64::from(w)),
+                    std::time::Duration::from_millis(235),
+                );
+                for i in 0..42 {
+                    tick.tick().await;
+                    let r = client
+                        .get(format!("{base}{}", urls[i % urls.len()]))
+                        .bearer_auth(&anna)
+                        .send()
+                        .await
+                        .expect("get");
+                    statuses.push(r.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    assert_eq!(all.len(), 168);
+    let bad: Vec<u16> = all.iter().copied().filter(|s| *s != 200).collect();
+    assert!(bad.is_empty(), "statuses other than 200: {bad:?}");
+}
