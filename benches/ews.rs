@@ -65,6 +65,9 @@ fn main() {
         let cfg = Config::parse("[folders]\nglobal_scope = \"subsystem\"\n", tmp.path(), &ov).expect("config");
         let app = Arc::new(App::open(cfg).expect("open"));
         app.catch_up().await.expect("load");
+        let t = Instant::now();
+        let numbers = app.warm_up();
+        println!("start-up warm-up (crmgate serve runs it in the background): {numbers} phone numbers in {:.2} s", t.elapsed().as_secs_f64());
         tokio::spawn(crmgate::server::serve(app.clone(), listener, std::future::pending()));
         let auth = format!("Basic {}", { use base64::Engine as _; base64::engine::general_purpose::STANDARD.encode(format!("{login}:bench")) });
         let mut conn = connect(port).await;

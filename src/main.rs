@@ -211,11 +211,26 @@ async fn run_server(cfg: Config) -> Result<()> {
     let poller = {
         let app = app.clone();
         tokio::spawn(async move {
+            let mut warmed = false;
             loop {
                 if let Err(e) = app.catch_up().await {
                     tracing::warn!(error = %e, "catching up with the CRM failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     continue;
+                }
+                if !warmed {
+                    // Phone display forms for every contact, off the request path.
+                    warmed = true;
+                    let app = app.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let t = std::time::Instant::now();
+                        let n = app.warm_up();
+                        tracing::info!(
+                            numbers = n,
+                            ms = t.elapsed().as_millis() as u64,
+                            "phone display forms ready"
+                        );
+                    });
                 }
                 tokio::time::sleep(app.config.crm.poll_interval).await;
             }
