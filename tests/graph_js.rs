@@ -18,40 +18,10 @@ async fn graph_js_client_scenarios() {
         "the Graph JS client is not installed: run scripts/test.sh"
     );
     let s = TestServer::start(&fixture("demo.json"), "").await;
-    let admin = |r: reqwest::RequestBuilder| r.basic_auth("ben@example.test", Some("demo2"));
-    let put = |path: String, body: Value| {
-        let req = admin(s.client.put(s.url(&path))).json(&body);
-        async move { assert!(req.send().await.expect("put").status().is_success()) }
-    };
-    put("/admin/v1/users/up".into(), json!({"login": "paula@example.test", "name": "Paula Page", "password": "pw", "subsystems": ["s1"]})).await;
-    put(
-        "/admin/v1/companies/kp".into(),
-        json!({"name": "Paging GmbH", "subsystems": ["s1"], "responsible": ["up"]}),
-    )
-    .await;
-    for i in 0..25 {
-        put(
-            format!("/admin/v1/contacts/cp{i:02}"),
-            json!({"companies": ["kp"], "first_name": format!("P{i:02}"), "last_name": "Pager"}),
-        )
+    s.add_paula().await;
+    let token = s
+        .graph_token("paula@example.test", "pw", "Contacts.ReadWrite")
         .await;
-    }
-    let t: Value = s
-        .client
-        .post(s.url("/oauth2/v2.0/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", "paula@example.test"),
-            ("password", "pw"),
-            ("scope", "Contacts.ReadWrite"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let token = t["access_token"].as_str().expect("token").to_owned();
     let mut cmd = std::process::Command::new("node");
     cmd.arg(root.join("tests/clients/graphjs_scenarios.js"))
         .args([&s.base, &token])

@@ -11,25 +11,6 @@ use serde_json::{json, Value};
 use std::path::Path;
 use support::{fixture, TestServer};
 
-async fn token(s: &TestServer, user: &str, pw: &str, scope: &str) -> String {
-    let r: Value = s
-        .client
-        .post(s.url("/oauth2/v2.0/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", user),
-            ("password", pw),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    r["access_token"].as_str().expect("access_token").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msgraph_sdk_scenarios() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -40,26 +21,13 @@ async fn msgraph_sdk_scenarios() {
     );
     let s = TestServer::start(&fixture("demo.json"), "").await;
     // Paula: responsible for one company with exactly 25 contacts.
-    let admin = |r: reqwest::RequestBuilder| r.basic_auth("ben@example.test", Some("demo2"));
-    let put = |path: String, body: Value| {
-        let req = admin(s.client.put(s.url(&path))).json(&body);
-        async move { assert!(req.send().await.expect("put").status().is_success()) }
-    };
-    put("/admin/v1/users/up".into(), json!({"login": "paula@example.test", "name": "Paula Page", "password": "pw", "subsystems": ["s1"]})).await;
-    put(
-        "/admin/v1/companies/kp".into(),
-        json!({"name": "Paging GmbH", "subsystems": ["s1"], "responsible": ["up"]}),
-    )
-    .await;
-    for i in 0..25 {
-        put(
-            format!("/admin/v1/contacts/cp{i:02}"),
-            json!({"companies": ["kp"], "first_name": format!("P{i:02}"), "last_name": "Pager"}),
-        )
+    s.add_paula().await;
+    let tok = s
+        .graph_token("paula@example.test", "pw", "Contacts.ReadWrite")
         .await;
-    }
-    let tok = token(&s, "paula@example.test", "pw", "Contacts.ReadWrite").await;
-    let ro = token(&s, "paula@example.test", "pw", "Contacts.Read").await;
+    let ro = s
+        .graph_token("paula@example.test", "pw", "Contacts.Read")
+        .await;
     let mut cmd = std::process::Command::new(python);
     cmd.arg(root.join("tests/clients/msgraph_scenarios.py"))
         .args([

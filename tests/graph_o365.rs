@@ -18,40 +18,10 @@ async fn o365_scenarios() {
         "O365 is not installed: run scripts/test.sh"
     );
     let s = TestServer::start(&fixture("demo.json"), "").await;
-    let admin = |r: reqwest::RequestBuilder| r.basic_auth("ben@example.test", Some("demo2"));
-    let put = |path: String, body: Value| {
-        let req = admin(s.client.put(s.url(&path))).json(&body);
-        async move { assert!(req.send().await.expect("put").status().is_success()) }
-    };
-    put("/admin/v1/users/uo".into(), json!({"login": "otto@example.test", "name": "Otto O", "password": "pw", "subsystems": ["s1"]})).await;
-    put(
-        "/admin/v1/companies/ko".into(),
-        json!({"name": "O365 GmbH", "subsystems": ["s1"], "responsible": ["uo"]}),
-    )
-    .await;
-    for i in 0..25 {
-        put(
-            format!("/admin/v1/contacts/co{i:02}"),
-            json!({"companies": ["ko"], "first_name": format!("O{i:02}"), "last_name": "Office"}),
-        )
+    s.add_paula().await;
+    let tok = s
+        .graph_token("paula@example.test", "pw", "Contacts.ReadWrite")
         .await;
-    }
-    let r: Value = s
-        .client
-        .post(s.url("/oauth2/v2.0/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", "otto@example.test"),
-            ("password", "pw"),
-            ("scope", "Contacts.ReadWrite"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let tok = r["access_token"].as_str().expect("access_token").to_owned();
     let mut cmd = std::process::Command::new(python);
     cmd.arg(root.join("tests/clients/o365_scenarios.py"))
         .args([&s.base, &tok])

@@ -55,22 +55,9 @@ async fn sdks_retry_429_by_themselves() {
         "[graph]\nrequests_per_second = 3\nconcurrent_requests = 16\n",
     )
     .await;
-    let t: Value = s
-        .client
-        .post(s.url("/oauth2/v2.0/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", "ben@example.test"),
-            ("password", "demo2"),
-            ("scope", "Contacts.Read"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let token = t["access_token"].as_str().expect("token").to_owned();
+    let token = s
+        .graph_token("ben@example.test", "demo2", "Contacts.Read")
+        .await;
 
     // The limit is real: a plain burst gets 429 ApplicationThrottled with Retry-After.
     let mut throttled = None;

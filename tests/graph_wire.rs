@@ -8,28 +8,6 @@ mod support;
 use serde_json::{json, Value};
 use support::{fixture, TestServer};
 
-async fn token(s: &TestServer, user: &str, pw: &str, scope: &str) -> String {
-    let r: Value = s
-        .client
-        .post(s.url("/oauth2/v2.0/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", user),
-            ("password", pw),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    r["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{r}"))
-        .to_owned()
-}
-
 async fn get(s: &TestServer, tok: &str, url: &str) -> (u16, Value) {
     let url = if url.starts_with("http") {
         url.to_owned()
@@ -87,7 +65,9 @@ async fn move_tokens_throttle_and_bad_input() {
         "[graph]\nrequests_per_second = 1000\n",
     )
     .await;
-    let tok = token(&s, "anna@example.test", "demo", "Contacts.ReadWrite").await;
+    let tok = s
+        .graph_token("anna@example.test", "demo", "Contacts.ReadWrite")
+        .await;
     // A contact Anna has through one company only.
     let admin = |r: reqwest::RequestBuilder| r.basic_auth("ben@example.test", Some("demo2"));
     let k = json!({"name": "Move GmbH", "subsystems": ["s1"], "responsible": ["u1"]});
@@ -195,7 +175,9 @@ async fn move_tokens_throttle_and_bad_input() {
         401,
         "expired"
     );
-    let tok = token(&s, "anna@example.test", "demo", "Contacts.ReadWrite").await;
+    let tok = s
+        .graph_token("anna@example.test", "demo", "Contacts.ReadWrite")
+        .await;
 
     // Bad input.
     let post = |body: Vec<u8>| {
@@ -253,7 +235,9 @@ async fn move_tokens_throttle_and_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_answers_429_with_retry_after() {
     let s = TestServer::start(&fixture("demo.json"), "[graph]\nrequests_per_second = 5\n").await;
-    let tok = token(&s, "anna@example.test", "demo", "Contacts.Read").await;
+    let tok = s
+        .graph_token("anna@example.test", "demo", "Contacts.Read")
+        .await;
     let mut codes = Vec::new();
     for _ in 0..8 {
         let r = s
@@ -278,7 +262,9 @@ async fn throttling_answers_429_with_retry_after() {
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 5, "{codes:?}");
     assert!(codes.contains(&429));
     // Another user is not affected.
-    let ben = token(&s, "ben@example.test", "demo2", "Contacts.Read").await;
+    let ben = s
+        .graph_token("ben@example.test", "demo2", "Contacts.Read")
+        .await;
     assert_eq!(get(&s, &ben, "/v1.0/me/contactFolders").await.0, 200);
     s.stop().await;
 }
@@ -292,8 +278,12 @@ async fn users_and_tenants_stay_apart() {
         "[folders]\nglobal_scope = \"subsystem\"\n",
     )
     .await;
-    let anna = token(&s, "anna@example.test", "demo", "Contacts.ReadWrite").await;
-    let oliver = token(&s, "oliver@example.test", "demo4", "Contacts.ReadWrite").await;
+    let anna = s
+        .graph_token("anna@example.test", "demo", "Contacts.ReadWrite")
+        .await;
+    let oliver = s
+        .graph_token("oliver@example.test", "demo4", "Contacts.ReadWrite")
+        .await;
     let (_, f) = get(&s, &anna, "/v1.0/me/contactFolders").await;
     let my = folder_id(&f, "HQ My Contacts");
     let (st, page) = get(
@@ -338,7 +328,9 @@ async fn users_and_tenants_stay_apart() {
     .await;
     assert_eq!(st, 403, "another user's path");
     // An admin may; an unknown user is 404 ErrorInvalidUser for an admin.
-    let ben = token(&s, "ben@example.test", "demo2", "Contacts.Read").await;
+    let ben = s
+        .graph_token("ben@example.test", "demo2", "Contacts.Read")
+        .await;
     assert_eq!(
         get(&s, &ben, "/v1.0/users/anna%40example.test/contactFolders")
             .await
@@ -357,7 +349,9 @@ async fn users_and_tenants_stay_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parses_mixed_encodings_and_prefer_forms() {
     let s = TestServer::start(&fixture("demo.json"), "").await;
-    let anna = token(&s, "anna@example.test", "demo", "Contacts.Read").await;
+    let anna = s
+        .graph_token("anna@example.test", "demo", "Contacts.Read")
+        .await;
     let (_, f) = get(&s, &anna, "/v1.0/me/contactFolders").await;
     let glob = folder_id(&f, "HQ Global Contacts");
 
@@ -440,7 +434,9 @@ async fn parses_mixed_encodings_and_prefer_forms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folder_delta_reports_a_rename_only() {
     let s = TestServer::start(&fixture("demo.json"), "").await;
-    let anna = token(&s, "anna@example.test", "demo", "Contacts.Read").await;
+    let anna = s
+        .graph_token("anna@example.test", "demo", "Contacts.Read")
+        .await;
     let (st, first) = get(&s, &anna, "/v1.0/me/contactFolders/delta()").await;
     assert_eq!(st, 200, "{first}");
     let names: Vec<&str> = first["value"]
@@ -479,7 +475,9 @@ async fn folder_delta_reports_a_rename_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_within_graphs_budget_is_never_throttled() {
     let s = TestServer::start(&fixture("demo.json"), "").await;
-    let anna = token(&s, "anna@example.test", "demo", "Contacts.Read").await;
+    let anna = s
+        .graph_token("anna@example.test", "demo", "Contacts.Read")
+        .await;
     let (_, f) = get(&s, &anna, "/v1.0/me/contactFolders").await;
     let glob = folder_id(&f, "HQ Global Contacts");
     let urls = [

@@ -90,6 +90,55 @@ impl TestServer {
         }
     }
 
+    /// A Graph bearer token from crmgate's password grant (`POST /oauth2/v2.0/token`).
+    pub async fn graph_token(&self, user: &str, password: &str, scope: &str) -> String {
+        let r: serde_json::Value = self
+            .client
+            .post(self.url("/oauth2/v2.0/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", password),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        r["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {r}"))
+            .to_owned()
+    }
+
+    /// Adds paula@example.test (password `pw`, subsystem s1), responsible for one company with
+    /// exactly 25 contacts (P00..P24 Pager): the paging scenarios' mailbox.
+    pub async fn add_paula(&self) {
+        let put = |path: String, body: serde_json::Value| {
+            let req = self
+                .client
+                .put(self.url(&path))
+                .basic_auth("ben@example.test", Some("demo2"))
+                .json(&body);
+            async move { assert!(req.send().await.expect("put").status().is_success()) }
+        };
+        put("/admin/v1/users/up".into(), serde_json::json!({"login": "paula@example.test", "name": "Paula Page", "password": "pw", "subsystems": ["s1"]})).await;
+        put(
+            "/admin/v1/companies/kp".into(),
+            serde_json::json!({"name": "Paging GmbH", "subsystems": ["s1"], "responsible": ["up"]}),
+        )
+        .await;
+        for i in 0..25 {
+            put(
+                format!("/admin/v1/contacts/cp{i:02}"),
+                serde_json::json!({"companies": ["kp"], "first_name": format!("P{i:02}"), "last_name": "Pager"}),
+            )
+            .await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
