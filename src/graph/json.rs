@@ -7,7 +7,7 @@ use super::error::GraphError;
 use crate::domain::mapping::{AddressSlot, PhoneSlot};
 use crate::domain::patch::{AddrPart, Edit, Field};
 use crate::view::Item;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Graph ids are URL-safe: the same bytes as EWS ids in the base64url alphabet.
 pub fn to_graph_id(ews: &str) -> String {
@@ -21,39 +21,6 @@ pub fn from_graph_id(id: &str) -> String {
 
 fn time(secs: u64) -> String {
     crate::domain::time::system_time(secs)
-}
-
-fn address(item: &Item, slot: AddressSlot) -> Value {
-    match item.card.addresses.iter().find(|(s, _)| *s == slot) {
-        None => json!({}),
-        Some((_, a)) => {
-            let mut m = Map::new();
-            for (k, v) in [
-                ("street", &a.street),
-                ("city", &a.city),
-                ("state", &a.region),
-                ("countryOrRegion", &a.country),
-                ("postalCode", &a.postal_code),
-            ] {
-                if let Some(v) = v {
-                    m.insert(k.into(), json!(v));
-                }
-            }
-            Value::Object(m)
-        }
-    }
-}
-
-fn phones(item: &Item, slots: &[PhoneSlot]) -> Value {
-    json!(slots
-        .iter()
-        .filter_map(|s| item
-            .card
-            .phones
-            .iter()
-            .find(|(k, _)| k == s)
-            .map(|(_, n)| n.clone()))
-        .collect::<Vec<_>>())
 }
 
 #[derive(serde::Serialize)]
@@ -142,20 +109,25 @@ fn address_out(item: &Item, slot: AddressSlot) -> AddressOut<'_> {
 
 /// The full contact as JSON bytes (no `$select`), optionally with `@odata.type`.
 pub fn contact_bytes(item: &Item, parent_id: &str, typed: bool) -> Vec<u8> {
-    let c = &item.card;
     let t = time(item.modified);
+    serde_json::to_vec(&contact_out(item, parent_id, &t, typed)).unwrap_or_default()
+}
+
+/// The one rendering of a contact; `t` is its timestamp.
+fn contact_out<'a>(item: &'a Item, parent_id: &'a str, t: &'a str, typed: bool) -> ContactOut<'a> {
+    let c = &item.card;
     let phone = |s: PhoneSlot| {
         c.phones
             .iter()
             .find(|(k, _)| *k == s)
             .map(|(_, n)| n.as_str())
     };
-    let out = ContactOut {
+    ContactOut {
         odata_type: typed.then_some("#microsoft.graph.contact"),
         etag: format!("W/\"{}\"", item.change_key),
         id: to_graph_id(&item.id),
-        created_date_time: &t,
-        last_modified_date_time: &t,
+        created_date_time: t,
+        last_modified_date_time: t,
         change_key: &item.change_key,
         categories: &c.categories,
         parent_folder_id: parent_id,
@@ -204,89 +176,17 @@ pub fn contact_bytes(item: &Item, parent_id: &str, typed: bool) -> Vec<u8> {
         home_address: address_out(item, AddressSlot::Home),
         business_address: address_out(item, AddressSlot::Business),
         other_address: address_out(item, AddressSlot::Other),
-    };
-    serde_json::to_vec(&out).unwrap_or_default()
+    }
 }
 
 /// A contact as Graph shows it; `select` limits the properties (id and etag always stay).
 pub fn contact(item: &Item, parent_id: &str, select: Option<&[String]>) -> Value {
-    let c = &item.card;
     let t = time(item.modified);
-    let id = to_graph_id(&item.id);
-    let all: Vec<(&str, Value)> = vec![
-        ("createdDateTime", json!(t)),
-        ("lastModifiedDateTime", json!(t)),
-        ("changeKey", json!(item.change_key)),
-        ("categories", json!(c.categories)),
-        ("parentFolderId", json!(parent_id)),
-        (
-            "birthday",
-            json!(c.birthday.as_ref().map(|b| format!("{b}T11:59:00Z"))),
-        ),
-        ("fileAs", json!(c.file_as)),
-        ("displayName", json!(c.display_name)),
-        ("givenName", json!(c.given_name)),
-        ("initials", Value::Null),
-        ("middleName", json!(c.middle_name)),
-        ("nickName", Value::Null),
-        ("surname", json!(c.surname)),
-        ("title", json!(c.title)),
-        ("yomiGivenName", Value::Null),
-        ("yomiSurname", Value::Null),
-        ("yomiCompanyName", Value::Null),
-        ("generation", Value::Null),
-        ("imAddresses", json!([])),
-        ("jobTitle", json!(c.job_title)),
-        ("companyName", json!(c.company_name)),
-        ("department", json!(c.department)),
-        ("officeLocation", Value::Null),
-        ("profession", Value::Null),
-        ("businessHomePage", json!(c.web_page)),
-        ("assistantName", Value::Null),
-        ("manager", Value::Null),
-        (
-            "homePhones",
-            phones(item, &[PhoneSlot::HomePhone, PhoneSlot::HomePhone2]),
-        ),
-        (
-            "mobilePhone",
-            json!(c
-                .phones
-                .iter()
-                .find(|(s, _)| *s == PhoneSlot::MobilePhone)
-                .map(|(_, n)| n)),
-        ),
-        (
-            "businessPhones",
-            phones(item, &[PhoneSlot::BusinessPhone, PhoneSlot::BusinessPhone2]),
-        ),
-        ("personalNotes", json!(c.notes)),
-        ("spouseName", Value::Null),
-        ("children", json!([])),
-        (
-            "emailAddresses",
-            json!(c
-                .emails
-                .iter()
-                .map(|e| json!({"name": c.display_name, "address": e.address}))
-                .collect::<Vec<_>>()),
-        ),
-        ("homeAddress", address(item, AddressSlot::Home)),
-        ("businessAddress", address(item, AddressSlot::Business)),
-        ("otherAddress", address(item, AddressSlot::Other)),
-    ];
-    let mut m = Map::new();
-    m.insert(
-        "@odata.etag".into(),
-        json!(format!("W/\"{}\"", item.change_key)),
-    );
-    m.insert("id".into(), json!(id));
-    for (k, v) in all {
-        if select.is_none_or(|s| s.iter().any(|x| x == k)) {
-            m.insert(k.into(), v);
-        }
+    let mut v = serde_json::to_value(contact_out(item, parent_id, &t, false)).unwrap_or_default();
+    if let (Some(sel), Value::Object(m)) = (select, &mut v) {
+        m.retain(|k, _| k == "@odata.etag" || k == "id" || sel.iter().any(|x| x == k));
     }
-    Value::Object(m)
+    v
 }
 
 /// A property of a contact as a string, for `$filter` and `$orderby`.
