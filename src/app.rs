@@ -190,6 +190,12 @@ impl App {
                 }
                 Crm::Embedded(e)
             }
+            Backend::HelloHq => {
+                let cfg = config.crm.hellohq.clone().ok_or_else(|| {
+                    AppError::Io("crm.backend = \"hellohq\" needs [crm.hellohq]".into())
+                })?;
+                Crm::HelloHq(crate::crm::HelloHq::open(cfg, store.clone()).map_err(AppError::Io)?)
+            }
         };
         let (replica, load_stats) = Replica::open(store.clone(), config.folders.rules.clone())?;
         tracing::info!(
@@ -244,6 +250,21 @@ impl App {
     /// Brings the replica up to date with the CRM.
     pub async fn catch_up(&self) -> Result<usize, AppError> {
         Ok(self.replica.catch_up(&self.crm).await?)
+    }
+
+    /// One polling step: an external CRM is synced into its mirror first (the initial load,
+    /// or a poll), then the replica catches up. Reads keep being served whatever happens.
+    pub async fn refresh(&self) -> Result<usize, AppError> {
+        if let Crm::HelloHq(h) = &self.crm {
+            match h.sync_once().await {
+                Ok(_) => {}
+                Err(e) if !h.is_loaded() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "helloHQ sync cycle failed; reads go on from the replica")
+                }
+            }
+        }
+        self.catch_up().await
     }
 
     /// Checks Basic credentials from `authorization` for a request from `ip`.
@@ -504,6 +525,13 @@ impl App {
         let records: Vec<Record> = ds.records().collect();
         for chunk in records.chunks(5000) {
             match &self.crm {
+                Crm::HelloHq(_) => {
+                    return Err(AppError::Io(
+                        "import writes the embedded CRM; with crm.backend = \"hellohq\" the data \
+                         comes from helloHQ"
+                            .into(),
+                    ))
+                }
                 Crm::Embedded(e) => {
                     let (e, chunk) = (e.clone(), chunk.to_vec());
                     tokio::task::spawn_blocking(move || e.put_many_blocking(&chunk))

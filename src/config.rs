@@ -52,6 +52,48 @@ pub struct ServerConfig {
 pub enum Backend {
     /// The embedded CRM in crmgate's own store.
     Embedded,
+    /// helloHQ over its public API (`[crm.hellohq]`).
+    HelloHq,
+}
+
+/// Where the helloHQ OAuth2 credentials come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelloHqCredentials {
+    /// `CRMGATE_HELLOHQ_CLIENT_ID`, `CRMGATE_HELLOHQ_CLIENT_SECRET`,
+    /// `CRMGATE_HELLOHQ_REFRESH_TOKEN` (read at start-up).
+    Env,
+    /// A JSON file `{"client_id", "client_secret", "refresh_token"}`.
+    File(PathBuf),
+}
+
+/// `[crm.hellohq]`: the helloHQ backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloHqConfig {
+    /// API root, e.g. `https://api.hellohq.io` (the `/v1/…` paths are appended).
+    pub base_url: String,
+    /// OAuth2 token endpoint (default `{base_url}/Token`).
+    pub token_url: String,
+    /// Where the credentials are read from.
+    pub credentials: HelloHqCredentials,
+    /// Client-side request budget per credential and minute.
+    pub requests_per_minute: u32,
+    /// Time allowed for one HTTP request.
+    pub timeout: Duration,
+    /// Entities per list request (`$top`).
+    pub page_size: u32,
+    /// How far each `UpdatedOn` poll reaches back behind its cursor.
+    pub overlap: Duration,
+    /// How often all ids are listed to find hard deletes.
+    pub reconcile_interval: Duration,
+    /// How often membership collections are re-read in full.
+    pub membership_interval: Duration,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker fails calls fast before one probe.
+    pub breaker_cooldown: Duration,
+    /// Local sign-in data for helloHQ users (passwords, roles), a JSON file
+    /// `{"users":[{"login","password"|"password_hash","role"}]}`.
+    pub logins: Option<PathBuf>,
 }
 
 /// CRM settings.
@@ -63,6 +105,8 @@ pub struct CrmConfig {
     pub seed: Option<PathBuf>,
     /// How often the replica polls the CRM's change feed.
     pub poll_interval: Duration,
+    /// helloHQ settings (`crm.backend = "hellohq"`).
+    pub hellohq: Option<HelloHqConfig>,
 }
 
 /// Folder settings.
@@ -283,7 +327,15 @@ fn walk(t: &toml::Table, prefix: &str, seen: &BTreeSet<String>, out: &mut Vec<St
 }
 
 const SECTIONS: &[&str] = &[
-    "server", "store", "crm", "folders", "mapping", "auth", "graph", "log",
+    "server",
+    "store",
+    "crm",
+    "crm.hellohq",
+    "folders",
+    "mapping",
+    "auth",
+    "graph",
+    "log",
 ];
 
 fn secs(r: &mut Reader<'_>, path: &str, default: u64, max: i64) -> Duration {
@@ -412,13 +464,80 @@ impl Config {
         // [crm]
         let backend = match r.string("crm.backend").as_deref() {
             None | Some("embedded") => Backend::Embedded,
+            Some("hellohq") => Backend::HelloHq,
             Some(other) => {
                 r.bad(
                     "crm.backend",
-                    format!("unknown backend \"{other}\" (known: embedded)"),
+                    format!("unknown backend \"{other}\" (known: embedded, hellohq)"),
                 );
                 Backend::Embedded
             }
+        };
+        let hellohq = if backend == Backend::HelloHq
+            || root.get("crm").and_then(|c| c.get("hellohq")).is_some()
+        {
+            let base_url = r.string("crm.hellohq.base_url");
+            let base_url = match base_url {
+                None => {
+                    r.bad(
+                        "crm.hellohq.base_url",
+                        "required for crm.backend = \"hellohq\"",
+                    );
+                    String::new()
+                }
+                Some(u) => {
+                    let u = u.trim_end_matches('/').to_owned();
+                    let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                        .iter()
+                        .any(|p| u.starts_with(p));
+                    if !u.starts_with("https://") && !loopback_http {
+                        r.bad(
+                            "crm.hellohq.base_url",
+                            format!(
+                                "\"{u}\" must be an https:// URL (plain http only on loopback)"
+                            ),
+                        );
+                    }
+                    u
+                }
+            };
+            let token_url = r
+                .string("crm.hellohq.token_url")
+                .unwrap_or_else(|| format!("{base_url}/Token"));
+            let credentials = match r.string("crm.hellohq.credentials").as_deref() {
+                None | Some("env") => HelloHqCredentials::Env,
+                Some(p) => HelloHqCredentials::File(resolve(p.strip_prefix("file:").unwrap_or(p))),
+            };
+            let requests_per_minute = r
+                .int("crm.hellohq.requests_per_minute", 1, 100_000)
+                .unwrap_or(1000) as u32;
+            let timeout = secs(&mut r, "crm.hellohq.timeout_secs", 30, 600);
+            let page_size = r.int("crm.hellohq.page_size", 1, 1000).unwrap_or(1000) as u32;
+            let overlap = secs(&mut r, "crm.hellohq.overlap_secs", 120, 86400);
+            let reconcile_interval =
+                secs(&mut r, "crm.hellohq.reconcile_interval_secs", 900, 86400);
+            let membership_interval =
+                secs(&mut r, "crm.hellohq.membership_interval_secs", 300, 86400);
+            let breaker_failures =
+                r.int("crm.hellohq.breaker_failures", 1, 1000).unwrap_or(5) as u32;
+            let breaker_cooldown = secs(&mut r, "crm.hellohq.breaker_cooldown_secs", 15, 3600);
+            let logins = r.string("crm.hellohq.logins").map(|p| resolve(&p));
+            Some(HelloHqConfig {
+                base_url,
+                token_url,
+                credentials,
+                requests_per_minute,
+                timeout,
+                page_size,
+                overlap,
+                reconcile_interval,
+                membership_interval,
+                breaker_failures,
+                breaker_cooldown,
+                logins,
+            })
+        } else {
+            None
         };
         let seed = ov
             .seed
@@ -593,6 +712,7 @@ impl Config {
                 backend,
                 seed,
                 poll_interval,
+                hellohq,
             },
             folders: FolderConfig {
                 my_delete,

@@ -213,7 +213,7 @@ async fn run_server(cfg: Config) -> Result<()> {
         tokio::spawn(async move {
             let mut warmed = false;
             loop {
-                if let Err(e) = app.catch_up().await {
+                if let Err(e) = app.refresh().await {
                     tracing::warn!(error = %e, "catching up with the CRM failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     continue;

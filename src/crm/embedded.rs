@@ -345,6 +345,76 @@ impl EmbeddedCrm {
         Ok(())
     }
 
+    /// Mirrors a batch of records fetched from an external CRM: writes only the records
+    /// that differ from what is stored (a re-read of an unchanged record writes nothing) and
+    /// deletes the listed ones that exist, in one durable batch. Returns how many records
+    /// were written or deleted.
+    pub fn mirror_blocking(
+        &self,
+        upserts: Vec<Record>,
+        deletes: &[(Kind, String)],
+    ) -> Result<usize, CrmError> {
+        let mut seq = self.lock_seq()?;
+        let mut next = *seq;
+        let mut ops = Vec::new();
+        let mut written: std::collections::HashMap<(Kind, String), u64> = Default::default();
+        for r in upserts {
+            let key = (r.kind(), r.id().to_owned());
+            let old = match written.get(&key) {
+                Some(v) => Some(*v),
+                None => match self.read(r.kind(), r.id())? {
+                    Some((_, cur)) if cur == r => continue,
+                    Some((v, _)) => Some(v),
+                    None => None,
+                },
+            };
+            next += 1;
+            ops.extend(self.write_ops(&r, next, old)?);
+            written.insert(key, next);
+        }
+        let mut changed = written.len();
+        for (kind, id) in deletes {
+            let cur = match written.remove(&(*kind, id.clone())) {
+                Some(v) => Some(v),
+                None => self.version(*kind, id)?,
+            };
+            let Some(old) = cur else { continue };
+            next += 1;
+            changed += 1;
+            ops.push(Op::Delete(idx_key(*kind, id)));
+            ops.push(Op::Delete(log_key(old)));
+            ops.push(Op::Put(log_key(next), entry_bytes(*kind, id, None)));
+        }
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        ops.push(Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()));
+        self.inner.store.apply(ops)?;
+        *seq = next;
+        Ok(changed)
+    }
+
+    /// The ids of every stored record of `kind`.
+    pub fn ids_blocking(&self, kind: Kind) -> Result<Vec<String>, CrmError> {
+        let prefix = format!("crm/r/{}/", kind.plural());
+        let mut out = Vec::new();
+        self.inner
+            .store
+            .scan_prefix(prefix.as_bytes(), &mut |k, _| {
+                out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+                Ok(true)
+            })?;
+        Ok(out)
+    }
+
+    /// A stored record and its version, without the outage switch (mirror reads).
+    pub fn read_blocking(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, CrmError> {
+        Ok(self.read(kind, id)?.map(|(v, record)| Versioned {
+            record,
+            version: v.to_string(),
+        }))
+    }
+
     /// Synchronous form of [`CrmBackend::get`].
     pub fn get_blocking(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, CrmError> {
         self.check_up()?;

@@ -5,6 +5,7 @@
 //! May import domain and store (embedded backend only).
 
 pub mod embedded;
+pub mod hellohq;
 
 use crate::domain::dataset::Problem;
 use crate::domain::{Kind, Record};
@@ -12,6 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use embedded::EmbeddedCrm;
+pub use hellohq::HelloHq;
 
 /// A record with the CRM's version of it.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,27 +132,33 @@ pub trait CrmBackend: Send + Sync + 'static {
 pub enum Crm {
     /// crmgate's own store.
     Embedded(EmbeddedCrm),
+    /// helloHQ over its API, through a local mirror.
+    HelloHq(HelloHq),
 }
 
 impl CrmBackend for Crm {
     async fn changes(&self, cursor: Option<String>, max: usize) -> Result<ChangePage, CrmError> {
         match self {
             Crm::Embedded(b) => b.changes(cursor, max).await,
+            Crm::HelloHq(b) => b.changes(cursor, max).await,
         }
     }
     async fn get(&self, kind: Kind, id: String) -> Result<Option<Versioned>, CrmError> {
         match self {
             Crm::Embedded(b) => b.get(kind, id).await,
+            Crm::HelloHq(b) => b.get(kind, id).await,
         }
     }
     async fn put(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
         match self {
             Crm::Embedded(b) => b.put(record, pre).await,
+            Crm::HelloHq(b) => b.put(record, pre).await,
         }
     }
     async fn delete(&self, kind: Kind, id: String, pre: Precondition) -> Result<(), CrmError> {
         match self {
             Crm::Embedded(b) => b.delete(kind, id, pre).await,
+            Crm::HelloHq(b) => b.delete(kind, id, pre).await,
         }
     }
 }

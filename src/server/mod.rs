@@ -296,5 +296,8 @@ fn metrics(app: &App) -> String {
         "# TYPE crmgate_uptime_seconds gauge\ncrmgate_uptime_seconds {}",
         app.started.elapsed().as_secs()
     );
+    if let crate::crm::Crm::HelloHq(h) = &app.crm {
+        s.push_str(&h.metrics_text());
+    }
     s
 }

@@ -1,0 +1,1138 @@
+//! The helloHQ backend. helloHQ is read into a local mirror (an [`EmbeddedCrm`] in crmgate's
+//! store), and the replica is fed from the mirror's change feed, so reads never wait for
+//! helloHQ and a restart does not reload it. A sync cycle ([`HelloHq::sync_once`]) does:
+//!
+//! 1. the **initial load**, set by set in dependency order and page by page (`$orderby=Id`,
+//!    `$top`/`$skip`), persisting its position after every page, so a restart continues where
+//!    it stopped; until it is complete the feed answers "unavailable" and the replica stays
+//!    not ready;
+//! 2. then **polls** `UpdatedOn gt cursor − overlap` per set; the mirror writes only records
+//!    that differ, which de-duplicates the overlap on (id, `UpdatedOn`);
+//! 3. reads `ConfigSystemEvents/do.GetDeleted()` as a hint for hard deletes, and confirms each
+//!    with a `GET` that answers 404 before deleting;
+//! 4. re-reads the membership collections (responsible users, members, lead contacts) in full
+//!    on a slower schedule, in case helloHQ changes them without stamping `UpdatedOn`;
+//! 5. reconciles ids (`$select=Id`) on a slower schedule still, the safety net for deletes and
+//!    for entities a paged read skipped.
+//!
+//! Writes go to helloHQ first: updates re-read the entity, refuse if helloHQ changed since the
+//! mirror saw it, apply only the changed fields to the entity as read and `PUT` it back whole;
+//! creates are recorded in an outbox before the `POST`, so a create whose answer was lost is
+//! looked up in helloHQ before it is ever sent again.
+
+pub mod client;
+pub mod map;
+
+use super::{ChangePage, CrmBackend, CrmError, EmbeddedCrm, Precondition, Versioned};
+use crate::config::HelloHqConfig;
+use crate::domain::dataset::Problem;
+use crate::domain::{Contact, Kind, Record, Role};
+use crate::store::{KvStore, Op, Store};
+use client::{unix_now, Client, Credentials, Failure, Health, Reply};
+use map::{Alias, Ctx, Login, Set};
+use reqwest::Method;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+const STATE_KEY: &[u8] = b"hq/state";
+const ALIAS_PREFIX: &str = "hq/alias/";
+const OUTBOX_PREFIX: &str = "hq/outbox/";
+/// How long a write waits for the rate limiter before it fails as retryable.
+const WRITE_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the sync stands; persisted after every step.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SyncState {
+    load_done: bool,
+    load_set: usize,
+    load_skip: u64,
+    load_total: Option<u64>,
+    /// Set name → `UpdatedOn` high-water mark (helloHQ's clock, unix seconds).
+    cursors: BTreeMap<String, i64>,
+    /// High-water mark of the deleted-entity events.
+    deleted_cursor: Option<i64>,
+    /// The deleted-entity events are not offered by this helloHQ.
+    deleted_feed_off: bool,
+    /// Last id reconciliation / membership re-read (our clock).
+    last_reconcile: i64,
+    last_membership: i64,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct OutboxEntry {
+    body: Value,
+    local: String,
+    owner: Option<String>,
+    subsystems: Vec<String>,
+    /// helloHQ time just before the first attempt, minus slack.
+    since: i64,
+}
+
+/// What one sync cycle did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Requests sent to helloHQ.
+    pub requests: u64,
+    /// Records written to or deleted from the mirror.
+    pub changed: usize,
+    /// The initial load is complete.
+    pub loaded: bool,
+}
+
+struct Inner {
+    cfg: HelloHqConfig,
+    client: Client,
+    mirror: EmbeddedCrm,
+    store: Arc<Store>,
+    state: tokio::sync::Mutex<SyncState>,
+    loaded: AtomicBool,
+    progress: std::sync::Mutex<String>,
+    ctx: RwLock<Ctx>,
+    /// helloHQ contact id by crmgate id, for contacts created through crmgate.
+    hq_ids: RwLock<HashMap<String, String>>,
+    writes: tokio::sync::Mutex<()>,
+    /// helloHQ time of the newest change applied, unix seconds.
+    newest_change: AtomicI64,
+    /// Our time at the start of the last cycle that completed.
+    last_cycle_start: AtomicI64,
+    last_cycle_requests: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// The helloHQ backend. Cheap to clone.
+#[derive(Clone)]
+pub struct HelloHq {
+    inner: Arc<Inner>,
+}
+
+fn store_err(e: crate::store::StoreError) -> CrmError {
+    CrmError::Store(e)
+}
+
+fn invalid(path: &str, message: impl Into<String>) -> CrmError {
+    CrmError::Invalid(vec![Problem {
+        path: path.into(),
+        message: message.into(),
+    }])
+}
+
+fn unavailable(reason: impl Into<String>) -> CrmError {
+    CrmError::Unavailable {
+        retry_after: Some(Duration::from_secs(5)),
+        reason: reason.into(),
+    }
+}
+
+fn values(reply: &Reply) -> Result<Vec<Value>, CrmError> {
+    match reply.json()? {
+        Value::Object(mut m) => match m.remove("value") {
+            Some(Value::Array(a)) => Ok(a),
+            _ => Err(unavailable("helloHQ list answer without a value array")),
+        },
+        Value::Array(a) => Ok(a),
+        _ => Err(unavailable("helloHQ list answer is not an object")),
+    }
+}
+
+fn updated_on(v: &Value) -> Option<i64> {
+    v.get("UpdatedOn")
+        .and_then(Value::as_str)
+        .and_then(map::parse_time)
+}
+
+fn strip_annotations(v: &mut Value) {
+    if let Some(m) = v.as_object_mut() {
+        m.retain(|k, _| !k.starts_with("@odata."));
+    }
+}
+
+fn read_logins(path: &std::path::Path) -> Result<HashMap<String, Login>, String> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        users: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        login: String,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default)]
+        password_hash: Option<String>,
+        #[serde(default)]
+        role: Role,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("crm.hellohq.logins: {}: {e}", path.display()))?;
+    let f: File = serde_json::from_str(&text)
+        .map_err(|e| format!("crm.hellohq.logins: {}: {e}", path.display()))?;
+    let mut out = HashMap::new();
+    for (i, e) in f.users.into_iter().enumerate() {
+        let hash = match (e.password, e.password_hash) {
+            (Some(p), _) => Some(
+                crate::auth::hash_password(&p)
+                    .map_err(|m| format!("crm.hellohq.logins: users[{i}].password: {m}"))?,
+            ),
+            (None, h) => h,
+        };
+        out.insert(
+            e.login.to_lowercase(),
+            Login {
+                password_hash: hash,
+                role: e.role,
+            },
+        );
+    }
+    Ok(out)
+}
+
+impl HelloHq {
+    /// Opens the backend: credentials, local sign-in data, the mirror and the sync state.
+    pub fn open(cfg: HelloHqConfig, store: Arc<Store>) -> Result<HelloHq, String> {
+        let creds = Credentials::load(&cfg.credentials)?;
+        let logins = match &cfg.logins {
+            Some(p) => read_logins(p)?,
+            None => HashMap::new(),
+        };
+        let client = Client::new(cfg.clone(), creds)?;
+        let mirror = EmbeddedCrm::open(store.clone()).map_err(|e| e.to_string())?;
+        let state: SyncState = match store.get(STATE_KEY).map_err(|e| e.to_string())? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| format!("hq/state: {e}"))?,
+            None => SyncState::default(),
+        };
+        let mut aliases = HashMap::new();
+        let mut hq_ids = HashMap::new();
+        store
+            .scan_prefix(ALIAS_PREFIX.as_bytes(), &mut |k, v| {
+                let hq = String::from_utf8_lossy(&k[ALIAS_PREFIX.len()..]).into_owned();
+                let a: Alias =
+                    serde_json::from_slice(v).map_err(|e| crate::store::StoreError::Corrupt {
+                        key: String::from_utf8_lossy(k).into_owned(),
+                        msg: e.to_string(),
+                    })?;
+                hq_ids.insert(a.local.clone(), hq.clone());
+                aliases.insert(hq, a);
+                Ok(true)
+            })
+            .map_err(|e| e.to_string())?;
+        let mut subsystems_by_name = HashMap::new();
+        for id in mirror
+            .ids_blocking(Kind::Subsystem)
+            .map_err(|e| e.to_string())?
+        {
+            if let Ok(Some(Versioned {
+                record: Record::Subsystem(s),
+                ..
+            })) = mirror.read_blocking(Kind::Subsystem, &id)
+            {
+                subsystems_by_name.insert(s.name, s.id.as_str().to_owned());
+            }
+        }
+        let loaded = state.load_done;
+        Ok(HelloHq {
+            inner: Arc::new(Inner {
+                client,
+                mirror,
+                store,
+                state: tokio::sync::Mutex::new(state),
+                loaded: AtomicBool::new(loaded),
+                progress: std::sync::Mutex::new(String::new()),
+                ctx: RwLock::new(Ctx {
+                    aliases,
+                    subsystems_by_name,
+                    logins,
+                    now: unix_now(),
+                }),
+                hq_ids: RwLock::new(hq_ids),
+                writes: tokio::sync::Mutex::new(()),
+                newest_change: AtomicI64::new(0),
+                last_cycle_start: AtomicI64::new(0),
+                last_cycle_requests: AtomicU64::new(0),
+                last_error: std::sync::Mutex::new(None),
+                cfg,
+            }),
+        })
+    }
+
+    /// True once the first full load is complete.
+    pub fn is_loaded(&self) -> bool {
+        self.inner.loaded.load(Ordering::Acquire)
+    }
+
+    fn requests(&self) -> u64 {
+        self.inner.client.counters.requests.load(Ordering::Relaxed)
+    }
+
+    async fn save(&self, st: &SyncState) -> Result<(), CrmError> {
+        let bytes = serde_json::to_vec(st).map_err(|e| unavailable(e.to_string()))?;
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.put(STATE_KEY, &bytes))
+            .await
+            .map_err(|e| unavailable(format!("worker failed: {e}")))?
+            .map_err(store_err)
+    }
+
+    /// Maps entities and writes the changed ones into the mirror (off the async threads).
+    async fn apply(
+        &self,
+        set: Set,
+        entities: Vec<Value>,
+        deletes: Vec<(Kind, String)>,
+    ) -> Result<usize, CrmError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut records = Vec::with_capacity(entities.len());
+            let mut newest = 0;
+            {
+                let mut ctx = me
+                    .inner
+                    .ctx
+                    .write()
+                    .map_err(|_| unavailable("ctx lock poisoned"))?;
+                ctx.now = unix_now();
+                for v in &entities {
+                    newest = newest.max(updated_on(v).unwrap_or(0));
+                    match map::from_hq(set, v, &ctx) {
+                        Ok(r) => {
+                            if let Record::Subsystem(s) = &r {
+                                ctx.subsystems_by_name
+                                    .insert(s.name.clone(), s.id.as_str().to_owned());
+                            }
+                            records.push(r);
+                        }
+                        Err(e) => tracing::warn!(set = set.name(), error = %e, "skipped an entity"),
+                    }
+                }
+            }
+            let n = me.inner.mirror.mirror_blocking(records, &deletes)?;
+            if n > 0 && newest > 0 {
+                me.inner.newest_change.fetch_max(newest, Ordering::Relaxed);
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| unavailable(format!("worker failed: {e}")))?
+    }
+
+    fn local_id(&self, set: Set, hq: &str) -> String {
+        if set == Set::ContactPersons {
+            if let Ok(ctx) = self.inner.ctx.read() {
+                if let Some(a) = ctx.aliases.get(hq) {
+                    return a.local.clone();
+                }
+            }
+        }
+        hq.to_owned()
+    }
+
+    fn hq_id(&self, kind: Kind, local: &str) -> String {
+        if kind == Kind::Contact {
+            if let Ok(m) = self.inner.hq_ids.read() {
+                if let Some(h) = m.get(local) {
+                    return h.clone();
+                }
+            }
+        }
+        local.to_owned()
+    }
+
+    fn list_path(&self, set: Set, filter: Option<String>, order: &str, skip: u64) -> String {
+        let mut p = format!(
+            "/v1/{}?$orderby={order}&$top={}&$skip={skip}",
+            set.name(),
+            self.inner.cfg.page_size
+        );
+        if let Some(f) = filter {
+            p.push_str("&$filter=");
+            p.push_str(&f.replace(' ', "%20").replace('+', "%2B"));
+        }
+        if let Some(e) = set.expand() {
+            p.push_str("&$expand=");
+            p.push_str(e);
+        }
+        p
+    }
+
+    /// Reads every page of a list query.
+    async fn read_all(
+        &self,
+        set: Set,
+        filter: Option<String>,
+        order: &str,
+    ) -> Result<Vec<Value>, CrmError> {
+        let mut out = Vec::new();
+        let mut skip = 0u64;
+        loop {
+            let reply = self
+                .inner
+                .client
+                .get(&self.list_path(set, filter.clone(), order, skip))
+                .await?;
+            let page = values(&reply)?;
+            let n = page.len() as u64;
+            out.extend(page);
+            if n < u64::from(self.inner.cfg.page_size) {
+                return Ok(out);
+            }
+            skip += n;
+        }
+    }
+
+    /// One sync cycle: the initial load (or the rest of it), or a poll, then the slower
+    /// schedules when due. Progress is persisted as it goes, so a failed cycle loses nothing.
+    pub async fn sync_once(&self) -> Result<CycleReport, CrmError> {
+        let start_requests = self.requests();
+        let started = unix_now();
+        let mut st = self.inner.state.lock().await;
+        let result = self.cycle(&mut st).await;
+        let report = CycleReport {
+            requests: self.requests() - start_requests,
+            changed: *result.as_ref().unwrap_or(&0),
+            loaded: st.load_done,
+        };
+        match &result {
+            Ok(_) => {
+                self.inner
+                    .last_cycle_start
+                    .store(started, Ordering::Relaxed);
+                self.inner
+                    .last_cycle_requests
+                    .store(report.requests, Ordering::Relaxed);
+                if let Ok(mut e) = self.inner.last_error.lock() {
+                    *e = None;
+                }
+            }
+            Err(e) => {
+                if let Ok(mut le) = self.inner.last_error.lock() {
+                    *le = Some(e.to_string());
+                }
+            }
+        }
+        result.map(|_| report)
+    }
+
+    async fn cycle(&self, st: &mut SyncState) -> Result<usize, CrmError> {
+        let mut changed = 0;
+        if !st.load_done {
+            changed += self.load(st).await?;
+        } else {
+            changed += self.poll(st).await?;
+        }
+        if !st.deleted_feed_off {
+            changed += self.deleted_events(st).await?;
+        }
+        let now = unix_now();
+        if now - st.last_membership >= self.inner.cfg.membership_interval.as_secs() as i64 {
+            for set in Set::MEMBERSHIP {
+                let all = self.read_all(set, None, "Id").await?;
+                changed += self.apply(set, all, Vec::new()).await?;
+            }
+            st.last_membership = now;
+            self.save(st).await?;
+        }
+        if now - st.last_reconcile >= self.inner.cfg.reconcile_interval.as_secs() as i64 {
+            changed += self.reconcile().await?;
+            st.last_reconcile = now;
+            self.save(st).await?;
+        }
+        Ok(changed)
+    }
+
+    async fn load(&self, st: &mut SyncState) -> Result<usize, CrmError> {
+        let mut changed = 0;
+        while st.load_set < Set::ALL.len() {
+            let set = Set::ALL[st.load_set];
+            let mut path = self.list_path(set, None, "Id", st.load_skip);
+            if st.load_skip == 0 {
+                path.push_str("&$count=true");
+            }
+            let reply = self.inner.client.get(&path).await?;
+            if st.load_skip == 0 {
+                // Changes made while the rest of this set loads are polled from here on.
+                let at = reply.date.unwrap_or_else(|| self.inner.client.server_now());
+                st.cursors.insert(set.name().to_owned(), at);
+                if st.deleted_cursor.is_none() {
+                    st.deleted_cursor = Some(at);
+                }
+                st.load_total = reply
+                    .json()
+                    .ok()
+                    .and_then(|v| v.get("@odata.count").and_then(Value::as_u64));
+            }
+            let page = values(&reply)?;
+            let n = page.len() as u64;
+            changed += self.apply(set, page, Vec::new()).await?;
+            st.load_skip += n;
+            let total = st.load_total;
+            if let Ok(mut p) = self.inner.progress.lock() {
+                *p = format!(
+                    "{} {}/{}",
+                    set.name(),
+                    st.load_skip,
+                    total.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
+                );
+            }
+            if n < u64::from(self.inner.cfg.page_size) {
+                tracing::info!(
+                    set = set.name(),
+                    records = st.load_skip,
+                    "helloHQ set loaded"
+                );
+                st.load_set += 1;
+                st.load_skip = 0;
+                st.load_total = None;
+            } else if st.load_skip % (u64::from(self.inner.cfg.page_size) * 20) == 0 {
+                tracing::info!(
+                    set = set.name(),
+                    loaded = st.load_skip,
+                    total,
+                    "loading helloHQ"
+                );
+            }
+            self.save(st).await?;
+        }
+        st.load_done = true;
+        // A paged read can skip an entity when others are deleted meanwhile: reconcile ids
+        // right away, and re-read membership on its schedule from now.
+        st.last_reconcile = 0;
+        st.last_membership = unix_now();
+        self.save(st).await?;
+        self.inner.loaded.store(true, Ordering::Release);
+        Ok(changed)
+    }
+
+    async fn poll(&self, st: &mut SyncState) -> Result<usize, CrmError> {
+        let mut changed = 0;
+        let overlap = self.inner.cfg.overlap.as_secs() as i64;
+        for set in Set::ALL {
+            let cursor = st.cursors.get(set.name()).copied().unwrap_or(0);
+            let filter = format!("UpdatedOn gt {}", map::format_time(cursor - overlap));
+            let page = self.read_all(set, Some(filter), "UpdatedOn,Id").await?;
+            let high = page.iter().filter_map(updated_on).max().unwrap_or(cursor);
+            changed += self.apply(set, page, Vec::new()).await?;
+            if high > cursor {
+                st.cursors.insert(set.name().to_owned(), high);
+                self.save(st).await?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Deleted-entity events: a hint, each confirmed by a 404 before the mirror drops it.
+    async fn deleted_events(&self, st: &mut SyncState) -> Result<usize, CrmError> {
+        let since = st.deleted_cursor.unwrap_or(0) - self.inner.cfg.overlap.as_secs() as i64;
+        let mut skip = 0u64;
+        let mut changed = 0;
+        let mut high = st.deleted_cursor.unwrap_or(0);
+        loop {
+            let path = format!(
+                "/v1/ConfigSystemEvents/do.GetDeleted()?$filter=UpdatedOn%20gt%20{}&$orderby=UpdatedOn,Id&$top={}&$skip={skip}",
+                map::format_time(since),
+                self.inner.cfg.page_size
+            );
+            let reply = self.inner.client.get(&path).await?;
+            if matches!(reply.status, 400 | 404 | 405 | 501) {
+                tracing::warn!(
+                    status = reply.status,
+                    "helloHQ does not offer deleted-entity events; relying on id reconciliation"
+                );
+                st.deleted_feed_off = true;
+                self.save(st).await?;
+                return Ok(0);
+            }
+            let events = values(&reply)?;
+            let n = events.len() as u64;
+            for ev in &events {
+                high = high.max(updated_on(ev).unwrap_or(0));
+                let set = ev
+                    .get("DatabaseObject")
+                    .and_then(Value::as_str)
+                    .and_then(Set::from_database_object);
+                let id = ev.get("EntityId").and_then(|i| i.as_i64());
+                if let (Some(set), Some(id)) = (set, id) {
+                    changed += self.confirm_gone(set, &id.to_string()).await?;
+                }
+            }
+            if n < u64::from(self.inner.cfg.page_size) {
+                break;
+            }
+            skip += n;
+        }
+        if Some(high) != st.deleted_cursor && high > 0 {
+            st.deleted_cursor = Some(high);
+            self.save(st).await?;
+        }
+        Ok(changed)
+    }
+
+    /// Deletes `hq` of `set` from the mirror if helloHQ answers 404 for it; if it exists,
+    /// refreshes it instead.
+    async fn confirm_gone(&self, set: Set, hq: &str) -> Result<usize, CrmError> {
+        let local = self.local_id(set, hq);
+        let known = self
+            .inner
+            .mirror
+            .read_blocking(set.kind(), &local)?
+            .is_some();
+        let mut path = format!("/v1/{}({hq})", set.name());
+        if let Some(e) = set.expand() {
+            path.push_str("?$expand=");
+            path.push_str(e);
+        }
+        let reply = self.inner.client.get(&path).await?;
+        match reply.status {
+            404 if known => self.apply(set, Vec::new(), vec![(set.kind(), local)]).await,
+            404 => Ok(0),
+            200 => {
+                let mut v = reply.json()?;
+                strip_annotations(&mut v);
+                self.apply(set, vec![v], Vec::new()).await
+            }
+            s => Err(unavailable(format!(
+                "helloHQ answered {s} for {}({hq}): {}",
+                set.name(),
+                reply.error_message()
+            ))),
+        }
+    }
+
+    /// Lists all ids of every set and repairs the mirror: ids helloHQ no longer has are
+    /// confirmed gone and deleted, ids the mirror lacks are read.
+    async fn reconcile(&self) -> Result<usize, CrmError> {
+        let mut changed = 0;
+        for set in Set::ALL {
+            let mut remote = HashSet::new();
+            let mut skip = 0u64;
+            loop {
+                let path = format!(
+                    "/v1/{}?$select=Id&$orderby=Id&$top={}&$skip={skip}",
+                    set.name(),
+                    self.inner.cfg.page_size
+                );
+                let page = values(&self.inner.client.get(&path).await?)?;
+                let n = page.len() as u64;
+                remote.extend(page.iter().filter_map(map::id_of));
+                if n < u64::from(self.inner.cfg.page_size) {
+                    break;
+                }
+                skip += n;
+            }
+            let local: HashSet<String> = self
+                .inner
+                .mirror
+                .ids_blocking(set.kind())?
+                .into_iter()
+                .map(|l| self.hq_id(set.kind(), &l))
+                .collect();
+            let gone: Vec<&String> = local.difference(&remote).collect();
+            let missing: Vec<&String> = remote.difference(&local).collect();
+            if !gone.is_empty() || !missing.is_empty() {
+                tracing::info!(
+                    set = set.name(),
+                    gone = gone.len(),
+                    missing = missing.len(),
+                    "id reconciliation found differences"
+                );
+            }
+            for hq in gone {
+                changed += self.confirm_gone(set, hq).await?;
+            }
+            if missing.len() > 50 {
+                let all = self.read_all(set, None, "Id").await?;
+                changed += self.apply(set, all, Vec::new()).await?;
+            } else {
+                for hq in missing {
+                    changed += self.confirm_gone(set, hq).await?;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    // ---- writes -------------------------------------------------------------------------
+
+    fn current(&self, id: &str) -> Result<Option<(String, Contact)>, CrmError> {
+        match self.inner.mirror.read_blocking(Kind::Contact, id)? {
+            Some(Versioned {
+                record: Record::Contact(c),
+                version,
+            }) => Ok(Some((version, c))),
+            _ => Ok(None),
+        }
+    }
+
+    /// True when helloHQ's copy of a contact is still the one the mirror holds: the same
+    /// `UpdatedOn` and the same mapped fields (timestamps alone can collide within their
+    /// precision).
+    fn unchanged(&self, remote: &Value, old: &Contact) -> Result<bool, CrmError> {
+        let ctx = self
+            .inner
+            .ctx
+            .read()
+            .map_err(|_| unavailable("ctx lock poisoned"))?;
+        Ok(match map::from_hq(Set::ContactPersons, remote, &ctx) {
+            Ok(Record::Contact(c)) => c == *old,
+            _ => false,
+        })
+    }
+
+    /// Writes helloHQ's answer for a contact into the mirror and returns it as stored.
+    async fn adopt(&self, mut v: Value) -> Result<Versioned, CrmError> {
+        strip_annotations(&mut v);
+        let hq = map::id_of(&v).ok_or_else(|| unavailable("helloHQ answer without Id"))?;
+        self.apply(Set::ContactPersons, vec![v], Vec::new()).await?;
+        let local = self.local_id(Set::ContactPersons, &hq);
+        self.inner
+            .mirror
+            .read_blocking(Kind::Contact, &local)?
+            .ok_or_else(|| unavailable("the written contact is missing from the mirror"))
+    }
+
+    async fn fetch_contact(&self, hq: &str, wait: Duration) -> Result<Reply, Failure> {
+        self.inner
+            .client
+            .send(
+                Method::GET,
+                &format!("/v1/ContactPersons({hq})?$expand=DefaultAddress"),
+                None,
+                None,
+                wait,
+            )
+            .await
+    }
+
+    async fn create(&self, new: Contact) -> Result<Versioned, CrmError> {
+        if self.current(new.id.as_str())?.is_some() {
+            return Err(CrmError::AlreadyExists);
+        }
+        let blank = Contact {
+            id: new.id.clone(),
+            subsystems: new.subsystems.clone(),
+            owner: new.owner.clone(),
+            extra: new.extra.clone(),
+            ..Default::default()
+        };
+        let mut body = serde_json::json!({});
+        map::contact_onto(&blank, &new, &mut body).map_err(CrmError::Invalid)?;
+        let key = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(body.to_string().as_bytes());
+            h.update(
+                new.owner
+                    .as_ref()
+                    .map(|o| o.as_str())
+                    .unwrap_or("")
+                    .as_bytes(),
+            );
+            let d = h.finalize();
+            format!(
+                "{OUTBOX_PREFIX}{}",
+                d.iter()
+                    .take(12)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        };
+        // A create with the same content whose outcome was never learnt: look it up first.
+        if let Some(b) = self.inner.store.get(key.as_bytes())? {
+            if let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&b) {
+                match self.find_created(&entry).await? {
+                    Some(v) => {
+                        let r = self.adopt_created(v, &entry).await;
+                        self.inner.store.apply(vec![Op::Delete(key.into_bytes())])?;
+                        return r;
+                    }
+                    None => self
+                        .inner
+                        .store
+                        .apply(vec![Op::Delete(key.clone().into_bytes())])?,
+                }
+            }
+        }
+        let entry = OutboxEntry {
+            body: body.clone(),
+            local: new.id.as_str().to_owned(),
+            owner: new.owner.as_ref().map(|o| o.as_str().to_owned()),
+            subsystems: new
+                .subsystems
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            since: self.inner.client.server_now() - 5,
+        };
+        let entry_bytes = serde_json::to_vec(&entry).map_err(|e| unavailable(e.to_string()))?;
+        self.inner.store.put(key.as_bytes(), &entry_bytes)?;
+        let sent = self
+            .inner
+            .client
+            .send(
+                Method::POST,
+                "/v1/ContactPersons",
+                Some(&body),
+                None,
+                WRITE_WAIT,
+            )
+            .await;
+        let outcome = match sent {
+            Ok(reply) if reply.status == 200 || reply.status == 201 => {
+                self.adopt_created(reply.json()?, &entry).await
+            }
+            Ok(reply) => Err(self.refused(&reply)),
+            Err(Failure::NotApplied(e)) => Err(e),
+            Err(Failure::Unknown(e)) => match self.find_created(&entry).await {
+                Ok(Some(v)) => self.adopt_created(v, &entry).await,
+                Ok(None) => Err(e),
+                Err(_) => {
+                    tracing::warn!(local = %entry.local, "create outcome unknown; kept in the outbox");
+                    return Err(unavailable(
+                        "helloHQ did not confirm the create; it is checked before any retry",
+                    ));
+                }
+            },
+        };
+        self.inner.store.apply(vec![Op::Delete(key.into_bytes())])?;
+        outcome
+    }
+
+    /// Looks for the contact an outbox entry created, among those created since it was sent.
+    async fn find_created(&self, entry: &OutboxEntry) -> Result<Option<Value>, CrmError> {
+        let filter = format!("CreatedOn ge {}", map::format_time(entry.since));
+        let found = self
+            .read_all(Set::ContactPersons, Some(filter), "Id")
+            .await?;
+        let want = {
+            let ctx = self.inner.ctx.read().map_err(|_| unavailable("ctx lock"))?;
+            let mut probe = entry.body.clone();
+            if let Some(m) = probe.as_object_mut() {
+                m.insert("Id".into(), Value::from(0));
+            }
+            match map::from_hq(Set::ContactPersons, &probe, &ctx) {
+                Ok(Record::Contact(c)) => c,
+                _ => return Ok(None),
+            }
+        };
+        let ctx = self.inner.ctx.read().map_err(|_| unavailable("ctx lock"))?;
+        let taken: HashSet<&String> = ctx.aliases.keys().collect();
+        Ok(found.into_iter().find(|v| {
+            map::id_of(v).is_some_and(|id| !taken.contains(&id))
+                && map::contact_matches(v, &want, &Ctx::default())
+        }))
+    }
+
+    async fn adopt_created(&self, v: Value, entry: &OutboxEntry) -> Result<Versioned, CrmError> {
+        let hq = map::id_of(&v).ok_or_else(|| unavailable("helloHQ create answer without Id"))?;
+        let alias = Alias {
+            local: entry.local.clone(),
+            owner: entry.owner.clone(),
+            subsystems: entry.subsystems.clone(),
+        };
+        let bytes = serde_json::to_vec(&alias).map_err(|e| unavailable(e.to_string()))?;
+        self.inner
+            .store
+            .put(format!("{ALIAS_PREFIX}{hq}").as_bytes(), &bytes)?;
+        if let Ok(mut m) = self.inner.hq_ids.write() {
+            m.insert(entry.local.clone(), hq.clone());
+        }
+        if let Ok(mut ctx) = self.inner.ctx.write() {
+            ctx.aliases.insert(hq, alias);
+        }
+        self.adopt(v).await
+    }
+
+    fn refused(&self, reply: &Reply) -> CrmError {
+        match reply.status {
+            404 => CrmError::NotFound,
+            409 => CrmError::AlreadyExists,
+            412 => CrmError::PreconditionFailed { current: None },
+            400 | 422 => invalid(
+                "contact",
+                format!("helloHQ refused it: {}", reply.error_message()),
+            ),
+            s => unavailable(format!("helloHQ answered {s}: {}", reply.error_message())),
+        }
+    }
+
+    /// Re-reads a contact whose stored copy is stale and reports the conflict.
+    async fn stale(&self, remote: Value) -> CrmError {
+        match self.adopt(remote).await {
+            Ok(v) => CrmError::PreconditionFailed {
+                current: Some(v.version),
+            },
+            Err(e) => e,
+        }
+    }
+
+    async fn update(&self, new: Contact, pre: Precondition) -> Result<Versioned, CrmError> {
+        let Some((version, old)) = self.current(new.id.as_str())? else {
+            return Err(CrmError::NotFound);
+        };
+        if let Precondition::Version(v) = &pre {
+            if *v != version {
+                return Err(CrmError::PreconditionFailed {
+                    current: Some(version),
+                });
+            }
+        }
+        let hq = self.hq_id(Kind::Contact, new.id.as_str());
+        let reply = self
+            .fetch_contact(&hq, WRITE_WAIT)
+            .await
+            .map_err(Failure::into_error)?;
+        if reply.status == 404 {
+            self.apply(
+                Set::ContactPersons,
+                Vec::new(),
+                vec![(Kind::Contact, new.id.as_str().to_owned())],
+            )
+            .await?;
+            return Err(CrmError::NotFound);
+        }
+        if reply.status != 200 {
+            return Err(self.refused(&reply));
+        }
+        let mut remote = reply.json()?;
+        strip_annotations(&mut remote);
+        if !self.unchanged(&remote, &old)? {
+            return Err(self.stale(remote).await);
+        }
+        let mut body = remote.clone();
+        map::contact_onto(&old, &new, &mut body).map_err(CrmError::Invalid)?;
+        if body == remote {
+            return Ok(Versioned {
+                record: Record::Contact(old),
+                version,
+            });
+        }
+        let sent = self
+            .inner
+            .client
+            .send(
+                Method::PUT,
+                &format!("/v1/ContactPersons({hq})"),
+                Some(&body),
+                None,
+                WRITE_WAIT,
+            )
+            .await;
+        match sent {
+            Ok(r) if r.status == 200 || r.status == 204 => {
+                if r.status == 200 {
+                    self.adopt(r.json()?).await
+                } else {
+                    let again = self
+                        .fetch_contact(&hq, WRITE_WAIT)
+                        .await
+                        .map_err(Failure::into_error)?;
+                    self.adopt(again.json()?).await
+                }
+            }
+            Ok(r) => Err(self.refused(&r)),
+            Err(Failure::NotApplied(e)) => Err(e),
+            Err(Failure::Unknown(e)) => {
+                // The answer was lost: find out whether the write took effect.
+                let Ok(again) = self.fetch_contact(&hq, WRITE_WAIT).await else {
+                    return Err(e);
+                };
+                if again.status != 200 {
+                    return Err(e);
+                }
+                let v = again.json()?;
+                let ctx_match = {
+                    let ctx = self.inner.ctx.read().map_err(|_| unavailable("ctx lock"))?;
+                    let mut want = new.clone();
+                    want.extra = Default::default();
+                    map::contact_matches(&v, &want, &ctx)
+                };
+                if ctx_match {
+                    self.adopt(v).await
+                } else if self.unchanged(&v, &old)? {
+                    Err(e)
+                } else {
+                    Err(self.stale(v).await)
+                }
+            }
+        }
+    }
+
+    async fn remove(&self, id: &str, pre: Precondition) -> Result<(), CrmError> {
+        let Some((version, old)) = self.current(id)? else {
+            return Err(CrmError::NotFound);
+        };
+        if let Precondition::Version(v) = &pre {
+            if *v != version {
+                return Err(CrmError::PreconditionFailed {
+                    current: Some(version),
+                });
+            }
+        }
+        let hq = self.hq_id(Kind::Contact, id);
+        let gone = vec![(Kind::Contact, id.to_owned())];
+        let reply = self
+            .fetch_contact(&hq, WRITE_WAIT)
+            .await
+            .map_err(Failure::into_error)?;
+        if reply.status == 404 {
+            self.apply(Set::ContactPersons, Vec::new(), gone).await?;
+            return Ok(());
+        }
+        if reply.status != 200 {
+            return Err(self.refused(&reply));
+        }
+        let mut remote = reply.json()?;
+        strip_annotations(&mut remote);
+        if !self.unchanged(&remote, &old)? {
+            return Err(self.stale(remote).await);
+        }
+        let sent = self
+            .inner
+            .client
+            .send(
+                Method::DELETE,
+                &format!("/v1/ContactPersons({hq})"),
+                None,
+                reply.etag.as_deref(),
+                WRITE_WAIT,
+            )
+            .await;
+        match sent {
+            Ok(r) if matches!(r.status, 200 | 204 | 404) => {
+                self.apply(Set::ContactPersons, Vec::new(), gone).await?;
+                Ok(())
+            }
+            Ok(r) if r.status == 412 => {
+                let again = self
+                    .fetch_contact(&hq, WRITE_WAIT)
+                    .await
+                    .map_err(Failure::into_error)?;
+                Err(self.stale(again.json()?).await)
+            }
+            Ok(r) => Err(self.refused(&r)),
+            Err(Failure::NotApplied(e)) => Err(e),
+            Err(Failure::Unknown(e)) => match self.fetch_contact(&hq, WRITE_WAIT).await {
+                Ok(r) if r.status == 404 => {
+                    self.apply(Set::ContactPersons, Vec::new(), gone).await?;
+                    Ok(())
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let c = &self.inner.client.counters;
+        let health = self.inner.client.health();
+        let server_now = self.inner.client.server_now();
+        let newest = self.inner.newest_change.load(Ordering::Relaxed);
+        let last = self.inner.last_cycle_start.load(Ordering::Relaxed);
+        let mut s = String::new();
+        s.push_str("# TYPE crmgate_hellohq_loaded gauge\n");
+        s.push_str(&format!(
+            "crmgate_hellohq_loaded {}\n",
+            self.is_loaded() as u8
+        ));
+        s.push_str("# TYPE crmgate_hellohq_state gauge\n");
+        for h in [Health::Ok, Health::Throttled, Health::Down] {
+            s.push_str(&format!(
+                "crmgate_hellohq_state{{state=\"{}\"}} {}\n",
+                h.as_str(),
+                (h == health) as u8
+            ));
+        }
+        for (name, v) in [
+            ("requests", &c.requests),
+            ("throttled", &c.throttled),
+            ("failures", &c.failures),
+            ("token_refreshes", &c.token_refreshes),
+        ] {
+            s.push_str(&format!(
+                "# TYPE crmgate_hellohq_{name}_total counter\ncrmgate_hellohq_{name}_total {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        s.push_str("# HELP crmgate_hellohq_sync_lag_seconds Every helloHQ change older than this is applied.\n");
+        s.push_str("# TYPE crmgate_hellohq_sync_lag_seconds gauge\n");
+        s.push_str(&format!(
+            "crmgate_hellohq_sync_lag_seconds {}\n",
+            if last > 0 { unix_now() - last } else { -1 }
+        ));
+        s.push_str("# HELP crmgate_hellohq_newest_change_age_seconds Age of the newest applied helloHQ change.\n");
+        s.push_str("# TYPE crmgate_hellohq_newest_change_age_seconds gauge\n");
+        s.push_str(&format!(
+            "crmgate_hellohq_newest_change_age_seconds {}\n",
+            if newest > 0 { server_now - newest } else { -1 }
+        ));
+        s.push_str(&format!(
+            "# TYPE crmgate_hellohq_last_cycle_requests gauge\ncrmgate_hellohq_last_cycle_requests {}\n",
+            self.inner.last_cycle_requests.load(Ordering::Relaxed)
+        ));
+        s
+    }
+
+    /// Load progress and the last sync error, for logs and `/readyz`.
+    pub fn status(&self) -> String {
+        let p = self
+            .inner
+            .progress
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        let e = self
+            .inner
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        format!("{p} {e}").trim().to_owned()
+    }
+}
+
+impl CrmBackend for HelloHq {
+    async fn changes(&self, cursor: Option<String>, max: usize) -> Result<ChangePage, CrmError> {
+        if !self.is_loaded() {
+            return Err(CrmError::Unavailable {
+                retry_after: Some(Duration::from_secs(5)),
+                reason: format!("initial load from helloHQ in progress ({})", self.status()),
+            });
+        }
+        self.inner.mirror.changes(cursor, max).await
+    }
+
+    async fn get(&self, kind: Kind, id: String) -> Result<Option<Versioned>, CrmError> {
+        self.inner.mirror.read_blocking(kind, &id)
+    }
+
+    async fn put(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
+        let Record::Contact(c) = record else {
+            return Err(invalid(
+                record.kind().plural(),
+                format!(
+                    "with crm.backend = \"hellohq\" {}s are changed in helloHQ; crmgate writes \
+                     contact persons only",
+                    record.kind()
+                ),
+            ));
+        };
+        let _one_at_a_time = self.inner.writes.lock().await;
+        match pre {
+            Precondition::MustNotExist => self.create(c).await,
+            other => self.update(c, other).await,
+        }
+    }
+
+    async fn delete(&self, kind: Kind, id: String, pre: Precondition) -> Result<(), CrmError> {
+        if kind != Kind::Contact {
+            return Err(invalid(
+                kind.plural(),
+                format!("with crm.backend = \"hellohq\" {kind}s are deleted in helloHQ"),
+            ));
+        }
+        let _one_at_a_time = self.inner.writes.lock().await;
+        self.remove(&id, pre).await
+    }
+}
