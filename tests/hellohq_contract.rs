@@ -1,0 +1,1357 @@
+//! Contract tests: crmgate's helloHQ v1 simulator (tests/support/hellohq_sim.rs) checked against
+//! the published Swagger 2.0 description in `../shared/specs/hellohq/v1-odata-swagger.json`.
+//!
+//! A small validator for the swagger `definitions` lives here. Besides type/format/enum/required
+//! checks it reports every property the schema does not declare, so a simulator that invents
+//! fields (or misspells one) fails.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+use support::hellohq_sim::{Faults, Sim};
+
+// ---------------------------------------------------------------------------------------------
+// Swagger 2.0 validator
+
+struct Spec {
+    root: Value,
+    /// Definition name by description: the swagger generator cuts nested schemas off after a
+    /// few levels (`{"type":"object"}` with no properties); the description still names them.
+    by_description: HashMap<String, String>,
+}
+
+fn spec() -> &'static Spec {
+    static SPEC: OnceLock<Spec> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/specs/hellohq/v1-odata-swagger.json");
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let root: Value = serde_json::from_str(&text).expect("swagger json");
+        let mut counts: HashMap<String, Vec<String>> = HashMap::new();
+        for (name, d) in root["definitions"].as_object().expect("definitions") {
+            let has_props = d["properties"].as_object().is_some_and(|m| !m.is_empty());
+            if let (Some(desc), true) = (d["description"].as_str(), has_props) {
+                counts
+                    .entry(desc.to_owned())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        let by_description = counts
+            .into_iter()
+            .filter(|(_, v)| v.len() == 1)
+            .map(|(k, mut v)| (k, v.remove(0)))
+            .collect();
+        Spec {
+            root,
+            by_description,
+        }
+    })
+}
+
+impl Spec {
+    fn def(&self, name: &str) -> &Value {
+        let d = &self.root["definitions"][name];
+        assert!(d.is_object(), "no definition {name}");
+        d
+    }
+
+    fn resolve<'a>(&'a self, s: &'a Value) -> &'a Value {
+        match s["$ref"].as_str() {
+            Some(r) => self.def(
+                r.strip_prefix("#/definitions/")
+                    .unwrap_or_else(|| panic!("odd $ref {r}")),
+            ),
+            None => s,
+        }
+    }
+
+    /// The response schema a path declares for `method` and `status`.
+    fn response(&self, path: &str, method: &str, status: &str) -> &Value {
+        let s = &self.root["paths"][path][method]["responses"][status]["schema"];
+        assert!(
+            s.is_object(),
+            "no {method} {path} {status} schema in the spec"
+        );
+        s
+    }
+
+    /// All violations of `v` against `schema` (empty = valid).
+    fn validate(&self, schema: &Value, v: &Value) -> Vec<String> {
+        let mut errs = Vec::new();
+        self.check(schema, v, "$", false, &mut errs);
+        errs
+    }
+
+    fn check(&self, schema: &Value, v: &Value, at: &str, nullable: bool, errs: &mut Vec<String>) {
+        let schema = self.resolve(schema);
+        if v.is_null() {
+            if !nullable {
+                errs.push(format!("{at}: null where a value is required"));
+            }
+            return;
+        }
+        if let Some(allowed) = schema["enum"].as_array() {
+            if !allowed.contains(v) {
+                errs.push(format!("{at}: {v} not in enum {allowed:?}"));
+            }
+        }
+        let format = schema["format"].as_str();
+        match schema["type"].as_str() {
+            Some("string") => match v.as_str() {
+                None => errs.push(format!("{at}: expected string, got {v}")),
+                Some(s) if format == Some("date-time") && !is_rfc3339(s) => {
+                    errs.push(format!("{at}: '{s}' is not an RFC 3339 date-time"))
+                }
+                Some(_) => {}
+            },
+            Some("integer") => match v.as_i64() {
+                None => errs.push(format!("{at}: expected integer, got {v}")),
+                Some(n) if format == Some("int32") && i32::try_from(n).is_err() => {
+                    errs.push(format!("{at}: {n} out of int32 range"))
+                }
+                Some(_) => {}
+            },
+            Some("number") if !v.is_number() => {
+                errs.push(format!("{at}: expected number, got {v}"))
+            }
+            Some("boolean") if !v.is_boolean() => {
+                errs.push(format!("{at}: expected boolean, got {v}"))
+            }
+            Some("number" | "boolean") => {}
+            Some("array") => match v.as_array() {
+                None => errs.push(format!("{at}: expected array, got {}", kind(v))),
+                Some(items) => {
+                    let item_schema = &schema["items"];
+                    for (i, it) in items.iter().enumerate() {
+                        if item_schema.is_object() {
+                            self.check(item_schema, it, &format!("{at}[{i}]"), false, errs);
+                        }
+                    }
+                }
+            },
+            Some("object") => self.check_object(schema, v, at, errs),
+            Some(other) => errs.push(format!("{at}: schema has unknown type {other}")),
+            None => {}
+        }
+    }
+
+    fn check_object(&self, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
+        let Some(obj) = v.as_object() else {
+            errs.push(format!("{at}: expected object, got {}", kind(v)));
+            return;
+        };
+        let mut schema = schema;
+        let declared = schema["properties"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty());
+        if !declared {
+            // A cut-off nested schema: use the definition with the same description, if any.
+            match schema["description"]
+                .as_str()
+                .and_then(|d| self.by_description.get(d))
+            {
+                Some(name) => schema = self.def(name),
+                None => return, // open object: nothing declared to check against
+            }
+        }
+        let props = schema["properties"].as_object().expect("properties");
+        let required: BTreeSet<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for r in &required {
+            if obj.get(*r).is_none_or(Value::is_null) {
+                errs.push(format!("{at}: required property {r} missing"));
+            }
+        }
+        for (k, val) in obj {
+            if k.starts_with("@odata.") {
+                continue;
+            }
+            match props.get(k) {
+                None => errs.push(format!("{at}: undeclared property {k}")),
+                Some(p) => self.check(
+                    p,
+                    val,
+                    &format!("{at}.{k}"),
+                    !required.contains(k.as_str()),
+                    errs,
+                ),
+            }
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` to unix milliseconds.
+fn unix_ms(s: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().expect("digits");
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    let (y, mp) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * mp + 2) / 5 + d - 1;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) * 1000
+}
+
+/// RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` with field ranges checked.
+fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return false;
+    }
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(se)) = (
+        digits(0..4),
+        digits(5..7),
+        digits(8..10),
+        digits(11..13),
+        digits(14..16),
+        digits(17..19),
+    ) else {
+        return false;
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let mdays = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > mdays[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &r[n..];
+    }
+    match rest {
+        "Z" | "z" => true,
+        _ => {
+            let rb = rest.as_bytes();
+            rb.len() == 6
+                && matches!(rb[0], b'+' | b'-')
+                && rb[3] == b':'
+                && rest[1..3].parse::<u32>().is_ok_and(|h| h < 24)
+                && rest[4..6].parse::<u32>().is_ok_and(|m| m < 60)
+        }
+    }
+}
+
+fn assert_valid(schema: &Value, v: &Value, what: &str) {
+    let errs = spec().validate(schema, v);
+    assert!(
+        errs.is_empty(),
+        "{what}: {} violation(s):\n  {}",
+        errs.len(),
+        errs.iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+async fn token(c: &reqwest::Client, sim: &Sim) -> String {
+    let r = c
+        .post(format!("{}/Token", sim.base_url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", Sim::REFRESH_TOKEN),
+            ("client_id", Sim::CLIENT_ID),
+            ("client_secret", Sim::CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("token json");
+    assert_eq!(v["token_type"], "bearer");
+    assert_eq!(v["expires_in"], 1199);
+    assert_eq!(v["refresh_token"], Sim::REFRESH_TOKEN);
+    v["access_token"].as_str().expect("access_token").to_owned()
+}
+
+struct Api {
+    c: reqwest::Client,
+    base: String,
+    tok: String,
+}
+
+impl Api {
+    async fn new(sim: &Sim) -> Api {
+        let c = reqwest::Client::new();
+        let tok = token(&c, sim).await;
+        Api {
+            c,
+            base: sim.base_url.clone(),
+            tok,
+        }
+    }
+
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.c
+            .request(m, format!("{}{path}", self.base))
+            .bearer_auth(&self.tok)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("send");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET with query pairs (encoded by reqwest, so `+01:00` survives).
+    async fn query(&self, path: &str, q: &[(&str, &str)]) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::GET, path)
+            .query(q)
+            .send()
+            .await
+            .expect("send");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v["value"]
+        .as_array()
+        .expect("value array")
+        .iter()
+        .map(|o| o["Id"].as_i64().expect("Id"))
+        .collect()
+}
+
+fn assert_odata_error(v: &Value) {
+    assert!(v["error"]["code"].is_string(), "error.code in {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error.message in {v}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validator itself
+
+#[test]
+fn validator_rejects_bad_objects() {
+    let s = spec();
+    let cp = s.def("ContactPerson");
+    assert!(s
+        .validate(cp, &json!({"Id": 1, "FirstName": "A", "CompanyId": null}))
+        .is_empty());
+
+    let e = s.validate(cp, &json!({"Id": 1, "Bogus": 2}));
+    assert!(
+        e.iter().any(|m| m.contains("undeclared property Bogus")),
+        "{e:?}"
+    );
+    let e = s.validate(cp, &json!({"Id": "1"}));
+    assert!(e.iter().any(|m| m.contains("expected integer")), "{e:?}");
+    let e = s.validate(cp, &json!({"Id": 1, "FirstName": 5}));
+    assert!(e.iter().any(|m| m.contains("expected string")), "{e:?}");
+    let e = s.validate(cp, &json!({"Id": 3_000_000_000_i64}));
+    assert!(e.iter().any(|m| m.contains("int32")), "{e:?}");
+    let e = s.validate(cp, &json!({"Id": 1, "UpdatedOn": "2026-11-01 08:00"}));
+    assert!(e.iter().any(|m| m.contains("RFC 3339")), "{e:?}");
+    let e = s.validate(cp, &json!({"Id": 1, "UpdatedOn": "2026-02-30T08:00:00Z"}));
+    assert!(e.iter().any(|m| m.contains("RFC 3339")), "{e:?}");
+    let e = s.validate(cp, &json!({"Id": 1, "SalutationForm": "Casual"}));
+    assert!(e.iter().any(|m| m.contains("enum")), "{e:?}");
+    let e = s.validate(cp, &json!({"FirstName": "A"}));
+    assert!(
+        e.iter().any(|m| m.contains("required property Id")),
+        "{e:?}"
+    );
+    let e = s.validate(
+        cp,
+        &json!({"Id": 1, "DefaultAddress": {"Id": 2, "Mail": "x@y"}}),
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("$.DefaultAddress: undeclared property Mail")),
+        "{e:?}"
+    );
+    let e = s.validate(cp, &json!({"Id": 1, "Addresses": {"Id": 2}}));
+    assert!(e.iter().any(|m| m.contains("expected array")), "{e:?}");
+
+    // Nested inline items (Company.ResponsibleUsers), and a cut-off nested schema resolved by its
+    // description: Lead.Project.Members items are declared as a bare `{"type":"object"}`.
+    let e = s.validate(
+        s.def("Company"),
+        &json!({"Id": 1, "ResponsibleUsers": [{"Id": 2, "Email": "a"}]}),
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("ResponsibleUsers[0]: undeclared property Email")),
+        "{e:?}"
+    );
+    let cut = &s.def("Lead")["properties"]["Project"]["properties"]["Members"]["items"];
+    assert!(
+        cut["properties"].is_null(),
+        "spec changed: Lead.Project.Members items now declare properties"
+    );
+    let lead = |m: Value| json!({"Id": 1, "Project": {"Id": 2, "Members": [m]}});
+    assert!(s
+        .validate(s.def("Lead"), &lead(json!({"Id": 3, "UserId": 7})))
+        .is_empty());
+    let e = s.validate(s.def("Lead"), &lead(json!({"Id": 3, "UserId": "7"})));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("Members[0].UserId: expected integer")),
+        "{e:?}"
+    );
+    let e = s.validate(s.def("Lead"), &lead(json!({"Id": 3, "Role": 1})));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("Members[0]: undeclared property Role")),
+        "{e:?}"
+    );
+
+    // Wrapper and array response schemas.
+    let wrap = s.def("ODataResponse[List[ContactPerson]]");
+    assert!(s
+        .validate(wrap, &json!({"@odata.context": "x", "value": [{"Id": 1}]}))
+        .is_empty());
+    let e = s.validate(
+        wrap,
+        &json!({"@odata.context": "x", "value": [{"Id": 1}], "nextLink": "y"}),
+    );
+    assert!(
+        e.iter().any(|m| m.contains("undeclared property nextLink")),
+        "{e:?}"
+    );
+    let arr = s.response("/v1/ContactPersons", "get", "200");
+    let e = s.validate(arr, &json!([{"Id": 1}, {"Id": 2, "Nope": true}]));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("$[1]: undeclared property Nope")),
+        "{e:?}"
+    );
+
+    assert!(is_rfc3339("2026-11-01T08:00:00Z"));
+    assert!(is_rfc3339("2018-01-26T18:15:00.1234567+01:00"));
+    assert!(!is_rfc3339("2026-11-01T08:00:00"));
+    assert!(!is_rfc3339("2026-13-01T08:00:00Z"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_endpoints_match_the_spec() {
+    let sim = Sim::start().await;
+    let p = sim.populate(300, 7);
+    assert!(sim.delete("ContactPersons", p.contacts[0]));
+    assert!(sim.delete("Companies", *p.companies.last().expect("company")));
+    let api = Api::new(&sim).await;
+    let s = spec();
+
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        ("/v1/Subsystem", "/v1/Subsystem", "Subsystem", &[]),
+        (
+            "/v1/Users?$expand=UserGroups",
+            "/v1/Users",
+            "User",
+            &["UserGroups"],
+        ),
+        (
+            "/v1/Companies?$expand=ResponsibleUsers,Subsystems,CompanyTypes,DefaultAddress",
+            "/v1/Companies",
+            "Company",
+            &[
+                "ResponsibleUsers",
+                "Subsystems",
+                "CompanyTypes",
+                "DefaultAddress",
+            ],
+        ),
+        (
+            "/v1/ContactPersons?$expand=DefaultAddress",
+            "/v1/ContactPersons",
+            "ContactPerson",
+            &["DefaultAddress"],
+        ),
+        (
+            "/v1/Projects?$expand=Members,ContactPersons,Subsystems",
+            "/v1/Projects",
+            "Project",
+            &["Members", "ContactPersons", "Subsystems"],
+        ),
+        (
+            "/v1/Leads?$expand=ContactPersons,Subsystems,Status",
+            "/v1/Leads",
+            "Lead",
+            &["ContactPersons", "Subsystems", "Status"],
+        ),
+        ("/v1/CompanyTypes", "/v1/CompanyTypes", "CompanyType", &[]),
+        ("/v1/LeadStatuses", "/v1/LeadStatuses", "LeadStatus", &[]),
+        (
+            "/v1/ConfigSystemEvents/do.GetDeleted()",
+            "/v1/ConfigSystemEvents/do.GetDeleted()",
+            "ConfigSystemEvent",
+            &[],
+        ),
+    ];
+    for (url, spec_path, entity, expanded) in cases {
+        let (st, body) = api.get(url).await;
+        assert_eq!(st, 200, "{url}: {body}");
+        let value = body["value"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{url}: no value array"));
+        assert!(!value.is_empty(), "{url}: empty list proves nothing");
+        let set = spec_path.trim_start_matches("/v1/");
+        let set = set.split('/').next().expect("set");
+        assert_eq!(
+            body["@odata.context"],
+            format!("{}/v1/$metadata#{set}", sim.base_url),
+            "{url}"
+        );
+
+        // The path's own 200 schema is a bare array of the entity...
+        let arr = s.response(spec_path, "get", "200");
+        assert_eq!(arr["type"], "array", "{spec_path}");
+        assert_eq!(
+            arr["items"]["$ref"],
+            format!("#/definitions/{entity}"),
+            "{spec_path}"
+        );
+        assert_valid(arr, &body["value"], url);
+        // ...and the wire envelope is the (otherwise unreferenced) ODataResponse[List[X]].
+        assert_valid(s.def(&format!("ODataResponse[List[{entity}]]")), &body, url);
+
+        // $expand really produced the navigation properties that were validated.
+        for nav in *expanded {
+            assert!(
+                value
+                    .iter()
+                    .any(|o| o[*nav].as_array().is_some_and(|a| !a.is_empty())
+                        || o[*nav].is_object()),
+                "{url}: {nav} never filled"
+            );
+        }
+        // Without $expand, navigation properties are absent; scalars stay.
+        if !expanded.is_empty() {
+            let (_, plain) = api.get(spec_path).await;
+            let first = &plain["value"][0];
+            for nav in *expanded {
+                assert!(
+                    first.get(*nav).is_none(),
+                    "{spec_path}: {nav} present without $expand"
+                );
+            }
+            assert!(
+                first.get("UpdatedOn").is_some_and(Value::is_string),
+                "{spec_path}: {first}"
+            );
+        }
+    }
+
+    // Deleted events point at what was deleted.
+    let (_, ev) = api.get("/v1/ConfigSystemEvents/do.GetDeleted()").await;
+    let got: Vec<(String, i64)> = ev["value"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["DatabaseObject"].as_str().unwrap_or("").to_owned(),
+                e["EntityId"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(
+        got.contains(&("ContactPerson".into(), p.contacts[0] as i64)),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("Company".into(), *p.companies.last().expect("c") as i64)),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_get_post_put_match_the_spec() {
+    let sim = Sim::start().await;
+    let p = sim.populate(50, 3);
+    let api = Api::new(&sim).await;
+    let s = spec();
+    let item = "/v1/ContactPersons({Id})";
+
+    // Single GET with ETag and Date.
+    let id = p.contacts[1];
+    let r = api
+        .req(
+            reqwest::Method::GET,
+            &format!(
+                "/v1/ContactPersons({id})?$expand=DefaultAddress,Addresses,Company,CustomFields"
+            ),
+        )
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+    assert!(r.headers().contains_key("date"));
+    let one: Value = r.json().await.expect("json");
+    assert_valid(
+        s.response(item, "get", "200"),
+        &one,
+        "GET ContactPersons(id)",
+    );
+    assert_eq!(one["Id"], id);
+    assert!(one["Company"]["Name"].is_string(), "{one}");
+    assert_eq!(one["Addresses"][0], one["DefaultAddress"]);
+    let updated = one["UpdatedOn"].as_str().expect("UpdatedOn");
+    assert!(
+        updated.len() == 20 && updated.ends_with('Z'),
+        "second precision UTC: {updated}"
+    );
+    assert_eq!(
+        etag,
+        format!("W/\"{}\"", unix_ms(updated)),
+        "ETag is UpdatedOn in unix millis"
+    );
+
+    // Other entity GETs.
+    for (set, path, eid) in [
+        ("Companies", "/v1/Companies({Id})", p.companies[0]),
+        ("Users", "/v1/Users({Id})", p.users[0]),
+        ("Projects", "/v1/Projects({Id})", p.projects[0]),
+        ("Leads", "/v1/Leads({Id})", p.leads[0]),
+        ("Subsystem", "/v1/Subsystem({Id})", 1),
+    ] {
+        let (st, v) = api.get(&format!("/v1/{set}({eid})")).await;
+        assert_eq!(st, 200, "{set}: {v}");
+        let mut schema = s.response(path, "get", "200");
+        if schema["type"] == "array" {
+            // The spec declares `/v1/Subsystem({Id})` GET 200 as an array of Subsystem, like the
+            // collection; an OData single-entity GET returns the object, validated as the item.
+            assert_eq!(
+                set, "Subsystem",
+                "only Subsystem({{Id}}) is declared as an array"
+            );
+            schema = &schema["items"];
+        }
+        assert_valid(schema, &v, path);
+    }
+
+    // POST 201: Id in the body is ignored.
+    let company = p.companies[0];
+    let new = json!({
+        "Id": 999_999, "FirstName": "Nora", "LastName": "Neu", "CompanyId": company,
+        "Position": "Einkauf", "PhoneLandline": "+49 30 1234567", "SalutationForm": "Formal",
+        "DefaultAddress": {"Street": "Hauptstraße", "City": "Berlin", "Email": "nora@neu.example"}
+    });
+    let r = api
+        .req(reqwest::Method::POST, "/v1/ContactPersons")
+        .json(&new)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.expect("json");
+    assert_valid(
+        s.response("/v1/ContactPersons", "post", "201"),
+        &created,
+        "POST ContactPersons",
+    );
+    let nid = created["Id"].as_i64().expect("Id") as i32;
+    assert_ne!(nid, 999_999);
+    assert_eq!(created["DefaultAddress"]["Email"], "nora@neu.example");
+    assert_eq!(
+        sim.get("ContactPersons", nid).expect("stored")["FirstName"],
+        "Nora"
+    );
+    assert!(sim
+        .stats()
+        .write_bodies
+        .iter()
+        .any(|(k, b)| k == "POST /v1/ContactPersons" && b["FirstName"] == "Nora"));
+
+    // PUT 200 is a full replace: omitted scalars become null, an omitted DefaultAddress is kept.
+    sim.advance_clock(Duration::from_secs(5));
+    let put = json!({"FirstName": "Nora", "LastName": "Neumann", "CompanyId": company});
+    let r = api
+        .req(reqwest::Method::PUT, &format!("/v1/ContactPersons({nid})"))
+        .json(&put)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 200);
+    let replaced: Value = r.json().await.expect("json");
+    assert_valid(
+        s.response(item, "put", "200"),
+        &replaced,
+        "PUT ContactPersons(id)",
+    );
+    assert_eq!(replaced["LastName"], "Neumann");
+    assert!(
+        replaced["Position"].is_null(),
+        "omitted Position must be nulled: {replaced}"
+    );
+    assert!(replaced["PhoneLandline"].is_null());
+    assert!(replaced["SalutationForm"].is_null());
+    assert_eq!(replaced["DefaultAddress"]["Email"], "nora@neu.example");
+    assert_eq!(replaced["CreatedOn"], created["CreatedOn"]);
+    assert_ne!(replaced["UpdatedOn"], created["UpdatedOn"]);
+
+    // Write errors.
+    let code = |r: reqwest::Response| r.status().as_u16();
+    let bad_company = api
+        .req(reqwest::Method::POST, "/v1/ContactPersons")
+        .json(&json!({"LastName": "X", "CompanyId": 987_654}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(code(bad_company), 400);
+    let bad_type = api
+        .req(reqwest::Method::PUT, &format!("/v1/ContactPersons({nid})"))
+        .json(&json!({"LastName": 42}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(bad_type.status(), 400);
+    assert_odata_error(&bad_type.json().await.expect("json"));
+    let missing = api
+        .req(reqwest::Method::PUT, "/v1/ContactPersons(987654)")
+        .json(&put)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(code(missing), 404);
+    let not_allowed = api
+        .req(reqwest::Method::POST, "/v1/Companies")
+        .json(&json!({"Name": "X"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(not_allowed.status(), 405);
+    assert_odata_error(&not_allowed.json().await.expect("json"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_honours_if_match_and_feeds_get_deleted() {
+    let sim = Sim::start().await;
+    let p = sim.populate(20, 5);
+    let api = Api::new(&sim).await;
+    let id = p.contacts[2];
+    let before = sim.now();
+
+    let r = api
+        .req(reqwest::Method::GET, &format!("/v1/ContactPersons({id})"))
+        .send()
+        .await
+        .expect("get");
+    let etag = r.headers()["etag"].to_str().expect("etag").to_owned();
+
+    let stale = api
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/ContactPersons({id})"),
+        )
+        .header("If-Match", "W/\"1\"")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(stale.status(), 412);
+    assert_odata_error(&stale.json().await.expect("json"));
+    assert!(sim.get("ContactPersons", id).is_some());
+
+    let ok = api
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/ContactPersons({id})"),
+        )
+        .header("If-Match", &etag)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(ok.status(), 204);
+    assert!(sim.get("ContactPersons", id).is_none());
+    let (st, body) = api.get(&format!("/v1/ContactPersons({id})")).await;
+    assert_eq!(st, 404);
+    assert_odata_error(&body);
+    let again = api
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/ContactPersons({id})"),
+        )
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(again.status(), 404);
+
+    let (st, ev) = api
+        .query(
+            "/v1/ConfigSystemEvents/do.GetDeleted()",
+            &[("$filter", &format!("CreatedOn ge {before}"))],
+        )
+        .await;
+    assert_eq!(st, 200, "{ev}");
+    let evs = ev["value"].as_array().expect("value");
+    assert_eq!(evs.len(), 1, "{ev}");
+    assert_eq!(evs[0]["EntityId"], id);
+    assert_eq!(evs[0]["DatabaseObject"], "ContactPerson");
+    assert_valid(spec().def("ConfigSystemEvent"), &evs[0], "deleted event");
+
+    // Switched off: deletes leave no event.
+    sim.set_deleted_events(false);
+    assert!(sim.delete("ContactPersons", p.contacts[3]));
+    let (_, ev) = api
+        .query(
+            "/v1/ConfigSystemEvents/do.GetDeleted()",
+            &[("$filter", &format!("CreatedOn ge {before}"))],
+        )
+        .await;
+    assert_eq!(ev["value"].as_array().expect("value").len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Query options
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_options_filter_page_select_count() {
+    let sim = Sim::start().await;
+    let p = sim.populate(2500, 11);
+    let api = Api::new(&sim).await;
+    let total = p.contacts.len();
+
+    // $count and the 1000 cap.
+    let (st, b) = api
+        .query(
+            "/v1/ContactPersons",
+            &[("$count", "true"), ("$top", "5000")],
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(b["@odata.count"], total);
+    assert_eq!(b["value"].as_array().expect("value").len(), 1000);
+    let (_, b) = api.get("/v1/ContactPersons").await;
+    assert_eq!(
+        b["value"].as_array().expect("value").len(),
+        1000,
+        "default page is capped too"
+    );
+
+    // $top/$skip paging in Id order covers every id exactly once.
+    let mut seen = Vec::new();
+    let mut skip = 0;
+    loop {
+        let (st, b) = api
+            .query(
+                "/v1/ContactPersons",
+                &[
+                    ("$select", "Id"),
+                    ("$top", "700"),
+                    ("$skip", &skip.to_string()),
+                ],
+            )
+            .await;
+        assert_eq!(st, 200);
+        let page = ids(&b);
+        for o in b["value"].as_array().expect("value") {
+            let keys: Vec<&String> = o.as_object().expect("obj").keys().collect();
+            assert_eq!(keys, ["Id"], "$select=Id returns only Id");
+        }
+        if page.is_empty() {
+            break;
+        }
+        skip += page.len();
+        seen.extend(page);
+    }
+    let mut want: Vec<i64> = p.contacts.iter().map(|i| *i as i64).collect();
+    want.sort_unstable();
+    assert_eq!(seen, want);
+
+    // UpdatedOn,Id order also pages through everything once, and is sorted.
+    let mut seen = Vec::new();
+    let mut last = String::new();
+    for skip in (0..).step_by(1000) {
+        let (_, b) = api
+            .query(
+                "/v1/ContactPersons",
+                &[
+                    ("$select", "Id,UpdatedOn"),
+                    ("$orderby", "UpdatedOn,Id"),
+                    ("$skip", &skip.to_string()),
+                ],
+            )
+            .await;
+        let v = b["value"].as_array().expect("value");
+        if v.is_empty() {
+            break;
+        }
+        for o in v {
+            let u = o["UpdatedOn"].as_str().expect("UpdatedOn").to_owned();
+            assert!(u >= last, "not ordered by UpdatedOn: {last} then {u}");
+            last = u;
+            seen.push(o["Id"].as_i64().expect("Id"));
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, want);
+
+    // $filter=UpdatedOn gt: only later changes, in either offset notation.
+    sim.advance_clock(Duration::from_secs(120));
+    let cursor = sim.now();
+    sim.advance_clock(Duration::from_secs(1));
+    let changed = [p.contacts[10], p.contacts[20], p.contacts[30]];
+    for id in changed {
+        assert!(sim.update("ContactPersons", id, |o| o["Position"] = json!("Neu")));
+    }
+    // A membership-style edit that does not stamp UpdatedOn stays invisible to the filter.
+    assert!(
+        sim.update_silent("ContactPersons", p.contacts[40], |o| o["Position"] =
+            json!("Still"))
+    );
+    let (st, b) = api
+        .query(
+            "/v1/ContactPersons",
+            &[
+                ("$filter", &format!("UpdatedOn gt {cursor}")),
+                ("$count", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let mut got = ids(&b);
+    got.sort_unstable();
+    let mut exp: Vec<i64> = changed.iter().map(|i| *i as i64).collect();
+    exp.sort_unstable();
+    assert_eq!(got, exp);
+    assert_eq!(b["@odata.count"], 3);
+    let plus_one = cursor.replace('Z', "").replacen("T08:", "T09:", 1) + "+01:00";
+    if cursor.contains("T08:") {
+        let (_, b) = api
+            .query(
+                "/v1/ContactPersons",
+                &[("$filter", &format!("UpdatedOn gt {plus_one}"))],
+            )
+            .await;
+        assert_eq!(ids(&b).len(), 3, "offset {plus_one}: {b}");
+    }
+    let (_, b) = api
+        .query(
+            "/v1/ContactPersons",
+            &[
+                (
+                    "$filter",
+                    &format!("UpdatedOn gt {cursor} and CreatedOn le {cursor}"),
+                ),
+                ("$orderby", "UpdatedOn asc,Id asc"),
+            ],
+        )
+        .await;
+    assert_eq!(ids(&b).len(), 3, "{b}");
+    let (_, b) = api
+        .query(
+            "/v1/ContactPersons",
+            &[("$filter", &format!("UpdatedOn lt {cursor}"))],
+        )
+        .await;
+    assert_eq!(ids(&b).len(), 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth and errors
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_and_error_bodies() {
+    let sim = Sim::start().await;
+    sim.populate(10, 1);
+    let c = reqwest::Client::new();
+
+    let r = c
+        .get(format!("{}/v1/ContactPersons", sim.base_url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = c
+        .get(format!("{}/v1/ContactPersons", sim.base_url))
+        .bearer_auth("made-up")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+
+    let bad = c
+        .post(format!("{}/Token", sim.base_url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", Sim::REFRESH_TOKEN),
+            ("client_id", Sim::CLIENT_ID),
+            ("client_secret", "wrong"),
+        ])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<Value>().await.expect("json"),
+        json!({"error": "invalid_grant"})
+    );
+
+    let api = Api::new(&sim).await;
+    for (q, what) in [
+        ("UpdatedOn gt yesterday", "bad literal"),
+        ("UpdatedOn gt '2026-11-01T08:00:00Z'", "quoted literal"),
+        ("LastName eq 'x'", "unsupported property"),
+        ("UpdatedOn between 1", "bad operator"),
+    ] {
+        let (st, b) = api.query("/v1/ContactPersons", &[("$filter", q)]).await;
+        assert_eq!(st, 400, "{what}: {b}");
+        assert_odata_error(&b);
+    }
+    for (k, v) in [
+        ("$orderby", "LastName"),
+        ("$top", "-1"),
+        ("$expand", "Nope"),
+        ("$select", "Nope"),
+        ("$search", "x"),
+    ] {
+        let (st, b) = api.query("/v1/ContactPersons", &[(k, v)]).await;
+        assert_eq!(st, 400, "{k}={v}: {b}");
+        assert_odata_error(&b);
+    }
+    let (st, b) = api.get("/v1/Nonsense").await;
+    assert_eq!(st, 404);
+    assert_odata_error(&b);
+    let (st, b) = api.get("/v1/Companies(424242)").await;
+    assert_eq!(st, 404);
+    assert_odata_error(&b);
+
+    // The Date header follows the sim clock.
+    let r = api
+        .req(reqwest::Method::GET, "/v1/Subsystem")
+        .send()
+        .await
+        .expect("get");
+    assert!(r.headers()["date"]
+        .to_str()
+        .expect("date")
+        .contains("Nov 2026"));
+
+    sim.expire_tokens();
+    let (st, _) = api.get("/v1/Subsystem").await;
+    assert_eq!(st, 401);
+    let api = Api::new(&sim).await;
+    let (st, _) = api.get("/v1/Subsystem").await;
+    assert_eq!(st, 200);
+    // Tokens also lapse after expires_in on the sim clock.
+    sim.advance_clock(Duration::from_secs(1200));
+    let (st, _) = api.get("/v1/Subsystem").await;
+    assert_eq!(st, 401);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_switches() {
+    let sim = Sim::start().await;
+    let p = sim.populate(10, 2);
+    let api = Api::new(&sim).await;
+    let status = |r: &reqwest::Response| r.status().as_u16();
+    let get = || api.req(reqwest::Method::GET, "/v1/Subsystem").send();
+
+    sim.set_faults(Faults {
+        throttle_rate: 1.0,
+        retry_after: Some(7),
+        ..Faults::default()
+    });
+    let r = get().await.expect("get");
+    assert_eq!(status(&r), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    sim.set_faults(Faults {
+        throttle_rate: 1.0,
+        ..Faults::default()
+    });
+    let r = get().await.expect("get");
+    assert_eq!(status(&r), 429);
+    assert!(r.headers().get("retry-after").is_none());
+
+    sim.set_faults(Faults {
+        fail_rate: 1.0,
+        ..Faults::default()
+    });
+    let r = get().await.expect("get");
+    assert_eq!(status(&r), 500);
+    assert_odata_error(&r.json().await.expect("json"));
+
+    sim.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    let r = get().await.expect("get");
+    assert_eq!(status(&r), 503);
+    assert_odata_error(&r.json().await.expect("json"));
+    let t = api
+        .c
+        .post(format!("{}/Token", sim.base_url))
+        .form(&[("grant_type", "x")])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(t.status(), 503, "/Token is subject to down");
+
+    sim.set_faults(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    let e = get().await;
+    assert!(
+        e.is_err(),
+        "a dropped connection must be a client error, got {:?}",
+        e.map(|r| r.status())
+    );
+
+    // Dropped writes: some were applied before the drop, some were not.
+    let before = sim.list("ContactPersons").len();
+    let mut applied = 0;
+    for i in 0..16 {
+        let n = sim.list("ContactPersons").len();
+        let r = api
+            .req(reqwest::Method::POST, "/v1/ContactPersons")
+            .json(&json!({"LastName": format!("Drop{i}"), "CompanyId": p.companies[0]}))
+            .send()
+            .await;
+        assert!(r.is_err());
+        applied += sim.list("ContactPersons").len() - n;
+    }
+    assert!(
+        applied > 0 && applied < 16,
+        "applied {applied} of 16 dropped writes"
+    );
+    assert_eq!(sim.list("ContactPersons").len(), before + applied);
+
+    // Timeouts hang, then answer normally.
+    sim.set_faults(Faults {
+        timeout_rate: 1.0,
+        hang: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    let t0 = std::time::Instant::now();
+    let r = get().await.expect("get");
+    assert_eq!(status(&r), 200);
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    let r = api
+        .c
+        .get(format!("{}/v1/Subsystem", sim.base_url))
+        .bearer_auth(&api.tok)
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(r.is_err_and(|e| e.is_timeout()));
+
+    // Latency.
+    sim.set_faults(Faults {
+        latency: Duration::from_millis(150),
+        ..Faults::default()
+    });
+    let t0 = std::time::Instant::now();
+    assert_eq!(status(&get().await.expect("get")), 200);
+    assert!(t0.elapsed() >= Duration::from_millis(150));
+
+    // Per-credential rate limit over a sliding minute of the sim clock.
+    sim.set_faults(Faults {
+        rate_limit_per_min: Some(3),
+        ..Faults::default()
+    });
+    sim.reset_stats();
+    for _ in 0..3 {
+        assert_eq!(status(&get().await.expect("get")), 200);
+    }
+    let r = get().await.expect("get");
+    assert_eq!(status(&r), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ra")
+        .parse()
+        .expect("secs");
+    assert!((1..=60).contains(&wait), "{wait}");
+    // A second token of the same client shares the budget.
+    let api2 = Api::new(&sim).await;
+    let (st, _) = api2.get("/v1/Subsystem").await;
+    assert_eq!(st, 429);
+    sim.advance_clock(Duration::from_secs(61));
+    assert_eq!(status(&get().await.expect("get")), 200);
+
+    let stats = sim.stats();
+    assert_eq!(
+        stats.by_route.get("GET Subsystem").copied(),
+        Some(6),
+        "{:?}",
+        stats.by_route
+    );
+    assert_eq!(
+        stats.by_route.get("POST Token").copied(),
+        Some(1),
+        "{:?}",
+        stats.by_route
+    );
+    assert_eq!(stats.requests, 7);
+    assert_eq!(stats.max_per_minute, 6);
+    assert_eq!(sim.faults().rate_limit_per_min, Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn populate_is_deterministic_and_shaped() {
+    let a = Sim::start().await;
+    let b = Sim::start().await;
+    let pa = a.populate(1000, 42);
+    let pb = b.populate(1000, 42);
+    assert_eq!(pa.contacts, pb.contacts);
+    assert_eq!(pa.contacts.len(), 1000);
+    assert_eq!(pa.users.len(), 10);
+    assert_eq!(pa.companies.len(), 200);
+    assert_eq!(pa.projects.len(), 20);
+    assert_eq!(pa.leads.len(), 20);
+    let strip = |mut v: Value| {
+        // Timestamps follow the real clock component; compare the rest.
+        if let Some(m) = v.as_object_mut() {
+            m.remove("CreatedOn");
+            m.remove("UpdatedOn");
+        }
+        v
+    };
+    for set in ["Users", "Companies", "ContactPersons", "Projects", "Leads"] {
+        let la: Vec<Value> = a.list(set).into_iter().map(strip).collect();
+        let lb: Vec<Value> = b.list(set).into_iter().map(strip).collect();
+        assert_eq!(la, lb, "{set} differs for the same seed");
+    }
+    let subs: Vec<Value> = a.list("Subsystem");
+    assert_eq!(
+        subs.iter().map(|s| s["Name"].clone()).collect::<Vec<_>>(),
+        [json!("DE"), json!("AT"), json!("CH")]
+    );
+    assert_eq!(subs[0]["IsMaster"], true);
+    let interessent = a
+        .list("Companies")
+        .iter()
+        .filter(|c| {
+            c["CompanyTypes"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["Name"] == "Interessent"))
+        })
+        .count();
+    assert!(
+        (1..40).contains(&interessent),
+        "{interessent} Interessent companies"
+    );
+    let u = a.get("Users", pa.users[0]).expect("user");
+    assert_eq!(u["EMailWork"], format!("user{}@hq.test", pa.users[0]));
+    let c = a.get("ContactPersons", pa.contacts[0]).expect("contact");
+    assert!(c["DefaultAddress"]["Email"]
+        .as_str()
+        .is_some_and(|e| e.contains('@')));
+    assert!(c["PhoneLandline"]
+        .as_str()
+        .is_some_and(|p| p.starts_with('+')));
+    let pr = a.get("Projects", pa.projects[0]).expect("project");
+    let m = pr["Members"].as_array().expect("members").len();
+    assert!((2..=4).contains(&m));
+}
+
+/// Size check for the benchmark use: `cargo test --release --test hellohq_contract -- --ignored`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "timing check, run explicitly"]
+async fn populate_100k_and_serve_pages_fast() {
+    let sim = Sim::start().await;
+    let t0 = std::time::Instant::now();
+    let p = sim.populate(100_000, 1);
+    let populate = t0.elapsed();
+    assert_eq!(p.contacts.len(), 100_000);
+    let api = Api::new(&sim).await;
+    let t1 = std::time::Instant::now();
+    let mut n = 0;
+    for skip in (0..100_000).step_by(1000) {
+        let (st, b) = api
+            .query(
+                "/v1/ContactPersons",
+                &[("$expand", "DefaultAddress"), ("$skip", &skip.to_string())],
+            )
+            .await;
+        assert_eq!(st, 200);
+        n += b["value"].as_array().expect("value").len();
+    }
+    let pages = t1.elapsed();
+    let t2 = std::time::Instant::now();
+    let (_, b) = api
+        .query(
+            "/v1/ContactPersons",
+            &[
+                ("$orderby", "UpdatedOn,Id"),
+                ("$skip", "50000"),
+                ("$count", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(b["@odata.count"], 100_000);
+    let sorted = t2.elapsed();
+    assert_eq!(n, 100_000);
+    eprintln!("populate(100k) {populate:?}; 100 Id-ordered pages {pages:?}; one UpdatedOn-ordered page {sorted:?}");
+    assert!(
+        populate < Duration::from_secs(5),
+        "populate took {populate:?}"
+    );
+}
