@@ -194,7 +194,9 @@ async fn bad_values_conflicts_and_outages() {
     assert_eq!(admin_contact(&s, "c1").await.1["job_title"], "First");
 
     // A CRM outage: writes get ErrorServerBusy with a back-off, nothing changes, reads work.
-    let Crm::Embedded(crm) = &s.app.crm;
+    let Crm::Embedded(crm) = &s.app.crm else {
+        panic!("embedded CRM expected")
+    };
     crm.set_down(true);
     let (_, r, text) = post(
         &s,

@@ -1,0 +1,967 @@
+//! The helloHQ backend against the in-process simulator: the replica equals helloHQ after the
+//! initial load and after randomized helloHQ-side change streams (for every user's folders),
+//! EWS edits land in helloHQ with unrelated fields intact, a load interrupted part-way resumes
+//! where it stopped, and a fault campaign (30 % failures, throttling, an outage) loses no
+//! change, applies none twice, acknowledges no write helloHQ lacks, and never fails a read.
+
+mod support;
+
+use crmgate::app::App;
+use crmgate::crm::{Crm, CrmBackend};
+use crmgate::domain::dataset::Dataset;
+use crmgate::domain::rules::{compute_folders, VirtualFolder};
+use crmgate::domain::{Kind, Record};
+use crmgate::ews::xml::{self, Element};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::hellohq_sim::{Faults, Sim};
+use support::TestServer;
+
+const M: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";
+const T: &str = "http://schemas.microsoft.com/exchange/services/2006/types";
+
+type Folders = BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>;
+
+fn ids_of(v: &Value, list: &str, field: &str) -> Vec<String> {
+    v[list]
+        .as_array()
+        .map(|a| a.iter().map(|x| x[field].to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn push(d: &mut Value, section: &str, v: Value) {
+    if let Some(a) = d[section].as_array_mut() {
+        a.push(v);
+    }
+}
+
+fn opt_id(v: &Value, k: &str) -> Option<String> {
+    v.get(k).filter(|x| x.is_number()).map(|x| x.to_string())
+}
+
+/// The folders every user should see, computed from the simulator's raw entities with the
+/// reference rules. Contacts are named by their helloHQ id; `created` gives owner and
+/// subsystems of contacts created through crmgate (kept by crmgate, not by helloHQ).
+fn oracle(sim: &Sim, app: &App, created: &BTreeMap<String, (String, Vec<String>)>) -> Folders {
+    let subs = sim.list("Subsystem");
+    let by_name: BTreeMap<String, String> = subs
+        .iter()
+        .map(|s| {
+            (
+                s["Name"].as_str().unwrap_or("").to_owned(),
+                s["Id"].to_string(),
+            )
+        })
+        .collect();
+    let mut d = json!({"subsystems": [], "users": [], "companies": [], "contacts": [], "projects": [], "leads": []});
+    for s in &subs {
+        push(
+            &mut d,
+            "subsystems",
+            json!({"id": s["Id"].to_string(), "name": s["Name"]}),
+        );
+    }
+    for u in sim.list("Users") {
+        let groups: Vec<String> = u["UserGroups"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| by_name.get(g["Name"].as_str()?).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        push(
+            &mut d,
+            "users",
+            json!({"id": u["Id"].to_string(),
+            "login": u["EMailWork"].as_str().unwrap_or("").to_lowercase(), "name": "x", "subsystems": groups}),
+        );
+    }
+    for k in sim.list("Companies") {
+        let types: Vec<Value> = k["CompanyTypes"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t["Name"].clone()).collect())
+            .unwrap_or_default();
+        push(
+            &mut d,
+            "companies",
+            json!({"id": k["Id"].to_string(), "name": "x",
+            "subsystems": ids_of(&k, "Subsystems", "Id"), "responsible": ids_of(&k, "ResponsibleUsers", "Id"), "types": types}),
+        );
+    }
+    for c in sim.list("ContactPersons") {
+        let id = c["Id"].to_string();
+        let mut o =
+            json!({"id": id, "companies": opt_id(&c, "CompanyId").into_iter().collect::<Vec<_>>()});
+        if let Some((owner, subs)) = created.get(&id) {
+            o["owner"] = json!(owner);
+            o["subsystems"] = json!(subs);
+        }
+        push(&mut d, "contacts", o);
+    }
+    for p in sim.list("Projects") {
+        push(
+            &mut d,
+            "projects",
+            json!({"id": p["Id"].to_string(),
+            "subsystems": ids_of(&p, "Subsystems", "Id"), "team": ids_of(&p, "Members", "UserId"),
+            "contacts": ids_of(&p, "ContactPersons", "Id"), "responsible": opt_id(&p, "ResponsibleUserId")}),
+        );
+    }
+    for l in sim.list("Leads") {
+        push(
+            &mut d,
+            "leads",
+            json!({"id": l["Id"].to_string(),
+            "subsystems": ids_of(&l, "Subsystems", "Id"), "contacts": ids_of(&l, "ContactPersons", "Id"),
+            "responsible": opt_id(&l, "ResponsibleUserId")}),
+        );
+    }
+    // Dangling references (a project naming a deleted contact) are what helloHQ can hold
+    // too; the reference rules ignore them, so parse without the reference checks.
+    let ds: Dataset = Dataset::from_value(&d).expect("oracle dataset");
+    compute_folders(&ds, &app.config.folders.rules)
+        .into_iter()
+        .map(|(u, f)| {
+            let s = |x: BTreeSet<crmgate::domain::ContactId>| x.into_iter().map(|c| c.0).collect();
+            (u.0, (s(f.my), s(f.global)))
+        })
+        .collect()
+}
+
+/// The replica's folders for every user, contacts named by their helloHQ id.
+async fn replica(app: &App) -> Folders {
+    let Crm::HelloHq(h) = &app.crm else {
+        panic!("not helloHQ")
+    };
+    let raw: Vec<(String, Vec<String>, Vec<String>)> = {
+        let e = app.replica.read().expect("read");
+        e.user_ids()
+            .into_iter()
+            .map(|u| {
+                let ids = |f| {
+                    e.list(u, f)
+                        .into_iter()
+                        .map(|c| e.contact_id(c).to_owned())
+                        .collect()
+                };
+                (
+                    e.user_id(u).to_owned(),
+                    ids(VirtualFolder::My),
+                    ids(VirtualFolder::Global),
+                )
+            })
+            .collect()
+    };
+    let mut out = Folders::new();
+    for (u, my, global) in raw {
+        let hq = |ids: Vec<String>| async {
+            let mut s = BTreeSet::new();
+            for id in ids {
+                let r = h
+                    .get(Kind::Contact, id.clone())
+                    .await
+                    .expect("mirror")
+                    .expect("in mirror");
+                let hq = match &r.record {
+                    Record::Contact(c) => c
+                        .extra
+                        .get("hq_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    _ => None,
+                };
+                s.insert(hq.unwrap_or(id));
+            }
+            s
+        };
+        let my = hq(my).await;
+        let global = hq(global).await;
+        out.insert(u, (my, global));
+    }
+    out
+}
+
+fn assert_same(want: &Folders, got: &Folders, when: &str) {
+    assert_eq!(want.len(), got.len(), "{when}: users");
+    for (u, (my, global)) in want {
+        let (gmy, gglobal) = got
+            .get(u)
+            .unwrap_or_else(|| panic!("{when}: user {u} missing"));
+        assert_eq!(my, gmy, "{when}: My of user {u}");
+        assert_eq!(global, gglobal, "{when}: Global of user {u}");
+    }
+}
+
+fn user_ref(sim: &Sim, id: i32) -> Value {
+    let u = sim.get("Users", id).expect("user");
+    json!({"Id": id, "FirstName": u["FirstName"], "LastName": u["LastName"], "EMailWork": u["EMailWork"]})
+}
+
+/// One random helloHQ-side change. `silent`: membership edits do not stamp `UpdatedOn`.
+fn random_change(sim: &Sim, rng: &mut StdRng, silent: bool) -> String {
+    let pick = |rng: &mut StdRng, set: &str| -> Option<i32> {
+        let all = sim.list(set);
+        (!all.is_empty())
+            .then(|| all[rng.gen_range(0..all.len())]["Id"].as_i64().unwrap_or(0) as i32)
+    };
+    let users = sim.list("Users");
+    let user = |rng: &mut StdRng| {
+        users[rng.gen_range(0..users.len())]["Id"]
+            .as_i64()
+            .unwrap_or(0) as i32
+    };
+    let upd = |set: &str, id: i32, f: &dyn Fn(&mut Value)| {
+        if silent {
+            sim.update_silent(set, id, |v| f(v))
+        } else {
+            sim.update(set, id, |v| f(v))
+        }
+    };
+    match rng.gen_range(0..9) {
+        0 => {
+            let company = pick(rng, "Companies");
+            let n = rng.gen_range(0..1_000_000);
+            let id = sim.insert("ContactPersons", json!({"FirstName": format!("New{n}"), "LastName": "Stream",
+                "CompanyId": company, "DefaultAddress": {"Id": 900_000 + n, "Email": format!("new{n}@stream.test")}}));
+            format!("create contact {id}")
+        }
+        1 => {
+            let Some(id) = pick(rng, "ContactPersons") else {
+                return "none".into();
+            };
+            sim.update("ContactPersons", id, |v| v["Position"] = json!("Changed"));
+            format!("update contact {id}")
+        }
+        2 => {
+            let Some(id) = pick(rng, "ContactPersons") else {
+                return "none".into();
+            };
+            sim.delete("ContactPersons", id);
+            format!("delete contact {id}")
+        }
+        3 => {
+            let Some(id) = pick(rng, "Companies") else {
+                return "none".into();
+            };
+            let r = user_ref(sim, user(rng));
+            upd("Companies", id, &|v| {
+                v["ResponsibleUsers"] = json!([r.clone()])
+            });
+            format!("reassign company {id}")
+        }
+        4 => {
+            let Some(id) = pick(rng, "Projects") else {
+                return "none".into();
+            };
+            let (a, b) = (user(rng), user(rng));
+            upd("Projects", id, &|v| {
+                v["Members"] = json!([{"Id": a * 1000 + b, "UserId": a, "ProjectId": id, "ProjectRoleId": 1},
+                    {"Id": b * 1000 + a + 1, "UserId": b, "ProjectId": id, "ProjectRoleId": 1}])
+            });
+            format!("project {id} team")
+        }
+        5 => {
+            let (Some(id), Some(c)) = (pick(rng, "Leads"), pick(rng, "ContactPersons")) else {
+                return "none".into();
+            };
+            let resp = user(rng);
+            upd("Leads", id, &|v| {
+                v["ResponsibleUserId"] = json!(resp);
+                v["ContactPersons"] = json!([{"Id": c}]);
+            });
+            format!("lead {id} to {resp}")
+        }
+        6 => {
+            let Some(id) = pick(rng, "Projects") else {
+                return "none".into();
+            };
+            sim.delete("Projects", id);
+            format!("delete project {id}")
+        }
+        7 => {
+            let Some(id) = pick(rng, "Companies") else {
+                return "none".into();
+            };
+            let interessent = sim
+                .list("CompanyTypes")
+                .into_iter()
+                .find(|t| t["Name"] == "Interessent")
+                .expect("type");
+            upd("Companies", id, &|v| {
+                v["CompanyTypes"] = json!([{"Id": interessent["Id"], "Name": "Interessent"}])
+            });
+            format!("company {id} becomes Interessent")
+        }
+        _ => {
+            let Some(id) = pick(rng, "Users") else {
+                return "none".into();
+            };
+            let subs = sim.list("Subsystem");
+            let s = &subs[rng.gen_range(0..subs.len())];
+            let g = json!([{"Id": s["Id"], "Name": s["Name"]}]);
+            sim.update("Users", id, |v| v["UserGroups"] = g);
+            format!("user {id} moves subsystem")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_equals_hellohq_after_load_and_random_change_streams() {
+    let sim = Sim::start().await;
+    sim.populate(1500, 11);
+    let keys = "page_size = 200\nreconcile_interval_secs = 3600\nmembership_interval_secs = 3600";
+    let extra = "[folders]\nglobal_scope = \"subsystem\"\nexcluded_types = [\"Interessent\"]";
+    let s = TestServer::start_hellohq(&sim.base_url, &[], keys, extra).await;
+    let none = BTreeMap::new();
+    assert_same(
+        &oracle(&sim, &s.app, &none),
+        &replica(&s.app).await,
+        "after the initial load",
+    );
+    let mine: usize = replica(&s.app).await.values().map(|(m, _)| m.len()).sum();
+    assert!(mine > 100, "the data gives users My contacts ({mine})");
+
+    // Phase A: every change stamps UpdatedOn and hard deletes leave events: one poll cycle
+    // each round must be enough.
+    let mut rng = StdRng::seed_from_u64(5);
+    for round in 0..12 {
+        let mut done = Vec::new();
+        for _ in 0..rng.gen_range(1..8) {
+            done.push(random_change(&sim, &mut rng, false));
+        }
+        s.app.refresh().await.expect("refresh");
+        assert_same(
+            &oracle(&sim, &s.app, &none),
+            &replica(&s.app).await,
+            &format!("round {round}: {done:?}"),
+        );
+    }
+    let contacts = sim.list("ContactPersons");
+    let c = &contacts[contacts.len() / 2];
+    let Crm::HelloHq(h) = &s.app.crm else {
+        panic!()
+    };
+    let got = h
+        .get(Kind::Contact, c["Id"].to_string())
+        .await
+        .expect("get")
+        .expect("there");
+    let Record::Contact(got) = got.record else {
+        panic!()
+    };
+    assert_eq!(got.first_name.as_deref(), c["FirstName"].as_str());
+    assert_eq!(got.last_name.as_deref(), c["LastName"].as_str());
+    assert_eq!(
+        got.emails.first().map(|e| e.address.as_str()),
+        c["DefaultAddress"]["Email"].as_str()
+    );
+
+    // Phase B: membership edits that do not stamp UpdatedOn and deletes without events are
+    // caught by the slower schedules (1 s here).
+    let keys_b = "page_size = 200\nreconcile_interval_secs = 1\nmembership_interval_secs = 1";
+    let cfg = support::hellohq_config(&sim.base_url, keys_b, extra);
+    let s = s.restart(&cfg).await;
+    sim.set_deleted_events(false);
+    for round in 0..4 {
+        let mut done = Vec::new();
+        for _ in 0..6 {
+            done.push(random_change(&sim, &mut rng, true));
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        s.app.refresh().await.expect("refresh");
+        assert_same(
+            &oracle(&sim, &s.app, &none),
+            &replica(&s.app).await,
+            &format!("silent round {round}: {done:?}"),
+        );
+    }
+    s.stop().await;
+}
+
+// ---- EWS over the helloHQ backend ---------------------------------------------------------
+
+fn envelope(body: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="{M}" xmlns:t="{T}"><soap:Body>{body}</soap:Body></soap:Envelope>"#
+    )
+}
+
+async fn ews(s: &TestServer, who: &str, body: String) -> (Element, String) {
+    let r = s
+        .client
+        .post(s.url("/EWS/Exchange.asmx"))
+        .basic_auth(who, Some("pw"))
+        .body(envelope(&body))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "EWS answered with HTTP {}",
+        r.status()
+    );
+    let text = r.text().await.expect("text");
+    (
+        xml::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}")),
+        text,
+    )
+}
+
+fn all<'a>(e: &'a Element, name: &str) -> Vec<&'a Element> {
+    let mut out = Vec::new();
+    fn walk<'a>(e: &'a Element, name: &str, out: &mut Vec<&'a Element>) {
+        if e.name == name {
+            out.push(e);
+        }
+        for c in &e.children {
+            walk(c, name, out);
+        }
+    }
+    walk(e, name, &mut out);
+    out
+}
+
+fn codes(e: &Element) -> Vec<String> {
+    all(e, "ResponseCode")
+        .iter()
+        .map(|c| c.text.clone())
+        .collect()
+}
+
+async fn my_folder(s: &TestServer, who: &str) -> String {
+    let (r, _) = ews(s, who, r#"<m:FindFolder Traversal="Shallow"><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:ParentFolderIds><t:DistinguishedFolderId Id="contacts"/></m:ParentFolderIds></m:FindFolder>"#.into()).await;
+    all(&r, "FolderId")[0].attr("Id").expect("id").to_owned()
+}
+
+/// Item id and change key of crmgate contact `id` in `who`'s My folder.
+async fn item(s: &TestServer, who: &str, my: &str, id: &str) -> (String, String) {
+    let (r, text) = ews(s, who, format!(r#"<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape><m:Restriction><t:IsEqualTo><t:ExtendedFieldURI PropertyTag="0x10f3" PropertyType="String"/><t:FieldURIOrConstant><t:Constant Value="{id}.EML"/></t:FieldURIOrConstant></t:IsEqualTo></m:Restriction><m:ParentFolderIds><t:FolderId Id="{my}"/></m:ParentFolderIds></m:FindItem>"#)).await;
+    let ids = all(&r, "ItemId");
+    assert_eq!(ids.len(), 1, "{text}");
+    (
+        ids[0].attr("Id").expect("id").to_owned(),
+        ids[0].attr("ChangeKey").expect("ck").to_owned(),
+    )
+}
+
+fn update_body(item: &str, ck: &str, uri: &str, value: &str) -> String {
+    format!(
+        r#"<m:UpdateItem ConflictResolution="NeverOverwrite" MessageDisposition="SaveOnly"><m:ItemChanges><t:ItemChange><t:ItemId Id="{item}" ChangeKey="{ck}"/><t:Updates><t:SetItemField><t:FieldURI FieldURI="{uri}"/><t:Contact>{value}</t:Contact></t:SetItemField></t:Updates></t:ItemChange></m:ItemChanges></m:UpdateItem>"#
+    )
+}
+
+fn create_body(my: &str, first: &str, last: &str, email: &str) -> String {
+    format!(
+        r#"<m:CreateItem MessageDisposition="SaveOnly"><m:SavedItemFolderId><t:FolderId Id="{my}"/></m:SavedItemFolderId><m:Items><t:Contact><t:GivenName>{first}</t:GivenName><t:Surname>{last}</t:Surname><t:EmailAddresses><t:Entry Key="EmailAddress1">{email}</t:Entry></t:EmailAddresses></t:Contact></m:Items></m:CreateItem>"#
+    )
+}
+
+/// A user with My contacts, and one of them.
+async fn someone_with_contacts(s: &TestServer) -> (String, String, String) {
+    let e = s.app.replica.read().expect("read");
+    for u in e.user_ids() {
+        let my = e.list(u, VirtualFolder::My);
+        if my.len() >= 3 {
+            let login = match e.user_record(u) {
+                Some(user) => user.login.clone(),
+                None => continue,
+            };
+            return (
+                e.user_id(u).to_owned(),
+                login,
+                e.contact_id(my[1]).to_owned(),
+            );
+        }
+    }
+    panic!("no user with My contacts")
+}
+
+fn logins_for(sim: &Sim) -> Vec<(String, String, String)> {
+    sim.list("Users")
+        .iter()
+        .map(|u| {
+            (
+                u["EMailWork"].as_str().unwrap_or("").to_lowercase(),
+                "pw".to_owned(),
+                "user".to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn start_with_logins(sim: &Sim, keys: &str, extra: &str) -> TestServer {
+    let logins = logins_for(sim);
+    let l: Vec<(&str, &str, &str)> = logins
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    TestServer::start_hellohq(&sim.base_url, &l, keys, extra).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ews_edits_land_in_hellohq_with_unrelated_fields_intact() {
+    let sim = Sim::start().await;
+    sim.populate(300, 3);
+    let s = start_with_logins(
+        &sim,
+        "reconcile_interval_secs = 3600",
+        "[folders]\nmy_delete = \"crm\"",
+    )
+    .await;
+    let (_, login, cid) = someone_with_contacts(&s).await;
+    let hq: i32 = cid.parse().expect("populated contacts keep helloHQ ids");
+    let my = my_folder(&s, &login).await;
+    let before = sim.get("ContactPersons", hq).expect("in sim");
+
+    // Update: only Position changes in helloHQ; everything else, unmapped fields included,
+    // stays exactly as it was.
+    let (item_id, ck) = item(&s, &login, &my, &cid).await;
+    let (r, text) = ews(
+        &s,
+        &login,
+        update_body(
+            &item_id,
+            &ck,
+            "contacts:JobTitle",
+            "<t:JobTitle>Chief Tester</t:JobTitle>",
+        ),
+    )
+    .await;
+    assert_eq!(codes(&r), vec!["NoError"], "{text}");
+    let after = sim.get("ContactPersons", hq).expect("still there");
+    assert_eq!(after["Position"], "Chief Tester");
+    for (k, v) in before.as_object().expect("object") {
+        if k != "Position" && k != "UpdatedOn" && k != "UpdatedBy" {
+            assert_eq!(&after[k], v, "field {k} must be untouched");
+        }
+    }
+    // The PUT sent the whole entity, as v1 requires.
+    let bodies = sim.stats().write_bodies;
+    let (route, body) = bodies.last().expect("a write");
+    assert!(route.starts_with("PUT"), "{route}");
+    assert_eq!(
+        body["LastName"], before["LastName"],
+        "full object sent back"
+    );
+
+    // A change made in helloHQ after crmgate's copy: a stale change key is refused and
+    // helloHQ keeps its value.
+    let (item_id, ck) = item(&s, &login, &my, &cid).await;
+    sim.update("ContactPersons", hq, |v| {
+        v["FirstName"] = json!("Elsewhere")
+    });
+    let (r, text) = ews(
+        &s,
+        &login,
+        update_body(
+            &item_id,
+            &ck,
+            "contacts:GivenName",
+            "<t:GivenName>Mine</t:GivenName>",
+        ),
+    )
+    .await;
+    assert_ne!(codes(&r), vec!["NoError"], "{text}");
+    assert_eq!(
+        sim.get("ContactPersons", hq).expect("there")["FirstName"],
+        "Elsewhere"
+    );
+    s.app.refresh().await.expect("refresh");
+
+    // A field helloHQ cannot hold is refused, not dropped.
+    let (item_id, ck) = item(&s, &login, &my, &cid).await;
+    let (r, text) = ews(
+        &s,
+        &login,
+        update_body(
+            &item_id,
+            &ck,
+            "contacts:Department",
+            "<t:Department>R&amp;D</t:Department>",
+        ),
+    )
+    .await;
+    assert_ne!(
+        codes(&r),
+        vec!["NoError"],
+        "{text}\n{:?}\n{:?}",
+        sim.get("ContactPersons", hq),
+        s.app.audit_tail(3)
+    );
+
+    // Create: lands once in helloHQ and stays in the creator's My under the id the client got.
+    let n_before = sim.list("ContactPersons").len();
+    let (r, text) = ews(
+        &s,
+        &login,
+        create_body(&my, "Created", "ViaEws", "created@ews.test"),
+    )
+    .await;
+    assert_eq!(codes(&r), vec!["NoError"], "{text}");
+    let created: Vec<Value> = sim
+        .list("ContactPersons")
+        .into_iter()
+        .filter(|c| c["LastName"] == "ViaEws")
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(sim.list("ContactPersons").len(), n_before + 1);
+    assert_eq!(created[0]["DefaultAddress"]["Email"], "created@ews.test");
+    let new_item = all(&r, "ItemId")[0].attr("Id").expect("id").to_owned();
+    s.app.refresh().await.expect("refresh");
+    let (r, text) = ews(&s, &login, format!(r#"<m:GetItem><m:ItemShape><t:BaseShape>AllProperties</t:BaseShape></m:ItemShape><m:ItemIds><t:ItemId Id="{new_item}"/></m:ItemIds></m:GetItem>"#)).await;
+    assert_eq!(
+        codes(&r),
+        vec!["NoError"],
+        "the created item keeps its id after a poll: {text}"
+    );
+
+    // Delete (policy crm): gone from helloHQ.
+    let hq_new = created[0]["Id"].as_i64().expect("id") as i32;
+    let (r, text) = ews(&s, &login, format!(r#"<m:DeleteItem DeleteType="HardDelete"><m:ItemIds><t:ItemId Id="{new_item}"/></m:ItemIds></m:DeleteItem>"#)).await;
+    assert_eq!(codes(&r), vec!["NoError"], "{text}");
+    assert!(sim.get("ContactPersons", hq_new).is_none());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_initial_load_resumes_and_is_never_served_half_done() {
+    let sim = Arc::new(Sim::start().await);
+    sim.populate(2000, 21);
+    let dir = tempfile::tempdir().expect("dir");
+    TestServer::write_hellohq_files(dir.path(), &[]);
+    let cfg_text = support::hellohq_config(
+        &sim.base_url,
+        "page_size = 100\nbreaker_cooldown_secs = 1",
+        "",
+    );
+    let open = || {
+        let ov = crmgate::config::Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            seed: None,
+            insecure_http: false,
+        };
+        let cfg = crmgate::config::Config::parse(&cfg_text, dir.path(), &ov).expect("config");
+        Arc::new(App::open(cfg).expect("open"))
+    };
+    let app = open();
+    // Let the load run until a few contact pages are in, then take helloHQ down.
+    let watcher = {
+        let stats = sim.clone();
+        tokio::spawn(async move {
+            loop {
+                if stats
+                    .stats()
+                    .by_route
+                    .get("GET ContactPersons")
+                    .copied()
+                    .unwrap_or(0)
+                    >= 5
+                {
+                    stats.set_faults(Faults {
+                        down: true,
+                        ..Faults::default()
+                    });
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    while app.refresh().await.is_ok() && !app.replica.is_ready() {}
+    watcher.await.expect("watcher");
+    assert!(
+        !app.replica.is_ready(),
+        "a half-loaded replica must not be ready"
+    );
+    assert!(
+        app.catch_up().await.is_err(),
+        "the feed refuses until the load is complete"
+    );
+    drop(app);
+
+    // Restart: it continues; the sets already loaded are not read again.
+    sim.set_faults(Faults::default());
+    sim.reset_stats();
+    let app = open();
+    assert!(!app.replica.is_ready());
+    let mut cycles = 0;
+    while !app.replica.is_ready() {
+        cycles += 1;
+        assert!(cycles < 200, "load never completed");
+        let _ = app.refresh().await;
+    }
+    let paths = sim.stats().paths;
+    let first_contacts = paths
+        .iter()
+        .find(|p| p.contains("/v1/ContactPersons?"))
+        .expect("contacts read");
+    assert!(
+        !first_contacts.contains("$skip=0"),
+        "resumed mid-set: {first_contacts}"
+    );
+    for set in ["Subsystem", "Users", "Companies"] {
+        assert!(
+            !paths
+                .iter()
+                .any(|p| p.contains(&format!("/v1/{set}?")) && p.contains("$count=true")),
+            "{set} was loaded again: {paths:?}"
+        );
+    }
+    assert_same(
+        &oracle(&sim, &app, &BTreeMap::new()),
+        &replica(&app).await,
+        "after the resumed load",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_campaign_loses_nothing_and_never_fails_a_read() {
+    let sim = Arc::new(Sim::start().await);
+    sim.populate(400, 8);
+    let keys = "page_size = 100\nbreaker_failures = 4\nbreaker_cooldown_secs = 1\ntimeout_secs = 2\n\
+                reconcile_interval_secs = 5\nmembership_interval_secs = 5\nrequests_per_minute = 20000";
+    let s = Arc::new(start_with_logins(&sim, keys, "").await);
+    let (_, login, _) = someone_with_contacts(&s).await;
+    let my = my_folder(&s, &login).await;
+    let created_by: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // The server's own polling loop.
+    let poller = {
+        let (s, stop) = (s.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = s.app.refresh().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // Reads all along: every one must succeed.
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (s, stop, login, my, reads) = (
+            s.clone(),
+            stop.clone(),
+            login.clone(),
+            my.clone(),
+            reads.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (r, text) = ews(&s, &login, format!(r#"<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>Default</t:BaseShape></m:ItemShape><m:ParentFolderIds><t:FolderId Id="{my}"/></m:ParentFolderIds></m:FindItem>"#)).await;
+                assert_eq!(codes(&r), vec!["NoError"], "a read failed: {text}");
+                let ready = s
+                    .client
+                    .get(s.url("/readyz"))
+                    .send()
+                    .await
+                    .expect("readyz")
+                    .status();
+                assert_eq!(ready.as_u16(), 200, "/readyz must stay ready");
+                reads.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+
+    sim.set_faults(Faults {
+        fail_rate: 0.3,
+        throttle_rate: 0.05,
+        retry_after: Some(1),
+        drop_rate: 0.05,
+        timeout_rate: 0.02,
+        hang: Duration::from_secs(3),
+        ..Faults::default()
+    });
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut acked_creates = Vec::new();
+    let mut tried_creates = Vec::new();
+    let mut acked_updates: Vec<(i32, String)> = Vec::new();
+    let mut saw_down = false;
+    let mut fast_refusals = 0;
+    let mut retried = 0;
+    let mut update_refusals: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..36 {
+        if i == 12 {
+            // A full outage.
+            let f = sim.faults();
+            sim.set_faults(Faults { down: true, ..f });
+        }
+        if i == 20 {
+            sim.set_faults(Faults {
+                fail_rate: 0.3,
+                throttle_rate: 0.1,
+                retry_after: None,
+                drop_rate: 0.05,
+                ..Faults::default()
+            });
+        }
+        random_change(&sim, &mut rng, false);
+        // A create and an update through EWS.
+        let name = format!("Fault{i:02}");
+        tried_creates.push(name.clone());
+        // Like a real client, retry a create that failed as retryable (same content).
+        for _attempt in 0..3 {
+            let t = std::time::Instant::now();
+            let (r, _) = ews(
+                &s,
+                &login,
+                create_body(
+                    &my,
+                    &name,
+                    "Campaign",
+                    &format!("{}@campaign.test", name.to_lowercase()),
+                ),
+            )
+            .await;
+            let c = codes(&r);
+            if c == ["NoError"] {
+                acked_creates.push(name.clone());
+                break;
+            }
+            assert!(c.iter().all(|x| x == "ErrorServerBusy"), "{c:?}");
+            retried += 1;
+            if (12..20).contains(&i) && t.elapsed() < Duration::from_secs(3) {
+                fast_refusals += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        let (_, _, cid) = someone_with_contacts(&s).await;
+        if let Ok(hq) = cid.parse::<i32>() {
+            let (item_id, ck) = item(&s, &login, &my, &cid).await;
+            let title = format!("Title{i:02}");
+            let (r, _) = ews(
+                &s,
+                &login,
+                update_body(
+                    &item_id,
+                    &ck,
+                    "contacts:JobTitle",
+                    &format!("<t:JobTitle>{title}</t:JobTitle>"),
+                ),
+            )
+            .await;
+            let c = codes(&r);
+            if c == ["NoError"] {
+                acked_updates.push((hq, title));
+            } else {
+                *update_refusals.entry(c.join(",")).or_insert(0) += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if (12..20).contains(&i) {
+            let m = s
+                .client
+                .get(s.url("/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            saw_down |= m.contains("crmgate_hellohq_state{state=\"down\"} 1");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    sim.set_faults(Faults::default());
+    stop.store(true, Ordering::Relaxed);
+    poller.await.expect("poller");
+    reader.await.expect("reads never failed");
+    let st = sim.stats();
+    eprintln!(
+        "campaign: {} reads, creates {}/{} acknowledged after {retried} retryable refusals, {} updates acknowledged, {fast_refusals} fast refusals in the outage; helloHQ saw {} requests",
+        reads.load(Ordering::Relaxed),
+        acked_creates.len(),
+        tried_creates.len(),
+        acked_updates.len(),
+        st.requests
+    );
+    eprintln!(
+        "update refusals: {update_refusals:?}; helloHQ routes: {:?}",
+        st.by_route
+    );
+    assert!(reads.load(Ordering::Relaxed) > 20, "reads ran throughout");
+    assert!(saw_down, "/metrics showed the outage");
+    assert!(fast_refusals > 0, "writes failed fast during the outage");
+
+    // Converge, then check.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let _ = s.app.refresh().await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.app.refresh().await.expect("refresh after recovery");
+    let in_sim = sim.list("ContactPersons");
+    for name in &tried_creates {
+        let n = in_sim
+            .iter()
+            .filter(|c| c["FirstName"] == name.as_str())
+            .count();
+        assert!(n <= 1, "{name} created {n} times");
+        if acked_creates.contains(name) {
+            assert_eq!(n, 1, "acknowledged create {name} is missing from helloHQ");
+        }
+    }
+    for (hq, title) in &acked_updates {
+        if let Some(c) = sim.get("ContactPersons", *hq) {
+            // A later acknowledged update of the same contact may have replaced it.
+            let last = acked_updates
+                .iter()
+                .rev()
+                .find(|(h, _)| h == hq)
+                .map(|(_, t)| t);
+            if Some(title) == last {
+                assert_eq!(c["Position"], title.as_str(), "acknowledged update lost");
+            }
+        }
+    }
+    assert!(
+        !acked_creates.is_empty() && !acked_updates.is_empty(),
+        "some writes got through"
+    );
+    // Owners of contacts created through crmgate come from crmgate's own records.
+    let Crm::HelloHq(h) = &s.app.crm else {
+        panic!()
+    };
+    let mut created = created_by;
+    let e_ids: Vec<String> = {
+        let e = s.app.replica.read().expect("read");
+        e.user_ids()
+            .into_iter()
+            .flat_map(|u| {
+                e.list(u, VirtualFolder::My)
+                    .into_iter()
+                    .map(|c| e.contact_id(c).to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for id in e_ids {
+        let r = h.get(Kind::Contact, id).await.expect("get").expect("there");
+        let Record::Contact(c) = r.record else {
+            continue;
+        };
+        if let (Some(hq), Some(owner)) = (c.extra.get("hq_id").and_then(Value::as_str), &c.owner) {
+            created.insert(
+                hq.to_owned(),
+                (
+                    owner.0.clone(),
+                    c.subsystems.iter().map(|x| x.0.clone()).collect(),
+                ),
+            );
+        }
+    }
+    assert_same(
+        &oracle(&sim, &s.app, &created),
+        &replica(&s.app).await,
+        "after the campaign",
+    );
+}
