@@ -520,3 +520,36 @@ async fn a_client_within_graphs_budget_is_never_throttled() {
     let bad: Vec<u16> = all.iter().copied().filter(|s| *s != 200).collect();
     assert!(bad.is_empty(), "statuses other than 200: {bad:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_outage_turns_writes_into_503_with_retry_after_and_reads_go_on() {
+    let s = TestServer::start(&fixture("demo.json"), "").await;
+    let tok = s
+        .graph_token("anna@example.test", "demo", "Contacts.ReadWrite")
+        .await;
+    let crmgate::crm::Crm::Embedded(crm) = &s.app.crm else {
+        panic!("embedded CRM expected")
+    };
+    crm.set_down(true);
+    let r = s
+        .client
+        .post(s.url("/v1.0/me/contacts"))
+        .bearer_auth(&tok)
+        .json(&json!({"givenName": "Outage", "surname": "Test"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "ServiceNotAvailable");
+    let (status, list) = get(&s, &tok, "/v1.0/me/contacts?$top=5").await;
+    assert_eq!(status, 200, "reads go on: {list}");
+    crm.set_down(false);
+    let (_, after) = get(&s, &tok, "/v1.0/me/contacts?$filter=surname eq 'Test'").await;
+    assert_eq!(after["value"].as_array().map(Vec::len), Some(0), "nothing half-applied");
+    s.stop().await;
+}

@@ -622,6 +622,43 @@ async fn ews_edits_land_in_hellohq_with_unrelated_fields_intact() {
         "the created item keeps its id after a poll: {text}"
     );
 
+    // An expired access token is refreshed on the 401, and the sync goes on.
+    sim.expire_tokens();
+    let late = sim.insert(
+        "ContactPersons",
+        json!({"FirstName": "After", "LastName": "Expiry"}),
+    );
+    s.app.refresh().await.expect("refresh after token expiry");
+    let Crm::HelloHq(h) = &s.app.crm else {
+        panic!()
+    };
+    assert!(h
+        .get(Kind::Contact, late.to_string())
+        .await
+        .expect("get")
+        .is_some());
+    let m = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let gauge = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{m}"))
+    };
+    assert!(gauge("crmgate_hellohq_token_refreshes_total") >= 2.0, "{m}");
+    assert_eq!(gauge("crmgate_hellohq_state{state=\"ok\"}"), 1.0);
+    let age = gauge("crmgate_hellohq_newest_change_age_seconds");
+    assert!((0.0..30.0).contains(&age), "a change just applied: {age}");
+    assert!((0.0..30.0).contains(&gauge("crmgate_hellohq_sync_lag_seconds")));
+
     // Delete (policy crm): gone from helloHQ.
     let hq_new = created[0]["Id"].as_i64().expect("id") as i32;
     let (r, text) = ews(&s, &login, format!(r#"<m:DeleteItem DeleteType="HardDelete"><m:ItemIds><t:ItemId Id="{new_item}"/></m:ItemIds></m:DeleteItem>"#)).await;

@@ -84,6 +84,10 @@ fn error(e: &GraphError, ids: &Ids) -> Resp {
     if e.status == 401 {
         extra.push(("www-authenticate", "Bearer realm=\"crmgate\"".into()));
     }
+    if e.status == 503 {
+        // Retryable: the CRM or the replica is not available yet; SDK retry handlers wait.
+        extra.push(("retry-after", "5".into()));
+    }
     respond(e.status, "application/json", body, ids, &extra)
 }
 
