@@ -91,6 +91,9 @@ pub struct HelloHqConfig {
     pub breaker_failures: u32,
     /// How long the open breaker fails calls fast before one probe.
     pub breaker_cooldown: Duration,
+    /// v2 REST resources read instead of v1 (`"subsystems"`, `"companies"`: the ones where v2
+    /// carries every field crmgate maps).
+    pub v2: Vec<String>,
     /// Local sign-in data for helloHQ users (passwords, roles), a JSON file
     /// `{"users":[{"login","password"|"password_hash","role"}]}`.
     pub logins: Option<PathBuf>,
@@ -522,6 +525,39 @@ impl Config {
                 r.int("crm.hellohq.breaker_failures", 1, 1000).unwrap_or(5) as u32;
             let breaker_cooldown = secs(&mut r, "crm.hellohq.breaker_cooldown_secs", 15, 3600);
             let logins = r.string("crm.hellohq.logins").map(|p| resolve(&p));
+            let mut v2 = Vec::new();
+            for (i, name) in r
+                .strings("crm.hellohq.v2")
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                let why = match name.to_lowercase().as_str() {
+                    "subsystems" => None,
+                    "companies" => None,
+                    "leads" => Some("helloHQ v2 has no leads endpoint"),
+                    "contacts" | "contactpersons" => Some(
+                        "helloHQ v2 contact persons carry no companyId, so company membership would be lost",
+                    ),
+                    "users" => Some("helloHQ v2 users carry no groups, so their subsystems would be lost"),
+                    "projects" => Some("helloHQ v2 projects carry no members or contact persons"),
+                    _ => Some("not a helloHQ entity set crmgate reads"),
+                };
+                match why {
+                    None => {
+                        let canonical = if name.eq_ignore_ascii_case("subsystems") {
+                            "Subsystems"
+                        } else {
+                            "Companies"
+                        };
+                        v2.push(canonical.to_owned());
+                    }
+                    Some(w) => r.bad(
+                        &format!("crm.hellohq.v2[{i}]"),
+                        format!("\"{name}\": {w}; it is read through v1"),
+                    ),
+                }
+            }
             Some(HelloHqConfig {
                 base_url,
                 token_url,
@@ -534,6 +570,7 @@ impl Config {
                 membership_interval,
                 breaker_failures,
                 breaker_cooldown,
+                v2,
                 logins,
             })
         } else {
@@ -743,6 +780,42 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigErrors> {
         Config::parse(s, Path::new("/etc/crmgate"), &Overrides::default())
+    }
+
+    #[test]
+    fn hellohq_backend_settings_are_checked_together() {
+        let errs = parse(
+            "[crm]\nbackend = \"hellohq\"\n[crm.hellohq]\nv2 = [\"companies\", \"leads\"]\npage_size = 5000\nbogus = 1\n",
+        )
+        .expect_err("invalid");
+        let text = errs.0.join("\n");
+        assert!(text.contains("crm.hellohq.base_url: required"), "{text}");
+        assert!(
+            text.contains("crm.hellohq.v2[1]: \"leads\": helloHQ v2 has no leads endpoint"),
+            "{text}"
+        );
+        assert!(
+            text.contains("crm.hellohq.page_size: 5000 is out of range"),
+            "{text}"
+        );
+        assert!(text.contains("crm.hellohq.bogus: unknown key"), "{text}");
+        let errs = parse(
+            "[crm]\nbackend = \"hellohq\"\n[crm.hellohq]\nbase_url = \"http://hq.example\"\n",
+        )
+        .expect_err("plain http off loopback");
+        assert!(
+            errs.0.join("\n").contains("must be an https:// URL"),
+            "{errs:?}"
+        );
+        let c = parse(
+            "[crm]\nbackend = \"hellohq\"\n[crm.hellohq]\nbase_url = \"https://api.hellohq.io/\"\nv2 = [\"Companies\"]\n",
+        )
+        .expect("valid");
+        let h = c.crm.hellohq.expect("hellohq settings");
+        assert_eq!(h.base_url, "https://api.hellohq.io");
+        assert_eq!(h.token_url, "https://api.hellohq.io/Token");
+        assert_eq!(h.requests_per_minute, 1000);
+        assert_eq!(h.v2, vec!["Companies".to_owned()]);
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Reply {
     pub etag: Option<String>,
     /// `Date` header, unix seconds.
     pub date: Option<i64>,
+    /// v2's `helloHQ-Count` header: entities matching the query.
+    pub count: Option<u64>,
 }
 
 impl Reply {
@@ -463,6 +465,7 @@ impl Client {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs() as i64);
             let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
+            let count = header("hellohq-count").and_then(|v| v.trim().parse().ok());
             if status == 401 {
                 refresh = true;
                 continue;
@@ -506,6 +509,7 @@ impl Client {
                 body: bytes,
                 etag,
                 date,
+                count,
             });
         }
         Err(Failure::NotApplied(unavailable(

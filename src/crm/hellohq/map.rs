@@ -78,6 +78,17 @@ impl Set {
         }
     }
 
+    /// The v2 REST resource, for the sets where v2 carries everything crmgate maps.
+    /// Not the others: v2 has no leads, its contact persons lack `companyId`, its users lack
+    /// groups, and its projects lack members and contacts.
+    pub fn v2_name(self) -> Option<&'static str> {
+        match self {
+            Set::Subsystem => Some("Subsystems"),
+            Set::Companies => Some("Companies"),
+            _ => None,
+        }
+    }
+
     /// The crmgate kind.
     pub fn kind(self) -> Kind {
         match self {
@@ -190,9 +201,69 @@ fn ids(v: &Value, k: &str, field: &str) -> Vec<String> {
 fn extra(v: &Value) -> Extra {
     let mut m = Map::new();
     if let Some(u) = s(v, "UpdatedOn") {
+        // One canonical form, whichever API generation wrote it.
+        let u = parse_time(&u).map(format_time).unwrap_or(u);
         m.insert(UPDATED_ON.into(), Value::String(u));
     }
     m
+}
+
+fn pascal(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let mut c = k.chars();
+                    let k = match c.next() {
+                        Some(f) => f.to_uppercase().chain(c).collect(),
+                        None => k,
+                    };
+                    (k, pascal(v))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(pascal).collect()),
+        other => other,
+    }
+}
+
+/// A v2 entity (camelCase) in the v1 shape the mapping reads. v2 company responsible users
+/// are link objects (`userId`); v2 company subsystems carry no id, only the name, which
+/// mapping resolves through the subsystems it knows.
+pub fn v2_to_v1(set: Set, v: Value) -> Value {
+    let mut out = pascal(v);
+    if set == Set::Companies {
+        if let Some(a) = out
+            .get_mut("ResponsibleUsers")
+            .and_then(Value::as_array_mut)
+        {
+            for u in a.iter_mut() {
+                if let Some(id) = u.get("UserId").cloned() {
+                    *u = json!({ "Id": id });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Subsystem ids of a company, project or lead: by id, or by name where only the name is given.
+fn subsystem_ids(v: &Value, ctx: &Ctx) -> Vec<SubsystemId> {
+    let mut out: Vec<SubsystemId> = v
+        .get("Subsystems")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| {
+                    s(x, "Id").or_else(|| ctx.subsystems_by_name.get(&s(x, "Name")?).cloned())
+                })
+                .map(|i| SubsystemId::from(i.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Parses an OData date-time (`2026-11-01T08:00:00Z`, fractions and offsets allowed) into
@@ -300,10 +371,7 @@ pub fn from_hq(set: Set, v: &Value, ctx: &Ctx) -> Result<Record, String> {
             Record::Company(Company {
                 id: CompanyId::from(id.as_str()),
                 name: s(v, "Name").unwrap_or_default(),
-                subsystems: ids(v, "Subsystems", "Id")
-                    .iter()
-                    .map(|x| SubsystemId::from(x.as_str()))
-                    .collect(),
+                subsystems: subsystem_ids(v, ctx),
                 responsible: ids(v, "ResponsibleUsers", "Id")
                     .iter()
                     .map(|x| UserId::from(x.as_str()))
@@ -380,10 +448,7 @@ pub fn from_hq(set: Set, v: &Value, ctx: &Ctx) -> Result<Record, String> {
         Set::Projects => Record::Project(Project {
             id: ProjectId::from(id.as_str()),
             name: s(v, "Name").unwrap_or_default(),
-            subsystems: ids(v, "Subsystems", "Id")
-                .iter()
-                .map(|x| SubsystemId::from(x.as_str()))
-                .collect(),
+            subsystems: subsystem_ids(v, ctx),
             team: ids(v, "Members", "UserId")
                 .iter()
                 .map(|x| UserId::from(x.as_str()))
@@ -396,10 +461,7 @@ pub fn from_hq(set: Set, v: &Value, ctx: &Ctx) -> Result<Record, String> {
         Set::Leads => Record::Lead(Lead {
             id: LeadId::from(id.as_str()),
             name: s(v, "Name").unwrap_or_default(),
-            subsystems: ids(v, "Subsystems", "Id")
-                .iter()
-                .map(|x| SubsystemId::from(x.as_str()))
-                .collect(),
+            subsystems: subsystem_ids(v, ctx),
             responsible: s(v, "ResponsibleUserId").map(|x| UserId::from(x.as_str())),
             contacts: contact_refs(v, ctx),
             company: s(v, "CompanyId").map(|x| CompanyId::from(x.as_str())),

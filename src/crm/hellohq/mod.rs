@@ -71,6 +71,19 @@ struct OutboxEntry {
     since: i64,
 }
 
+/// What a list request selects.
+#[derive(Clone, Debug)]
+enum Query {
+    /// Every entity, in id order.
+    All,
+    /// Ids only, in id order (reconciliation; v2 reads whole entities).
+    Ids,
+    /// Entities changed since (helloHQ time, unix seconds), in `UpdatedOn` order.
+    Since(i64),
+    /// A v1 `$filter`, in id order.
+    Filter(String),
+}
+
 /// What one sync cycle did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -84,6 +97,8 @@ pub struct CycleReport {
 
 struct Inner {
     cfg: HelloHqConfig,
+    /// Sets read through v2.
+    v2: HashSet<Set>,
     client: Client,
     mirror: EmbeddedCrm,
     store: Arc<Store>,
@@ -252,6 +267,15 @@ impl HelloHq {
                 last_cycle_start: AtomicI64::new(0),
                 last_cycle_requests: AtomicU64::new(0),
                 last_error: std::sync::Mutex::new(None),
+                v2: cfg
+                    .v2
+                    .iter()
+                    .filter_map(|n| {
+                        Set::ALL
+                            .into_iter()
+                            .find(|s| s.v2_name() == Some(n.as_str()))
+                    })
+                    .collect(),
                 cfg,
             }),
         })
@@ -339,39 +363,71 @@ impl HelloHq {
         local.to_owned()
     }
 
-    fn list_path(&self, set: Set, filter: Option<String>, order: &str, skip: u64) -> String {
-        let mut p = format!(
-            "/v1/{}?$orderby={order}&$top={}&$skip={skip}",
-            set.name(),
-            self.inner.cfg.page_size
-        );
+    /// True when `set` is read through the v2 REST API (`crm.hellohq.v2`).
+    fn v2(&self, set: Set) -> bool {
+        self.inner.v2.contains(&set)
+    }
+
+    fn list_path(&self, set: Set, q: &Query, skip: u64) -> String {
+        let top = self.inner.cfg.page_size;
+        if let Some(name) = set.v2_name().filter(|_| self.v2(set)) {
+            // v2 has no $select: ids are read with the entities.
+            let mut p = match q {
+                Query::Since(_) => format!("/v2/{name}?orderby=updatedOn,id&top={top}&skip={skip}"),
+                _ => format!("/v2/{name}?orderby=id&top={top}&skip={skip}"),
+            };
+            if let Query::Since(t) = q {
+                p.push_str(&format!(
+                    "&filter=updatedOn%20ge%20datetime'{}'",
+                    map::format_time(*t)
+                ));
+            }
+            return p;
+        }
+        let mut p = format!("/v1/{}?", set.name());
+        match q {
+            Query::Ids => p.push_str("$select=Id&$orderby=Id"),
+            Query::Since(_) => p.push_str("$orderby=UpdatedOn,Id"),
+            Query::All | Query::Filter(_) => p.push_str("$orderby=Id"),
+        }
+        p.push_str(&format!("&$top={top}&$skip={skip}"));
+        let filter = match q {
+            Query::Since(t) => Some(format!("UpdatedOn gt {}", map::format_time(*t))),
+            Query::Filter(f) => Some(f.clone()),
+            _ => None,
+        };
         if let Some(f) = filter {
             p.push_str("&$filter=");
             p.push_str(&f.replace(' ', "%20").replace('+', "%2B"));
         }
-        if let Some(e) = set.expand() {
+        if let (Some(e), false) = (set.expand(), matches!(q, Query::Ids)) {
             p.push_str("&$expand=");
             p.push_str(e);
         }
         p
     }
 
+    /// The entities of a list answer, in v1 shape whichever API answered.
+    fn entities(&self, set: Set, reply: &Reply) -> Result<Vec<Value>, CrmError> {
+        let page = values(reply)?;
+        Ok(if self.v2(set) {
+            page.into_iter().map(|v| map::v2_to_v1(set, v)).collect()
+        } else {
+            page
+        })
+    }
+
     /// Reads every page of a list query.
-    async fn read_all(
-        &self,
-        set: Set,
-        filter: Option<String>,
-        order: &str,
-    ) -> Result<Vec<Value>, CrmError> {
+    async fn read_all(&self, set: Set, q: Query) -> Result<Vec<Value>, CrmError> {
         let mut out = Vec::new();
         let mut skip = 0u64;
         loop {
             let reply = self
                 .inner
                 .client
-                .get(&self.list_path(set, filter.clone(), order, skip))
+                .get(&self.list_path(set, &q, skip))
                 .await?;
-            let page = values(&reply)?;
+            let page = self.entities(set, &reply)?;
             let n = page.len() as u64;
             out.extend(page);
             if n < u64::from(self.inner.cfg.page_size) {
@@ -427,7 +483,7 @@ impl HelloHq {
         let now = unix_now();
         if now - st.last_membership >= self.inner.cfg.membership_interval.as_secs() as i64 {
             for set in Set::MEMBERSHIP {
-                let all = self.read_all(set, None, "Id").await?;
+                let all = self.read_all(set, Query::All).await?;
                 changed += self.apply(set, all, Vec::new()).await?;
             }
             st.last_membership = now;
@@ -445,8 +501,8 @@ impl HelloHq {
         let mut changed = 0;
         while st.load_set < Set::ALL.len() {
             let set = Set::ALL[st.load_set];
-            let mut path = self.list_path(set, None, "Id", st.load_skip);
-            if st.load_skip == 0 {
+            let mut path = self.list_path(set, &Query::All, st.load_skip);
+            if st.load_skip == 0 && !self.v2(set) {
                 path.push_str("&$count=true");
             }
             let reply = self.inner.client.get(&path).await?;
@@ -457,12 +513,14 @@ impl HelloHq {
                 if st.deleted_cursor.is_none() {
                     st.deleted_cursor = Some(at);
                 }
-                st.load_total = reply
-                    .json()
-                    .ok()
-                    .and_then(|v| v.get("@odata.count").and_then(Value::as_u64));
+                st.load_total = reply.count.or_else(|| {
+                    reply
+                        .json()
+                        .ok()
+                        .and_then(|v| v.get("@odata.count").and_then(Value::as_u64))
+                });
             }
-            let page = values(&reply)?;
+            let page = self.entities(set, &reply)?;
             let n = page.len() as u64;
             changed += self.apply(set, page, Vec::new()).await?;
             st.load_skip += n;
@@ -509,8 +567,7 @@ impl HelloHq {
         let overlap = self.inner.cfg.overlap.as_secs() as i64;
         for set in Set::ALL {
             let cursor = st.cursors.get(set.name()).copied().unwrap_or(0);
-            let filter = format!("UpdatedOn gt {}", map::format_time(cursor - overlap));
-            let page = self.read_all(set, Some(filter), "UpdatedOn,Id").await?;
+            let page = self.read_all(set, Query::Since(cursor - overlap)).await?;
             let high = page.iter().filter_map(updated_on).max().unwrap_or(cursor);
             changed += self.apply(set, page, Vec::new()).await?;
             if high > cursor {
@@ -577,11 +634,17 @@ impl HelloHq {
             .mirror
             .read_blocking(set.kind(), &local)?
             .is_some();
-        let mut path = format!("/v1/{}({hq})", set.name());
-        if let Some(e) = set.expand() {
-            path.push_str("?$expand=");
-            path.push_str(e);
-        }
+        let path = match set.v2_name().filter(|_| self.v2(set)) {
+            Some(name) => format!("/v2/{name}/{hq}"),
+            None => {
+                let mut p = format!("/v1/{}({hq})", set.name());
+                if let Some(e) = set.expand() {
+                    p.push_str("?$expand=");
+                    p.push_str(e);
+                }
+                p
+            }
+        };
         let reply = self.inner.client.get(&path).await?;
         match reply.status {
             404 if known => self.apply(set, Vec::new(), vec![(set.kind(), local)]).await,
@@ -589,6 +652,9 @@ impl HelloHq {
             200 => {
                 let mut v = reply.json()?;
                 strip_annotations(&mut v);
+                if self.v2(set) {
+                    v = map::v2_to_v1(set, v);
+                }
                 self.apply(set, vec![v], Vec::new()).await
             }
             s => Err(unavailable(format!(
@@ -607,12 +673,9 @@ impl HelloHq {
             let mut remote = HashSet::new();
             let mut skip = 0u64;
             loop {
-                let path = format!(
-                    "/v1/{}?$select=Id&$orderby=Id&$top={}&$skip={skip}",
-                    set.name(),
-                    self.inner.cfg.page_size
-                );
-                let page = values(&self.inner.client.get(&path).await?)?;
+                let path = self.list_path(set, &Query::Ids, skip);
+                let reply = self.inner.client.get(&path).await?;
+                let page = self.entities(set, &reply)?;
                 let n = page.len() as u64;
                 remote.extend(page.iter().filter_map(map::id_of));
                 if n < u64::from(self.inner.cfg.page_size) {
@@ -641,7 +704,7 @@ impl HelloHq {
                 changed += self.confirm_gone(set, hq).await?;
             }
             if missing.len() > 50 {
-                let all = self.read_all(set, None, "Id").await?;
+                let all = self.read_all(set, Query::All).await?;
                 changed += self.apply(set, all, Vec::new()).await?;
             } else {
                 for hq in missing {
@@ -802,7 +865,7 @@ impl HelloHq {
     async fn find_created(&self, entry: &OutboxEntry) -> Result<Option<Value>, CrmError> {
         let filter = format!("CreatedOn ge {}", map::format_time(entry.since));
         let found = self
-            .read_all(Set::ContactPersons, Some(filter), "Id")
+            .read_all(Set::ContactPersons, Query::Filter(filter))
             .await?;
         let want = {
             let ctx = self.inner.ctx.read().map_err(|_| unavailable("ctx lock"))?;
