@@ -550,6 +550,10 @@ async fn a_crm_outage_turns_writes_into_503_with_retry_after_and_reads_go_on() {
     assert_eq!(status, 200, "reads go on: {list}");
     crm.set_down(false);
     let (_, after) = get(&s, &tok, "/v1.0/me/contacts?$filter=surname eq 'Test'").await;
-    assert_eq!(after["value"].as_array().map(Vec::len), Some(0), "nothing half-applied");
+    assert_eq!(
+        after["value"].as_array().map(Vec::len),
+        Some(0),
+        "nothing half-applied"
+    );
     s.stop().await;
 }

@@ -198,6 +198,15 @@ fn assert_same(want: &Folders, got: &Folders, when: &str) {
     }
 }
 
+/// Asserts that every user's folders in the replica are what the simulator's data gives.
+async fn converged(sim: &Sim, app: &App, when: &str) {
+    assert_same(
+        &oracle(sim, app, &BTreeMap::new()),
+        &replica(app).await,
+        when,
+    );
+}
+
 fn user_ref(sim: &Sim, id: i32) -> Value {
     let u = sim.get("Users", id).expect("user");
     json!({"Id": id, "FirstName": u["FirstName"], "LastName": u["LastName"], "EMailWork": u["EMailWork"]})
@@ -318,12 +327,7 @@ async fn replica_equals_hellohq_after_load_and_random_change_streams() {
     let keys = "page_size = 200\nreconcile_interval_secs = 3600\nmembership_interval_secs = 3600";
     let extra = "[folders]\nglobal_scope = \"subsystem\"\nexcluded_types = [\"Interessent\"]";
     let s = TestServer::start_hellohq(&sim.base_url, &[], keys, extra).await;
-    let none = BTreeMap::new();
-    assert_same(
-        &oracle(&sim, &s.app, &none),
-        &replica(&s.app).await,
-        "after the initial load",
-    );
+    converged(&sim, &s.app, "after the initial load").await;
     let mine: usize = replica(&s.app).await.values().map(|(m, _)| m.len()).sum();
     assert!(mine > 100, "the data gives users My contacts ({mine})");
 
@@ -336,11 +340,7 @@ async fn replica_equals_hellohq_after_load_and_random_change_streams() {
             done.push(random_change(&sim, &mut rng, false));
         }
         s.app.refresh().await.expect("refresh");
-        assert_same(
-            &oracle(&sim, &s.app, &none),
-            &replica(&s.app).await,
-            &format!("round {round}: {done:?}"),
-        );
+        converged(&sim, &s.app, &format!("round {round}: {done:?}")).await;
     }
     let contacts = sim.list("ContactPersons");
     let c = &contacts[contacts.len() / 2];
@@ -375,11 +375,7 @@ async fn replica_equals_hellohq_after_load_and_random_change_streams() {
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
         s.app.refresh().await.expect("refresh");
-        assert_same(
-            &oracle(&sim, &s.app, &none),
-            &replica(&s.app).await,
-            &format!("silent round {round}: {done:?}"),
-        );
+        converged(&sim, &s.app, &format!("silent round {round}: {done:?}")).await;
     }
     s.stop().await;
 }
@@ -1001,4 +997,44 @@ async fn fault_campaign_loses_nothing_and_never_fails_a_read() {
         &replica(&s.app).await,
         "after the campaign",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subsystems_and_companies_read_through_v2_give_the_same_folders() {
+    let sim = Sim::start().await;
+    let p = sim.populate(600, 17);
+    let keys = "v2 = [\"subsystems\", \"companies\"]\npage_size = 100\n\
+                reconcile_interval_secs = 3600\nmembership_interval_secs = 3600";
+    let extra = "[folders]\nglobal_scope = \"subsystem\"\nexcluded_types = [\"Interessent\"]";
+    let s = TestServer::start_hellohq(&sim.base_url, &[], keys, extra).await;
+    converged(&sim, &s.app, "after a load through v2").await;
+    let paths = sim.stats().paths;
+    assert!(
+        paths.iter().any(|p| p.starts_with("/v2/Companies?")),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.starts_with("/v2/Subsystems?")),
+        "{paths:?}"
+    );
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with("/v1/Companies?") || p.starts_with("/v1/Subsystem?")),
+        "{paths:?}"
+    );
+    let mut rng = StdRng::seed_from_u64(8);
+    for round in 0..6 {
+        let mut done = Vec::new();
+        for _ in 0..5 {
+            done.push(random_change(&sim, &mut rng, false));
+        }
+        let k = p.companies[rng.gen_range(0..p.companies.len())];
+        if sim.delete("Companies", k) {
+            done.push(format!("delete company {k}"));
+        }
+        s.app.refresh().await.expect("refresh");
+        converged(&sim, &s.app, &format!("v2 round {round}: {done:?}")).await;
+    }
+    s.stop().await;
 }

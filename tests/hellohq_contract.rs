@@ -1,9 +1,10 @@
-//! Contract tests: crmgate's helloHQ v1 simulator (tests/support/hellohq_sim.rs) checked against
-//! the published Swagger 2.0 description in `../shared/specs/hellohq/v1-odata-swagger.json`.
+//! Contract tests: crmgate's helloHQ simulator (tests/support/hellohq_sim.rs) checked against
+//! the published Swagger 2.0 description of v1 in `../shared/specs/hellohq/v1-odata-swagger.json`
+//! and the OpenAPI 3.0.1 description of v2 in `../shared/specs/hellohq/v2-rest-openapi.json`.
 //!
-//! A small validator for the swagger `definitions` lives here. Besides type/format/enum/required
-//! checks it reports every property the schema does not declare, so a simulator that invents
-//! fields (or misspells one) fails.
+//! Two small validators live here, one for the swagger `definitions` and one for OpenAPI 3
+//! `components/schemas`. Besides type/format/enum/required checks both report every property the
+//! schema does not declare, so a simulator that invents fields (or misspells one) fails.
 
 mod support;
 
@@ -1354,4 +1355,895 @@ async fn populate_100k_and_serve_pages_fast() {
         populate < Duration::from_secs(5),
         "populate took {populate:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAPI 3 validator (v2)
+
+struct Spec3 {
+    root: Value,
+}
+
+fn spec3() -> &'static Spec3 {
+    static SPEC: OnceLock<Spec3> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/specs/hellohq/v2-rest-openapi.json");
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let root: Value = serde_json::from_str(&text).expect("openapi json");
+        assert_eq!(root["openapi"], "3.0.1", "spec version changed");
+        Spec3 { root }
+    })
+}
+
+impl Spec3 {
+    fn schema(&self, name: &str) -> &Value {
+        let d = &self.root["components"]["schemas"][name];
+        assert!(d.is_object(), "no schema {name}");
+        d
+    }
+
+    /// Follows `$ref` chains. In OpenAPI 3.0 the siblings of a `$ref` are ignored, so a
+    /// `nullable` next to a `$ref` does not count; the target's own flags do.
+    fn resolve<'a>(&'a self, mut s: &'a Value) -> &'a Value {
+        for _ in 0..16 {
+            match s["$ref"].as_str() {
+                Some(r) => {
+                    s = self.schema(
+                        r.strip_prefix("#/components/schemas/")
+                            .unwrap_or_else(|| panic!("odd $ref {r}")),
+                    )
+                }
+                None => return s,
+            }
+        }
+        panic!("$ref chain too long")
+    }
+
+    /// The `application/json` schema a path declares for `method` and `status`.
+    fn response(&self, path: &str, method: &str, status: &str) -> &Value {
+        let s = &self.root["paths"][path][method]["responses"][status]["content"]
+            ["application/json"]["schema"];
+        assert!(
+            s.is_object(),
+            "no {method} {path} {status} schema in the spec"
+        );
+        s
+    }
+
+    fn validate(&self, schema: &Value, v: &Value) -> Vec<String> {
+        let mut errs = Vec::new();
+        self.check(schema, v, "$", &mut errs);
+        errs
+    }
+
+    fn check(&self, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
+        let schema = self.resolve(schema);
+        if v.is_null() {
+            if schema["nullable"] != true {
+                errs.push(format!("{at}: null where the schema is not nullable"));
+            }
+            return;
+        }
+        if let Some(parts) = schema["allOf"].as_array() {
+            // Merge the parts so that "undeclared" means undeclared in all of them.
+            let mut props = serde_json::Map::new();
+            let mut required = Vec::new();
+            let mut other = Vec::new();
+            for p in parts {
+                let p = self.resolve(p);
+                if p["properties"].is_object() || p["type"] == "object" {
+                    if let Some(m) = p["properties"].as_object() {
+                        props.extend(m.clone());
+                    }
+                    required.extend(p["required"].as_array().cloned().unwrap_or_default());
+                } else {
+                    other.push(p);
+                }
+            }
+            if !props.is_empty() {
+                let merged = json!({"type": "object", "properties": props, "required": required});
+                self.check(&merged, v, at, errs);
+            }
+            for p in other {
+                self.check(p, v, at, errs);
+            }
+            return;
+        }
+        for (kw, want_one) in [("oneOf", true), ("anyOf", false)] {
+            if let Some(alts) = schema[kw].as_array() {
+                let ok = alts
+                    .iter()
+                    .filter(|a| self.validate(a, v).is_empty())
+                    .count();
+                if (want_one && ok != 1) || (!want_one && ok == 0) {
+                    errs.push(format!("{at}: {ok} of the {kw} alternatives match {v}"));
+                }
+                return;
+            }
+        }
+        let mut ty = schema["type"].as_str();
+        if let Some(allowed) = schema["enum"].as_array() {
+            // The v2 spec declares its enums (DocumentType, CustomFieldType, SalutationForm…) as
+            // `"type": "integer"` with string members. Nothing could satisfy both, so such an enum
+            // is read as what its members are: a string enum.
+            if ty == Some("integer") && allowed.iter().all(Value::is_string) {
+                ty = Some("string");
+            }
+            if !allowed.contains(v) {
+                errs.push(format!("{at}: {v} not in enum {allowed:?}"));
+            }
+        }
+        let format = schema["format"].as_str();
+        match ty {
+            Some("string") => match v.as_str() {
+                None => errs.push(format!("{at}: expected string, got {v}")),
+                Some(s) => {
+                    if format == Some("date-time") && !is_rfc3339(s) {
+                        errs.push(format!("{at}: '{s}' is not an RFC 3339 date-time"));
+                    }
+                    if format == Some("uuid") && !is_uuid(s) {
+                        errs.push(format!("{at}: '{s}' is not a uuid"));
+                    }
+                    if let Some(n) = schema["minLength"].as_u64() {
+                        if (s.chars().count() as u64) < n {
+                            errs.push(format!("{at}: '{s}' shorter than minLength {n}"));
+                        }
+                    }
+                }
+            },
+            Some("integer") => match v.as_i64() {
+                None => errs.push(format!("{at}: expected integer, got {v}")),
+                Some(n) if format == Some("int32") && i32::try_from(n).is_err() => {
+                    errs.push(format!("{at}: {n} out of int32 range"))
+                }
+                Some(_) => {}
+            },
+            Some("number") if !v.is_number() => {
+                errs.push(format!("{at}: expected number, got {v}"))
+            }
+            Some("boolean") if !v.is_boolean() => {
+                errs.push(format!("{at}: expected boolean, got {v}"))
+            }
+            Some("number" | "boolean") => {}
+            Some("array") => match v.as_array() {
+                None => errs.push(format!("{at}: expected array, got {}", kind(v))),
+                Some(items) => {
+                    for (i, it) in items.iter().enumerate() {
+                        self.check(&schema["items"], it, &format!("{at}[{i}]"), errs);
+                    }
+                }
+            },
+            Some("object") => self.check_object(schema, v, at, errs),
+            None if schema["properties"].is_object() => self.check_object(schema, v, at, errs),
+            Some(other) => errs.push(format!("{at}: schema has unknown type {other}")),
+            None => {} // untyped (e.g. CustomFieldGet.value): anything goes
+        }
+    }
+
+    fn check_object(&self, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
+        let Some(obj) = v.as_object() else {
+            errs.push(format!("{at}: expected object, got {}", kind(v)));
+            return;
+        };
+        let empty = serde_json::Map::new();
+        let props = schema["properties"].as_object().unwrap_or(&empty);
+        for r in schema["required"].as_array().into_iter().flatten() {
+            let r = r.as_str().expect("required name");
+            if !obj.contains_key(r) {
+                errs.push(format!("{at}: required property {r} missing"));
+            }
+        }
+        for (k, val) in obj {
+            let path = format!("{at}.{k}");
+            match (props.get(k), &schema["additionalProperties"]) {
+                (Some(p), _) => self.check(p, val, &path, errs),
+                (None, Value::Bool(true)) => {}
+                (None, extra) if extra.is_object() => self.check(extra, val, &path, errs),
+                // Absent or false: the v2 schemas all say false; be strict either way.
+                (None, _) => errs.push(format!("{at}: undeclared property {k}")),
+            }
+        }
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn assert_valid3(schema: &Value, v: &Value, what: &str) {
+    let errs = spec3().validate(schema, v);
+    assert!(
+        errs.is_empty(),
+        "{what}: {} violation(s):\n  {}",
+        errs.len(),
+        errs.iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+}
+
+#[test]
+fn v2_validator_rejects_bad_objects() {
+    let s = spec3();
+    let sub = s.schema("SubsystemGet");
+    let ok = json!({"id": 1, "name": null, "isMaster": true, "currency": "EUR",
+        "createdOn": "2026-11-01T08:00:00Z", "createdBy": 1,
+        "updatedOn": "2026-11-01T08:00:00.123Z", "updatedBy": 1});
+    assert_eq!(s.validate(sub, &ok), Vec::<String>::new());
+
+    let e = s.validate(sub, &json!({"id": 1, "Name": "DE"}));
+    assert!(
+        e.iter().any(|m| m.contains("$: undeclared property Name")),
+        "{e:?}"
+    );
+    let e = s.validate(sub, &json!({"id": "1"}));
+    assert!(
+        e.iter().any(|m| m.contains("$.id: expected integer")),
+        "{e:?}"
+    );
+    let e = s.validate(sub, &json!({"id": 1, "isMaster": "true"}));
+    assert!(e.iter().any(|m| m.contains("expected boolean")), "{e:?}");
+    let e = s.validate(sub, &json!({"id": 1, "isMaster": null}));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("$.isMaster: null where the schema is not nullable")),
+        "{e:?}"
+    );
+    let e = s.validate(sub, &json!({"id": 3_000_000_000_i64}));
+    assert!(e.iter().any(|m| m.contains("int32")), "{e:?}");
+    let e = s.validate(sub, &json!({"id": 1, "updatedOn": "2026-11-01 08:00:00"}));
+    assert!(e.iter().any(|m| m.contains("RFC 3339")), "{e:?}");
+
+    // Nested through $ref: required, minLength, arrays, and a non-nullable $ref object.
+    let co = s.schema("CompanyGetRelated");
+    assert!(s
+        .validate(co, &json!({"name": "X", "addresses": null}))
+        .is_empty());
+    let e = s.validate(co, &json!({"id": 1}));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("required property name missing")),
+        "{e:?}"
+    );
+    let e = s.validate(co, &json!({"name": ""}));
+    assert!(e.iter().any(|m| m.contains("minLength")), "{e:?}");
+    let e = s.validate(co, &json!({"name": "X", "defaultAddress": null}));
+    assert!(
+        e.iter().any(|m| m.contains("$.defaultAddress: null")),
+        "{e:?}"
+    );
+    let e = s.validate(
+        co,
+        &json!({"name": "X", "subsystems": [{"name": "DE", "id": 1}]}),
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("$.subsystems[0]: undeclared property id")),
+        "{e:?}"
+    );
+    let addr = json!({"street": "S", "zipCode": "1", "city": "C", "country": "DE",
+        "description": "D", "standardForDocumentType": "Invoice"});
+    assert!(s
+        .validate(co, &json!({"name": "X", "defaultAddress": addr}))
+        .is_empty());
+    let mut bad = addr.clone();
+    bad.as_object_mut().expect("obj").remove("description");
+    bad["mail"] = json!("x@y");
+    let e = s.validate(co, &json!({"name": "X", "addresses": [bad]}));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("$.addresses[0]: required property description missing")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("$.addresses[0]: undeclared property mail")),
+        "{e:?}"
+    );
+    let e = s.validate(co, &json!({"name": "X", "responsibleUsers": {"userId": 1}}));
+    assert!(e.iter().any(|m| m.contains("expected array")), "{e:?}");
+
+    // The spec's enums are `"type": "integer"` with string members.
+    let dt = s.schema("DocumentType");
+    assert_eq!(dt["type"], "integer", "spec changed: DocumentType type");
+    assert!(s.validate(dt, &json!("Invoice")).is_empty());
+    assert!(!s.validate(dt, &json!("Akonto")).is_empty());
+    assert!(!s.validate(dt, &json!(1)).is_empty());
+
+    // Keywords the two spec schemas here do not use.
+    let synthetic = json!({"oneOf": [
+        {"type": "string", "format": "uuid"},
+        {"type": "object", "properties": {"a": {"type": "integer", "format": "int64"}},
+         "additionalProperties": false}
+    ]});
+    assert!(s
+        .validate(&synthetic, &json!("0b7e3f1c-55aa-4c1e-9d3b-8f2a6c4e1d00"))
+        .is_empty());
+    assert!(s
+        .validate(&synthetic, &json!({"a": 5_000_000_000_i64}))
+        .is_empty());
+    assert!(!s.validate(&synthetic, &json!("not-a-uuid")).is_empty());
+    assert!(!s.validate(&synthetic, &json!({"a": 1, "b": 2})).is_empty());
+    let all = json!({"allOf": [
+        {"$ref": "#/components/schemas/SubsystemBase"},
+        {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}
+    ]});
+    assert!(s
+        .validate(&all, &json!({"id": 1, "name": "DE", "isMaster": true}))
+        .is_empty());
+    let e = s.validate(&all, &json!({"name": "DE", "extra": 1}));
+    assert!(
+        e.iter().any(|m| m.contains("required property id")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.contains("undeclared property extra")),
+        "{e:?}"
+    );
+
+    // What the v2 paths used here declare.
+    for p in ["/v2/Subsystems", "/v2/Companies"] {
+        let r = s.response(p, "get", "200");
+        assert_eq!(r["type"], "array", "{p}");
+        let one = s.response(&format!("{p}/{{id}}"), "get", "200");
+        assert_eq!(one["$ref"], r["items"]["$ref"], "{p}");
+        for path in [p.to_owned(), format!("{p}/{{id}}")] {
+            let responses = s.root["paths"][&path]["get"]["responses"]
+                .as_object()
+                .expect("responses");
+            assert_eq!(
+                responses.keys().collect::<Vec<_>>(),
+                ["200"],
+                "spec changed: {path} now declares more responses (an error schema?)"
+            );
+            assert!(
+                s.root["paths"][&path]["get"]["parameters"]
+                    .as_array()
+                    .is_none_or(|a| a.iter().all(|p| p["in"] == "path")),
+                "spec changed: {path} now declares query parameters"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// v2 endpoints
+
+struct V2Answer {
+    status: u16,
+    count: Option<usize>,
+    next: Option<String>,
+    body: Value,
+}
+
+impl Api {
+    /// GET an absolute URL or a path (query already encoded as given).
+    async fn v2(&self, url: &str) -> V2Answer {
+        let url = if url.starts_with("http") {
+            url.to_owned()
+        } else {
+            format!("{}{url}", self.base)
+        };
+        let r = self
+            .c
+            .get(&url)
+            .bearer_auth(&self.tok)
+            .send()
+            .await
+            .expect("send");
+        let h = |k: &str| {
+            r.headers()
+                .get(k)
+                .map(|v| v.to_str().expect("ascii header").to_owned())
+        };
+        let count = h("helloHQ-Count").map(|c| c.parse().expect("count number"));
+        let next = h("helloHQ-NextLink");
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(Value::Null);
+        V2Answer {
+            status,
+            count,
+            next,
+            body,
+        }
+    }
+}
+
+fn v2_ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|o| o["id"].as_i64().expect("id"))
+        .collect()
+}
+
+fn assert_v2_error(v: &Value) {
+    let m = v.as_object().unwrap_or_else(|| panic!("error body {v}"));
+    assert_eq!(m.keys().collect::<Vec<_>>(), ["message"], "{v}");
+    assert!(m["message"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_subsystems_and_companies_match_the_spec() {
+    let sim = Sim::start().await;
+    let p = sim.populate(300, 7);
+    let api = Api::new(&sim).await;
+    let s = spec3();
+
+    // Subsystems.
+    let a = api.v2("/v2/Subsystems").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_valid3(
+        s.response("/v2/Subsystems", "get", "200"),
+        &a.body,
+        "GET /v2/Subsystems",
+    );
+    assert_eq!(a.count, Some(3));
+    assert_eq!(a.next, None);
+    let stored = sim.list("Subsystem");
+    for (v2, v1) in a.body.as_array().expect("array").iter().zip(&stored) {
+        assert_eq!(v2["id"], v1["Id"]);
+        assert_eq!(v2["name"], v1["Name"]);
+        assert_eq!(v2["isMaster"], v1["IsMaster"]);
+        assert_eq!(v2["updatedOn"], v1["UpdatedOn"]);
+        assert_eq!(v2["createdOn"], v1["CreatedOn"]);
+        assert!(v2.as_object().expect("obj").contains_key("currency"));
+    }
+    let one = api.v2("/v2/Subsystems/1").await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.count, None, "no count header on a single GET");
+    assert_valid3(
+        s.response("/v2/Subsystems/{id}", "get", "200"),
+        &one.body,
+        "GET /v2/Subsystems/{id}",
+    );
+    assert_eq!(one.body, a.body[0]);
+
+    // Companies: every one of them, related data always present.
+    sim.update("Companies", p.companies[0], |o| {
+        o["CustomFields"] = json!([{"Id": 9, "Name": "Branche", "Value": "Bau", "Type": "Text"}]);
+        o["DefaultAddress"]["DefaultForDocumentType"] = json!("Invoice");
+    });
+    let a = api.v2("/v2/Companies").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_valid3(
+        s.response("/v2/Companies", "get", "200"),
+        &a.body,
+        "GET /v2/Companies",
+    );
+    let mut want: Vec<i64> = p.companies.iter().map(|i| *i as i64).collect();
+    want.sort_unstable();
+    assert_eq!(v2_ids(&a.body), want);
+    assert_eq!(a.count, Some(want.len()));
+    assert_eq!(a.next, None);
+    let mut link_ids = BTreeSet::new();
+    for c in a.body.as_array().expect("array") {
+        let id = c["id"].as_i64().expect("id");
+        let v1 = sim.get("Companies", id as i32).expect("stored");
+        assert_eq!(c["name"], v1["Name"]);
+        assert_eq!(c["updatedOn"], v1["UpdatedOn"]);
+        assert_eq!(c["createdBy"], v1["CreatedBy"]);
+        let ids = |v: &Value, k: &str| -> Vec<i64> {
+            v.as_array()
+                .expect("array")
+                .iter()
+                .map(|x| x[k].as_i64().expect("int"))
+                .collect()
+        };
+        assert_eq!(
+            ids(&c["companyTypes"], "id"),
+            ids(&v1["CompanyTypes"], "Id")
+        );
+        assert!(c["companyTypes"]
+            .as_array()
+            .expect("types")
+            .iter()
+            .all(|t| t["companyId"] == id && t["name"].is_string()));
+        assert_eq!(
+            ids(&c["responsibleUsers"], "userId"),
+            ids(&v1["ResponsibleUsers"], "Id")
+        );
+        for r in c["responsibleUsers"].as_array().expect("users") {
+            assert!(
+                link_ids.insert(r["id"].as_i64().expect("link id")),
+                "link ids are unique"
+            );
+        }
+        let subs: Vec<&Value> = v1["Subsystems"]
+            .as_array()
+            .expect("subs")
+            .iter()
+            .map(|x| &x["Name"])
+            .collect();
+        let got: Vec<&Value> = c["subsystems"]
+            .as_array()
+            .expect("subs")
+            .iter()
+            .map(|x| &x["name"])
+            .collect();
+        assert_eq!(got, subs);
+        let (d, vd) = (&c["defaultAddress"], &v1["DefaultAddress"]);
+        assert_eq!(d["id"], vd["Id"]);
+        assert_eq!(d["street"], vd["Street"]);
+        assert_eq!(d["houseNumber"], vd["HouseNumber"]);
+        assert_eq!(d["zipCode"], vd["ZipCode"]);
+        assert_eq!(d["city"], vd["City"]);
+        assert_eq!(d["country"], vd["Country"]);
+        assert_eq!(d["email"], vd["Email"]);
+        assert_eq!(d["website"], vd["Website"]);
+        assert_eq!(c["addresses"], json!([d]));
+        assert!(c["customFields"].is_array());
+    }
+    let first = &a.body[0];
+    assert_eq!(first["customFields"][0]["name"], "Branche");
+    assert_eq!(
+        first["defaultAddress"]["standardForDocumentType"],
+        "Invoice"
+    );
+
+    // Single GETs; the responsible-user link ids are stable between answers.
+    for id in [p.companies[0], p.companies[p.companies.len() / 2]] {
+        let one = api.v2(&format!("/v2/Companies/{id}")).await;
+        assert_eq!(one.status, 200, "{}", one.body);
+        assert_valid3(
+            s.response("/v2/Companies/{id}", "get", "200"),
+            &one.body,
+            "GET /v2/Companies/{id}",
+        );
+        let listed = a
+            .body
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|c| c["id"] == id)
+            .expect("listed");
+        assert_eq!(&one.body, listed);
+    }
+    for url in ["/v2/Companies/424242", "/v2/Subsystems/99"] {
+        let r = api.v2(url).await;
+        assert_eq!(r.status, 404, "{url}");
+        assert_v2_error(&r.body);
+    }
+    // A deleted company is gone from v2 as well.
+    let gone = *p.companies.last().expect("company");
+    assert!(sim.delete("Companies", gone));
+    assert_eq!(api.v2(&format!("/v2/Companies/{gone}")).await.status, 404);
+    assert_eq!(api.v2("/v2/Companies").await.count, Some(want.len() - 1));
+
+    let by_route = sim.stats().by_route;
+    for k in [
+        "GET v2/Subsystems",
+        "GET v2/Subsystems(id)",
+        "GET v2/Companies",
+        "GET v2/Companies(id)",
+    ] {
+        assert!(by_route.get(k).is_some_and(|n| *n > 0), "{k}: {by_route:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_paging_filter_and_count() {
+    let sim = Sim::start().await;
+    let p = sim.populate(2500, 11);
+    let api = Api::new(&sim).await;
+    let mut want: Vec<i64> = p.companies.iter().map(|i| *i as i64).collect();
+    want.sort_unstable();
+    let total = want.len();
+    assert_eq!(total, 500);
+
+    // top/skip in id order covers every id exactly once; NextLink names the next page.
+    let mut seen: Vec<i64> = Vec::new();
+    let mut links = Vec::new();
+    let mut skip = 0;
+    loop {
+        let a = api.v2(&format!("/v2/Companies?top=70&skip={skip}")).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.count, Some(total));
+        let page = v2_ids(&a.body);
+        assert!(page.len() <= 70);
+        seen.extend(&page);
+        skip += page.len();
+        match a.next {
+            Some(n) => {
+                assert_eq!(
+                    n,
+                    format!("{}/v2/Companies?top=70&skip={skip}", sim.base_url)
+                );
+                links.push(n);
+            }
+            None => {
+                assert_eq!(skip, total, "NextLink missing before the end");
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, want);
+    assert_eq!(links.len(), total.div_ceil(70) - 1);
+    // Following the links gives the same sequence.
+    let mut followed = Vec::new();
+    let mut url = Some("/v2/Companies?top=70".to_owned());
+    while let Some(u) = url {
+        let a = api.v2(&u).await;
+        assert_eq!(a.status, 200);
+        followed.extend(v2_ids(&a.body));
+        url = a.next;
+    }
+    assert_eq!(followed, want);
+    // Default page size is 1000: one page, no link. Skipping past the end: empty, no link.
+    let a = api.v2("/v2/Companies").await;
+    assert_eq!((v2_ids(&a.body).len(), a.next), (total, None));
+    let a = api.v2("/v2/Companies?skip=9999").await;
+    assert_eq!(
+        (a.body.clone(), a.count, a.next),
+        (json!([]), Some(total), None)
+    );
+    let a = api.v2("/v2/Companies?top=1000").await;
+    assert_eq!(a.status, 200);
+
+    // orderby=updatedOn,id is sorted and still complete.
+    let mut seen = Vec::new();
+    let mut last = (String::new(), 0);
+    let mut url = Some("/v2/Companies?orderby=updatedOn,id&top=200".to_owned());
+    while let Some(u) = url {
+        let a = api.v2(&u).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        for c in a.body.as_array().expect("array") {
+            let k = (
+                c["updatedOn"].as_str().expect("updatedOn").to_owned(),
+                c["id"].as_i64().expect("id"),
+            );
+            assert!(k > last, "not ordered by updatedOn,id: {last:?} then {k:?}");
+            last = k;
+            seen.push(last.1);
+        }
+        url = a.next;
+        if let Some(n) = &url {
+            assert!(n.contains("orderby=updatedOn%2Cid"), "{n}");
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, want);
+
+    // filter=updatedOn ge datetime'…' selects exactly the companies updated since.
+    let mut stamps: Vec<String> = sim
+        .list("Companies")
+        .iter()
+        .map(|c| c["UpdatedOn"].as_str().expect("UpdatedOn").to_owned())
+        .collect();
+    stamps.sort_unstable();
+    let cursor = stamps[stamps.len() / 3].clone();
+    let expect = |pred: &dyn Fn(&str) -> bool| -> Vec<i64> {
+        sim.list("Companies")
+            .iter()
+            .filter(|c| pred(c["UpdatedOn"].as_str().expect("UpdatedOn")))
+            .map(|c| c["Id"].as_i64().expect("Id"))
+            .collect()
+    };
+    let bare = cursor.trim_end_matches('Z').to_owned();
+    let cases: Vec<(String, Vec<i64>)> = vec![
+        (
+            format!("updatedOn ge datetime'{cursor}'"),
+            expect(&|u| u >= cursor.as_str()),
+        ),
+        (
+            format!("updatedOn ge datetime'{bare}'"),
+            expect(&|u| u >= cursor.as_str()),
+        ),
+        (
+            format!("updatedOn gt datetime'{cursor}'"),
+            expect(&|u| u > cursor.as_str()),
+        ),
+        (
+            format!("updatedOn le datetime'{bare}'"),
+            expect(&|u| u <= cursor.as_str()),
+        ),
+        (
+            format!("updatedOn lt datetime'{cursor}'"),
+            expect(&|u| u < cursor.as_str()),
+        ),
+    ];
+    for (f, exp) in &cases {
+        assert!(!exp.is_empty() && exp.len() < total, "{f}: degenerate case");
+        let a = api.query("/v2/Companies", &[("filter", f)]).await;
+        assert_eq!(a.0, 200, "{f}: {}", a.1);
+        assert_eq!(&v2_ids(&a.1), exp, "{f}");
+        let h = api
+            .req(reqwest::Method::GET, "/v2/Companies")
+            .query(&[("filter", f.as_str()), ("top", "1")])
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            h.headers()["helloHQ-Count"].to_str().expect("count"),
+            exp.len().to_string(),
+            "{f}"
+        );
+    }
+    // Hand-encoded variants: %20 and %27, '+' for spaces.
+    let n_ge = cases[0].1.len();
+    for q in [
+        format!("filter=updatedOn%20ge%20datetime%27{cursor}%27"),
+        format!("filter=updatedOn+ge+datetime'{cursor}'"),
+        format!(
+            "filter=updatedOn%20ge%20datetime%27{}%27",
+            cursor.replace(':', "%3A")
+        ),
+    ] {
+        let a = api.v2(&format!("/v2/Companies?{q}")).await;
+        assert_eq!(a.status, 200, "{q}: {}", a.body);
+        assert_eq!((v2_ids(&a.body).len(), a.count), (n_ge, Some(n_ge)), "{q}");
+    }
+    // NextLink keeps the filter: paging a filtered set follows it.
+    let mut followed = Vec::new();
+    let mut url = Some(format!(
+        "/v2/Companies?filter=updatedOn%20ge%20datetime%27{cursor}%27&top=50"
+    ));
+    while let Some(u) = url {
+        let a = api.v2(&u).await;
+        assert_eq!(a.status, 200, "{u}: {}", a.body);
+        assert_eq!(a.count, Some(n_ge));
+        followed.extend(v2_ids(&a.body));
+        url = a.next;
+    }
+    assert_eq!(followed, cases[0].1);
+
+    // Changes after a cursor on the sim clock; a silent edit stays invisible.
+    sim.advance_clock(Duration::from_secs(120));
+    let cursor = sim.now();
+    sim.advance_clock(Duration::from_secs(1));
+    let changed = [p.companies[3], p.companies[30], p.companies[300]];
+    for id in changed {
+        assert!(sim.update("Companies", id, |o| o["Name"] = json!("Neu GmbH")));
+    }
+    assert!(sim.update_silent("Companies", p.companies[4], |o| o["Name"] = json!("Still")));
+    let a = api
+        .query(
+            "/v2/Companies",
+            &[("filter", &format!("updatedOn ge datetime'{cursor}'"))],
+        )
+        .await;
+    let exp: Vec<i64> = changed.iter().map(|i| *i as i64).collect();
+    assert_eq!(v2_ids(&a.1), exp);
+    assert!(a
+        .1
+        .as_array()
+        .expect("array")
+        .iter()
+        .all(|c| c["name"] == "Neu GmbH"));
+
+    // Requests are recorded like v1's.
+    let paths = sim.stats().paths;
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("/v2/Companies?filter=updatedOn ge datetime")),
+        "{:?}",
+        &paths[paths.len().saturating_sub(3)..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_errors_auth_and_shared_limits() {
+    let sim = Sim::start().await;
+    sim.populate(20, 4);
+    let api = Api::new(&sim).await;
+
+    for q in [
+        "top=1001",
+        "top=0",
+        "top=-1",
+        "top=ten",
+        "skip=-1",
+        "filter=garbage",
+        "filter=updatedOn%20ge%202026-11-01T08:00:00Z",
+        "filter=updatedOn%20ge%20datetime%27yesterday%27",
+        "filter=name%20eq%20%27x%27",
+        "filter=updatedOn%20between%20datetime%272026-11-01T08:00:00Z%27",
+        "orderby=name",
+        "orderby=updatedOn%20desc",
+        "%24filter=updatedOn%20ge%20datetime%272026-11-01T08:00:00Z%27",
+        "%24top=5",
+        "expand=subsystems",
+        "top=5&top=6",
+    ] {
+        let a = api.v2(&format!("/v2/Companies?{q}")).await;
+        assert_eq!(a.status, 400, "{q}: {}", a.body);
+        assert_v2_error(&a.body);
+    }
+    for url in ["/v2/Companies/abc", "/v2/Companies/1?top=5"] {
+        let a = api.v2(url).await;
+        assert_eq!(a.status, 400, "{url}: {}", a.body);
+        assert_v2_error(&a.body);
+    }
+    let a = api.v2("/v2/Leads").await;
+    assert_eq!(a.status, 404);
+    assert_v2_error(&a.body);
+
+    // Writes are not served.
+    for (m, url) in [
+        (reqwest::Method::POST, "/v2/Companies"),
+        (reqwest::Method::PUT, "/v2/Companies/1"),
+        (reqwest::Method::DELETE, "/v2/Companies/1"),
+        (reqwest::Method::POST, "/v2/Subsystems"),
+    ] {
+        let r = api
+            .req(m.clone(), url)
+            .json(&json!({"name": "X"}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 405, "{m} {url}");
+        assert_v2_error(&r.json().await.expect("json"));
+    }
+    assert!(sim.get("Companies", 1).is_some());
+
+    // 401 without or with an unknown/expired token.
+    for tok in [None, Some("made-up")] {
+        let mut rq = api.c.get(format!("{}/v2/Companies", sim.base_url));
+        if let Some(t) = tok {
+            rq = rq.bearer_auth(t);
+        }
+        let r = rq.send().await.expect("send");
+        assert_eq!(r.status(), 401, "{tok:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        assert_v2_error(&r.json().await.expect("json"));
+    }
+    sim.expire_tokens();
+    assert_eq!(api.v2("/v2/Subsystems").await.status, 401);
+    let api = Api::new(&sim).await;
+
+    // Faults apply to v2 too, with v2 error bodies.
+    sim.set_faults(Faults {
+        fail_rate: 1.0,
+        ..Faults::default()
+    });
+    let a = api.v2("/v2/Subsystems").await;
+    assert_eq!(a.status, 500);
+    assert_v2_error(&a.body);
+    sim.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    assert_eq!(api.v2("/v2/Subsystems").await.status, 503);
+
+    // v1 and v2 share one per-credential budget.
+    sim.set_faults(Faults {
+        rate_limit_per_min: Some(4),
+        ..Faults::default()
+    });
+    sim.advance_clock(Duration::from_secs(61));
+    sim.reset_stats();
+    assert_eq!(api.get("/v1/Subsystem").await.0, 200);
+    assert_eq!(api.v2("/v2/Subsystems").await.status, 200);
+    assert_eq!(api.get("/v1/Companies").await.0, 200);
+    assert_eq!(api.v2("/v2/Companies/1").await.status, 200);
+    let r = api
+        .req(reqwest::Method::GET, "/v2/Companies")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(api.get("/v1/Subsystem").await.0, 429);
+    sim.advance_clock(Duration::from_secs(61));
+    assert_eq!(api.v2("/v2/Companies").await.status, 200);
+
+    let st = sim.stats();
+    let route = |k: &str| st.by_route.get(k).copied().unwrap_or(0);
+    assert_eq!(route("GET v2/Subsystems"), 1, "{:?}", st.by_route);
+    assert_eq!(route("GET v2/Subsystems(id)"), 0);
+    assert_eq!(route("GET v2/Companies"), 2);
+    assert_eq!(route("GET v2/Companies(id)"), 1);
+    assert_eq!(route("GET Subsystem"), 2);
+    assert_eq!(st.requests, 7);
+    assert_eq!(st.paths.len(), 7);
+    assert_eq!(st.paths[1], "/v2/Subsystems?");
 }

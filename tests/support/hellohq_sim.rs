@@ -6,6 +6,12 @@
 //! contact-person writes and the `/Token` refresh grant. Objects are kept as JSON in the v1
 //! PascalCase field names; navigation properties are only emitted when named in `$expand`.
 //!
+//! It also serves the v2 REST read endpoints `GET /v2/Subsystems[/{id}]` and
+//! `GET /v2/Companies[/{id}]` of `../shared/specs/hellohq/v2-rest-openapi.json` from the same stored
+//! objects, converted to the v2 camelCase schemas (`SubsystemGet`, `CompanyGetRelated`), with the
+//! v2 query parameters `filter`, `orderby`, `top`, `skip` and the `helloHQ-Count` /
+//! `helloHQ-NextLink` headers. Both generations share tokens, faults and the rate-limit budget.
+//!
 //! The sim runs on the caller's tokio runtime and stops when the [`Sim`] is dropped.
 //! Its clock starts at 2026-11-01T08:00:00Z and runs with real time plus [`Sim::advance_clock`].
 
@@ -257,6 +263,8 @@ struct State {
     window: VecDeque<i64>,
     per_credential: HashMap<String, VecDeque<i64>>,
     advanced: Duration,
+    /// v2 `ResponsibleUsersBase.id`: the id of the (company, user) link, assigned on first use.
+    responsible_links: HashMap<(i32, i32), i32>,
 }
 
 struct Shared {
@@ -379,6 +387,7 @@ impl Sim {
                 window: VecDeque::new(),
                 per_credential: HashMap::new(),
                 advanced: Duration::ZERO,
+                responsible_links: HashMap::new(),
             }),
         });
         let sh = shared.clone();
@@ -1137,6 +1146,12 @@ fn split_entity(rest: &str) -> Option<(&str, Option<&str>)> {
 }
 
 fn route_key(method: &Method, path: &str) -> String {
+    if let Some(p) = path.strip_prefix("/v2/") {
+        return match p.split('/').collect::<Vec<_>>().as_slice() {
+            [set, id] if id.parse::<i64>().is_ok() => format!("{method} v2/{set}(id)"),
+            _ => format!("{method} v2/{p}"),
+        };
+    }
     let p = path
         .strip_prefix("/v1/")
         .unwrap_or(path.trim_start_matches('/'));
@@ -1185,6 +1200,12 @@ async fn handle(
         method,
         Method::POST | Method::PUT | Method::DELETE | Method::PATCH
     ) && !is_token;
+    // Fault answers carry the error body of the API generation that was called.
+    let error: fn(StatusCode, &str) -> Resp = if path.starts_with("/v2/") {
+        v2_error
+    } else {
+        odata_error
+    };
 
     // Stats and fault decisions.
     let (decision, latency, hang, apply_before_drop) = {
@@ -1211,13 +1232,13 @@ async fn handle(
         let f = st.faults.clone();
         let mut d = Decision::Go;
         if f.down {
-            d = Decision::Respond(odata_error(
+            d = Decision::Respond(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The service is temporarily unavailable.",
             ));
         } else if is_token {
             if f.fail_rate > 0.0 && st.rng.gen_bool(f.fail_rate.min(1.0)) {
-                d = Decision::Respond(odata_error(
+                d = Decision::Respond(error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "An error has occurred.",
                 ));
@@ -1237,7 +1258,7 @@ async fn handle(
                 if q.len() >= limit as usize {
                     let wait_ms = q.front().map_or(1000, |t| t + 60_000 - now);
                     let secs = ((wait_ms + 999) / 1000).max(1);
-                    let mut r = odata_error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
+                    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
                     r.headers_mut()
                         .insert(RETRY_AFTER, HeaderValue::from(secs as u64));
                     d = Decision::Respond(r);
@@ -1249,7 +1270,7 @@ async fn handle(
                 && f.throttle_rate > 0.0
                 && st.rng.gen_bool(f.throttle_rate.min(1.0))
             {
-                let mut r = odata_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests.");
+                let mut r = error(StatusCode::TOO_MANY_REQUESTS, "Too many requests.");
                 if let Some(s) = f.retry_after {
                     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
                 }
@@ -1259,7 +1280,7 @@ async fn handle(
                 && f.fail_rate > 0.0
                 && st.rng.gen_bool(f.fail_rate.min(1.0))
             {
-                d = Decision::Respond(odata_error(
+                d = Decision::Respond(error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "An error has occurred.",
                 ));
@@ -1355,6 +1376,18 @@ fn route(
         }
         return token(&mut st, now, body);
     }
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        if !authorized(&st, auth, now) {
+            let mut r = v2_error(
+                StatusCode::UNAUTHORIZED,
+                "Authorization has been denied for this request.",
+            );
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        return v2_route(&mut st, base, method, rest, query);
+    }
     let Some(rest) = path.strip_prefix("/v1/") else {
         return odata_error(
             StatusCode::NOT_FOUND,
@@ -1362,13 +1395,7 @@ fn route(
         );
     };
     // Auth.
-    let tok = auth
-        .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "));
-    let valid = tok
-        .and_then(|t| st.tokens.get(t))
-        .is_some_and(|t| t.expires_ms > now);
-    if !valid {
+    if !authorized(&st, auth, now) {
         let mut r = json_resp(
             StatusCode::UNAUTHORIZED,
             &json!({"Message": "Authorization has been denied for this request."}),
@@ -1443,6 +1470,14 @@ fn route(
             "The requested resource does not support this HTTP method.",
         ),
     }
+}
+
+/// A bearer token issued by `/Token` that has not expired on the sim clock.
+fn authorized(st: &State, auth: &str, now: i64) -> bool {
+    auth.strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .and_then(|t| st.tokens.get(t))
+        .is_some_and(|t| t.expires_ms > now)
 }
 
 fn not_found(set: &str, id: i32) -> Resp {
@@ -1949,4 +1984,510 @@ fn replace_contact(st: &mut State, base: &str, id: i32, body: &[u8], now: i64) -
     };
     let e = &st.tables["ContactPersons"].rows[&id];
     entity_resp(&st.tables, base, def, e, &q, StatusCode::OK)
+}
+
+// ---------------------------------------------------------------------------------------------
+// v2 REST (read-only: Subsystems and Companies)
+
+/// `DocumentType` names of the v2 spec (v1's `DefaultForDocumentType` spells some differently).
+const V2_DOCUMENT_TYPES: &[&str] = &[
+    "Quotation",
+    "Invoice",
+    "DeliveryNote",
+    "Warning",
+    "Reminder",
+    "Cancellation",
+    "CreditNote",
+    "Confirmation",
+    "IncomingInvoice",
+    "Undefined",
+    "Order",
+    "PriceInquiry",
+    "Letter",
+    "Minute",
+    "AdvancedInvoice",
+    "PlannedRevenueStandard",
+    "PlannedRevenueTimeAndMaterial",
+    "PlannedCost",
+    "FinalInvoice",
+];
+
+/// Nullable `CompanyGetRelated` scalars and the stored v1 property each is read from.
+const V2_COMPANY_SCALARS: &[(&str, &str)] = &[
+    ("industrialSector", "IndustrialSector"),
+    ("description", "Description"),
+    ("iban", "IBAN"),
+    ("bic", "BIC"),
+    ("homepage", "Homepage"),
+    ("vatId", "TaxId"),
+    ("financesChargeRateId", "FinancesChargeRateId"),
+    ("standardDeliveryConditionId", "DefaultDeliveryConditionId"),
+    ("standardPaymentConditionId", "DefaultPaymentConditionId"),
+    ("debitorNumber", "DebitorNumber"),
+    ("creditorNumber", "CreditorNumber"),
+    ("documentDefaultMailEntityId", "DocumentDefaultMailEntityId"),
+    ("routingId", "RoutingId"),
+];
+
+/// Nullable `CompanyAddressGet` strings and their stored v1 address property.
+const V2_ADDRESS_STRINGS: &[(&str, &str)] = &[
+    ("alternativeCompanyName", "AlternativeCompanyName"),
+    ("additionalInformation", "AdditionalInformation"),
+    ("houseNumber", "HouseNumber"),
+    ("phone", "Phone"),
+    ("email", "Email"),
+    ("fax", "Fax"),
+    ("website", "Website"),
+    ("addressLine2", "AddressLine2"),
+];
+
+/// `CompanyAddressGet.description` is required; v1 addresses usually have none.
+const V2_DEFAULT_ADDRESS_DESCRIPTION: &str = "Hauptadresse";
+
+/// The v2 spec declares no error schema (no response besides 200 anywhere): `{"message": …}`.
+fn v2_error(status: StatusCode, msg: &str) -> Resp {
+    v2_json(status, &json!({ "message": msg }))
+}
+
+fn v2_json(status: StatusCode, v: &Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(v).unwrap_or_default(),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// Percent-encodes a query component (everything but RFC 3986 unreserved characters).
+fn pct_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+struct V2Query {
+    filter: Vec<(Field, Op, i64)>,
+    by_updated: bool,
+    top: usize,
+    skip: usize,
+    /// The decoded parameters as given, to build `helloHQ-NextLink` from.
+    raw: Vec<(String, String)>,
+}
+
+impl V2Query {
+    /// Parses the v2 list parameters; `list == false` (single GET) accepts none.
+    fn parse(q: &str, list: bool) -> Result<V2Query, String> {
+        let mut out = V2Query {
+            filter: Vec::new(),
+            by_updated: false,
+            top: PAGE_CAP,
+            skip: 0,
+            raw: parse_form(q),
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (k, v) in &out.raw {
+            if !list {
+                return Err(format!(
+                    "The query parameter '{k}' is not supported on a single-entity request."
+                ));
+            }
+            if seen.contains(&k.as_str()) {
+                return Err(format!(
+                    "The query parameter '{k}' is given more than once."
+                ));
+            }
+            seen.push(k);
+            match k.as_str() {
+                "filter" => out.filter = parse_v2_filter(v)?,
+                "orderby" => {
+                    let mut keys = Vec::new();
+                    for p in v.split(',') {
+                        let p = p.trim();
+                        let lower = p.to_ascii_lowercase();
+                        let name = match lower.strip_suffix(" asc") {
+                            Some(n) => n.trim_end().to_owned(),
+                            None => lower,
+                        };
+                        keys.push(name);
+                    }
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    out.by_updated = match keys.as_slice() {
+                        ["id"] => false,
+                        ["updatedon"] | ["updatedon", "id"] => true,
+                        _ => {
+                            return Err(format!(
+                                "The orderby '{v}' is not supported; use 'id', 'updatedOn' or 'updatedOn,id' (ascending)."
+                            ))
+                        }
+                    };
+                }
+                "top" => {
+                    out.top = v
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=PAGE_CAP).contains(n))
+                        .ok_or_else(|| {
+                            format!("The value '{v}' for top is invalid; it must be between 1 and {PAGE_CAP}.")
+                        })?
+                }
+                "skip" => {
+                    out.skip = v.trim().parse::<usize>().map_err(|_| {
+                        format!("The value '{v}' for skip is invalid; it must be 0 or more.")
+                    })?
+                }
+                k if k.starts_with('$') => {
+                    return Err(format!(
+                        "The query parameter '{k}' is not supported; v2 parameters have no '$' (use '{}').",
+                        &k[1..]
+                    ))
+                }
+                _ => return Err(format!("The query parameter '{k}' is not supported.")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The absolute URL of the page after one that returned `taken` entities.
+    fn next_link(&self, base: &str, path: &str, taken: usize) -> String {
+        let mut pairs: Vec<(String, String)> = self
+            .raw
+            .iter()
+            .filter(|(k, _)| k != "skip")
+            .cloned()
+            .collect();
+        pairs.push(("skip".into(), (self.skip + taken).to_string()));
+        let q: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", pct_encode(k), pct_encode(v)))
+            .collect();
+        format!("{base}{path}?{}", q.join("&"))
+    }
+}
+
+/// `<field> <op> datetime'<timestamp>'` clauses joined by ` and `. Fields `updatedOn`,
+/// `createdOn` (any case); ops `eq gt ge lt le`; the timestamp is RFC 3339 with optional
+/// fraction and offset, read as UTC when it has neither `Z` nor an offset.
+fn parse_v2_filter(f: &str) -> Result<Vec<(Field, Op, i64)>, String> {
+    let bad = || {
+        format!(
+            "The filter '{f}' is not supported; use e.g. updatedOn ge datetime'2026-11-01T08:00:00Z'."
+        )
+    };
+    let mut out = Vec::new();
+    for clause in f.trim().split(" and ") {
+        let clause = clause.trim();
+        let mut parts = clause.splitn(3, ' ');
+        let (Some(field), Some(op), Some(lit)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let field = match field.to_ascii_lowercase().as_str() {
+            "updatedon" => Field::UpdatedOn,
+            "createdon" => Field::CreatedOn,
+            _ => return Err(bad()),
+        };
+        let op = match op.to_ascii_lowercase().as_str() {
+            "eq" => Op::Eq,
+            "gt" => Op::Gt,
+            "ge" => Op::Ge,
+            "lt" => Op::Lt,
+            "le" => Op::Le,
+            _ => return Err(bad()),
+        };
+        let lit = lit.trim();
+        let inner = lit
+            .strip_prefix("datetime'")
+            .and_then(|l| l.strip_suffix('\''))
+            .ok_or_else(bad)?;
+        let ms = parse_ts(inner)
+            .or_else(|| parse_ts(&format!("{inner}Z")))
+            .ok_or_else(|| format!("The filter value '{inner}' is not a valid date-time."))?;
+        out.push((field, op, ms));
+    }
+    Ok(out)
+}
+
+fn v2_route(st: &mut State, base: &str, method: &Method, rest: &str, query: &str) -> Resp {
+    let segs: Vec<&str> = rest.split('/').collect();
+    let (name, key) = match segs.as_slice() {
+        [n] | [n, ""] => (*n, None),
+        [n, k] => (*n, Some(*k)),
+        _ => (rest, None),
+    };
+    let set = match (name, segs.len()) {
+        ("Subsystems", 1 | 2) => "Subsystem",
+        ("Companies", 1 | 2) => "Companies",
+        _ => {
+            return v2_error(
+                StatusCode::NOT_FOUND,
+                &format!("No resource was found that matches the request URI '/v2/{rest}'."),
+            )
+        }
+    };
+    if *method != Method::GET {
+        return v2_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The requested resource does not support this HTTP method.",
+        );
+    }
+    let id = match key {
+        None => None,
+        Some(k) => match k.parse::<i32>() {
+            Ok(i) => Some(i),
+            Err(_) => {
+                return v2_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("The value '{k}' is not a valid id."),
+                )
+            }
+        },
+    };
+    let q = match V2Query::parse(query, id.is_none()) {
+        Ok(q) => q,
+        Err(e) => return v2_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let State {
+        tables,
+        responsible_links,
+        ..
+    } = st;
+    let convert = |id: i32, e: &Entry, links: &mut HashMap<(i32, i32), i32>| match set {
+        "Subsystem" => v2_subsystem(id, e),
+        _ => v2_company(tables, links, id, e),
+    };
+    let table = &tables[set];
+    if let Some(id) = id {
+        return match table.rows.get(&id) {
+            Some(e) => v2_json(StatusCode::OK, &convert(id, e, responsible_links)),
+            None => v2_error(
+                StatusCode::NOT_FOUND,
+                &format!("No {name} entity with id {id} exists."),
+            ),
+        };
+    }
+    let mut hits: Vec<(i64, i32, &Entry)> = table
+        .rows
+        .iter()
+        .filter(|(id, e)| matches(e, **id, &q.filter))
+        .map(|(id, e)| (e.updated_ms, *id, e))
+        .collect();
+    if q.by_updated {
+        hits.sort_unstable_by_key(|(u, id, _)| (*u, *id));
+    }
+    let count = hits.len();
+    let page: Vec<Value> = hits
+        .into_iter()
+        .skip(q.skip)
+        .take(q.top)
+        .map(|(_, id, e)| convert(id, e, responsible_links))
+        .collect();
+    let taken = page.len();
+    let mut r = v2_json(StatusCode::OK, &Value::Array(page));
+    r.headers_mut()
+        .insert("helloHQ-Count", HeaderValue::from(count as u64));
+    if q.skip + taken < count {
+        let link = q.next_link(base, &format!("/v2/{name}"), taken);
+        if let Ok(h) = HeaderValue::from_str(&link) {
+            r.headers_mut().insert("helloHQ-NextLink", h);
+        }
+    }
+    r
+}
+
+/// Stored `…On` string → second-precision UTC, else the fallback.
+fn v2_ts(v: &Value, fallback_ms: i64) -> Value {
+    let ms = v.as_str().and_then(parse_ts).unwrap_or(fallback_ms);
+    json!(fmt_ts(ms - ms.rem_euclid(1000)))
+}
+
+/// `id`, `createdOn`, `createdBy`, `updatedOn`, `updatedBy` of an entity (the non-nullable
+/// `…By` are left out when not stored).
+fn v2_common(out: &mut Map<String, Value>, id: i32, e: &Entry) {
+    out.insert("id".into(), json!(id));
+    out.insert("createdOn".into(), json!(fmt_ts(e.created_ms)));
+    out.insert("updatedOn".into(), json!(fmt_ts(e.updated_ms)));
+    for (v2, v1) in [("createdBy", "CreatedBy"), ("updatedBy", "UpdatedBy")] {
+        if let Some(n) = e.obj.get(v1).and_then(Value::as_i64) {
+            out.insert(v2.into(), json!(n));
+        }
+    }
+}
+
+/// The owner's `createdOn…updatedBy` for a related item that has none of its own.
+fn v2_stamps(out: &mut Map<String, Value>, item: &Value, owner: &Entry) {
+    out.insert(
+        "createdOn".into(),
+        v2_ts(&item["CreatedOn"], owner.created_ms),
+    );
+    out.insert(
+        "updatedOn".into(),
+        v2_ts(&item["UpdatedOn"], owner.updated_ms),
+    );
+    for (v2, v1) in [("createdBy", "CreatedBy"), ("updatedBy", "UpdatedBy")] {
+        if let Some(n) = item[v1].as_i64().or_else(|| owner.obj[v1].as_i64()) {
+            out.insert(v2.into(), json!(n));
+        }
+    }
+}
+
+/// `SubsystemGet` of a stored v1 `Subsystem`.
+fn v2_subsystem(id: i32, e: &Entry) -> Value {
+    let mut out = Map::new();
+    out.insert("name".into(), e.obj["Name"].clone());
+    if let Some(b) = e.obj["IsMaster"].as_bool() {
+        out.insert("isMaster".into(), json!(b));
+    }
+    out.insert("currency".into(), e.obj["Currency"].clone());
+    v2_common(&mut out, id, e);
+    Value::Object(out)
+}
+
+/// `CompanyAddressGet` of a stored v1 address.
+fn v2_address(a: &Value, owner: &Entry) -> Value {
+    let mut out = Map::new();
+    for (v2, v1) in [
+        ("street", "Street"),
+        ("zipCode", "ZipCode"),
+        ("city", "City"),
+        ("country", "Country"),
+    ] {
+        if let Some(s) = a[v1].as_str() {
+            out.insert(v2.into(), json!(s));
+        }
+    }
+    let description = a["Description"]
+        .as_str()
+        .filter(|d| !d.is_empty())
+        .unwrap_or(V2_DEFAULT_ADDRESS_DESCRIPTION);
+    out.insert("description".into(), json!(description));
+    for (v2, v1) in V2_ADDRESS_STRINGS {
+        out.insert((*v2).into(), a[*v1].clone());
+    }
+    if let Some(t) = a["DefaultForDocumentType"]
+        .as_str()
+        .filter(|t| V2_DOCUMENT_TYPES.contains(t))
+    {
+        out.insert("standardForDocumentType".into(), json!(t));
+    }
+    if let Some(id) = a["Id"].as_i64() {
+        out.insert("id".into(), json!(id));
+    }
+    v2_stamps(&mut out, a, owner);
+    Value::Object(out)
+}
+
+/// `CompanyGetRelated` of a stored v1 `Company`, related data always included.
+fn v2_company(
+    tables: &HashMap<&'static str, Table>,
+    links: &mut HashMap<(i32, i32), i32>,
+    id: i32,
+    e: &Entry,
+) -> Value {
+    let o = &e.obj;
+    let items = |k: &str| o[k].as_array().cloned().unwrap_or_default();
+    let mut out = Map::new();
+    out.insert("name".into(), o["Name"].clone());
+    for (v2, v1) in V2_COMPANY_SCALARS {
+        out.insert((*v2).into(), o[*v1].clone());
+    }
+    v2_common(&mut out, id, e);
+
+    let types: Vec<Value> = items("CompanyTypes")
+        .iter()
+        .map(|t| {
+            let mut m = Map::new();
+            let tid = t["Id"].as_i64();
+            if let Some(tid) = tid {
+                m.insert("id".into(), json!(tid));
+            }
+            m.insert("name".into(), t["Name"].clone());
+            m.insert("number".into(), t["Number"].clone());
+            m.insert("companyId".into(), json!(id));
+            let row = tid.and_then(|t| tables["CompanyTypes"].rows.get(&(t as i32)));
+            v2_stamps(&mut m, t, row.unwrap_or(e));
+            Value::Object(m)
+        })
+        .collect();
+    out.insert("companyTypes".into(), Value::Array(types));
+
+    let addresses = match o.get("Addresses") {
+        Some(Value::Array(a)) => a.clone(),
+        _ => match &o["DefaultAddress"] {
+            Value::Object(_) => vec![o["DefaultAddress"].clone()],
+            _ => vec![],
+        },
+    };
+    let addresses: Vec<Value> = addresses.iter().map(|a| v2_address(a, e)).collect();
+    out.insert("addresses".into(), Value::Array(addresses));
+
+    let subsystems: Vec<Value> = items("Subsystems")
+        .iter()
+        .map(|s| {
+            let row = s["Id"]
+                .as_i64()
+                .and_then(|sid| tables["Subsystem"].rows.get(&(sid as i32)));
+            let pick = |k: &str| match (&s[k], row) {
+                (Value::Null, Some(r)) => r.obj[k].clone(),
+                (v, _) => v.clone(),
+            };
+            let mut m = Map::new();
+            m.insert("name".into(), pick("Name"));
+            if let Some(b) = pick("IsMaster").as_bool() {
+                m.insert("isMaster".into(), json!(b));
+            }
+            m.insert("currency".into(), pick("Currency"));
+            Value::Object(m)
+        })
+        .collect();
+    out.insert("subsystems".into(), Value::Array(subsystems));
+
+    let responsible: Vec<Value> = items("ResponsibleUsers")
+        .iter()
+        .filter_map(|u| {
+            let uid = u["Id"].as_i64()? as i32;
+            let next = links.len() as i32 + 1;
+            let link = *links.entry((id, uid)).or_insert(next);
+            let row = tables["Users"].rows.get(&uid);
+            let pick = |k: &str| match (&u[k], row) {
+                (Value::Null, Some(r)) => r.obj[k].clone(),
+                (v, _) => v.clone(),
+            };
+            let mut m = Map::new();
+            m.insert("id".into(), json!(link));
+            m.insert("userId".into(), json!(uid));
+            m.insert("firstName".into(), pick("FirstName"));
+            m.insert("lastName".into(), pick("LastName"));
+            v2_stamps(&mut m, &Value::Null, e);
+            Some(Value::Object(m))
+        })
+        .collect();
+    out.insert("responsibleUsers".into(), Value::Array(responsible));
+
+    if o["DefaultAddress"].is_object() {
+        out.insert("defaultAddress".into(), v2_address(&o["DefaultAddress"], e));
+    }
+    out.insert("contactPersons".into(), Value::Null);
+
+    let fields: Vec<Value> = items("CustomFields")
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c["Name"],
+                "type": c["Type"].as_str().unwrap_or("Text"),
+                "value": c["Value"],
+                "filterName": null,
+            })
+        })
+        .collect();
+    out.insert("customFields".into(), Value::Array(fields));
+    Value::Object(out)
 }
