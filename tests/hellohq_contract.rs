@@ -1,6 +1,6 @@
 //! Contract tests: crmgate's helloHQ simulator (tests/support/hellohq_sim.rs) checked against
-//! the published Swagger 2.0 description of v1 in `../shared/specs/hellohq/v1-odata-swagger.json`
-//! and the OpenAPI 3.0.1 description of v2 in `../shared/specs/hellohq/v2-rest-openapi.json`.
+//! the published Swagger 2.0 description of v1 in `fixtures/hellohq/v1-odata-swagger.json`
+//! and the OpenAPI 3.0.1 description of v2 in `fixtures/hellohq/v2-rest-openapi.json`.
 //!
 //! Two small validators live here, one for the swagger `definitions` and one for OpenAPI 3
 //! `components/schemas`. Besides type/format/enum/required checks both report every property the
@@ -29,7 +29,7 @@ fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/specs/hellohq/v1-odata-swagger.json");
+            .join("fixtures/hellohq/v1-odata-swagger.json");
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let root: Value = serde_json::from_str(&text).expect("swagger json");
         let mut counts: HashMap<String, Vec<String>> = HashMap::new();
@@ -1368,7 +1368,7 @@ fn spec3() -> &'static Spec3 {
     static SPEC: OnceLock<Spec3> = OnceLock::new();
     SPEC.get_or_init(|| {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/specs/hellohq/v2-rest-openapi.json");
+            .join("fixtures/hellohq/v2-rest-openapi.json");
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let root: Value = serde_json::from_str(&text).expect("openapi json");
         assert_eq!(root["openapi"], "3.0.1", "spec version changed");

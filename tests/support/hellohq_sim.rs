@@ -1,13 +1,13 @@
 //! An in-process, stateful simulator of the helloHQ v1 OData API for crmgate's adapter tests.
 //!
-//! It serves the subset of `../shared/specs/hellohq/v1-odata-swagger.json` that crmgate uses:
+//! It serves the subset of `fixtures/hellohq/v1-odata-swagger.json` that crmgate uses:
 //! the entity sets `Subsystem`, `Users`, `Companies`, `ContactPersons`, `Projects`, `Leads`,
 //! `CompanyTypes`, `LeadStatuses`, the deleted-entity feed `ConfigSystemEvents/do.GetDeleted()`,
 //! contact-person writes and the `/Token` refresh grant. Objects are kept as JSON in the v1
 //! PascalCase field names; navigation properties are only emitted when named in `$expand`.
 //!
 //! It also serves the v2 REST read endpoints `GET /v2/Subsystems[/{id}]` and
-//! `GET /v2/Companies[/{id}]` of `../shared/specs/hellohq/v2-rest-openapi.json` from the same stored
+//! `GET /v2/Companies[/{id}]` of `fixtures/hellohq/v2-rest-openapi.json` from the same stored
 //! objects, converted to the v2 camelCase schemas (`SubsystemGet`, `CompanyGetRelated`), with the
 //! v2 query parameters `filter`, `orderby`, `top`, `skip` and the `helloHQ-Count` /
 //! `helloHQ-NextLink` headers. Both generations share tokens, faults and the rate-limit budget.
