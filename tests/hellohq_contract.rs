@@ -28,8 +28,8 @@ struct Spec {
 fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/hellohq/v1-odata-swagger.json");
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hellohq/v1-odata-swagger.json");
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let root: Value = serde_json::from_str(&text).expect("swagger json");
         let mut counts: HashMap<String, Vec<String>> = HashMap::new();
@@ -1367,8 +1367,7 @@ struct Spec3 {
 fn spec3() -> &'static Spec3 {
     static SPEC: OnceLock<Spec3> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/hellohq/v2-rest-openapi.json");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hellohq/v2-rest-openapi.json");
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let root: Value = serde_json::from_str(&text).expect("openapi json");
         assert_eq!(root["openapi"], "3.0.1", "spec version changed");
