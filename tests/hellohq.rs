@@ -1038,3 +1038,106 @@ async fn subsystems_and_companies_read_through_v2_give_the_same_folders() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_sets_passwords_and_roles_of_hellohq_users_only() {
+    let sim = Sim::start().await;
+    let p = sim.populate(200, 4);
+    let users: Vec<Value> = p
+        .users
+        .iter()
+        .map(|u| sim.get("Users", *u).expect("user"))
+        .collect();
+    let login = |u: &Value| u["EMailWork"].as_str().unwrap_or("").to_lowercase();
+    let (admin, other) = (login(&users[0]), login(&users[1]));
+    let l = [
+        (admin.as_str(), "pw", "admin"),
+        (other.as_str(), "pw", "user"),
+    ];
+    let keys = "reconcile_interval_secs = 3600";
+    let s = TestServer::start_hellohq(&sim.base_url, &l, keys, "").await;
+    let id = p.users[1];
+    let url = s.url(&format!("/admin/v1/users/{id}"));
+    let signs_in = |who: String, pw: &'static str| {
+        let req = s
+            .client
+            .post(s.url("/EWS/Exchange.asmx"))
+            .basic_auth(who, Some(pw))
+            .body(envelope(r#"<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="contacts"/></m:FolderIds></m:GetFolder>"#));
+        async move { req.send().await.expect("send").status().as_u16() }
+    };
+    assert_eq!(signs_in(other.clone(), "pw").await, 200);
+    let rec: Value = s
+        .client
+        .get(&url)
+        .basic_auth(&admin, Some("pw"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rec["login"], other.as_str());
+
+    // Only password and role: a name change is refused with the reason, nothing changes.
+    let mut renamed = rec.clone();
+    renamed["name"] = json!("Someone Else");
+    let r = s
+        .client
+        .put(&url)
+        .basic_auth(&admin, Some("pw"))
+        .json(&renamed)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 422);
+    let text = r.text().await.expect("text");
+    assert!(text.contains("change name in helloHQ"), "{text}");
+
+    let mut new_pw = rec.clone();
+    new_pw["password"] = json!("n3w-secret");
+    let r = s
+        .client
+        .put(&url)
+        .basic_auth(&admin, Some("pw"))
+        .json(&new_pw)
+        .send()
+        .await
+        .expect("put");
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    assert_eq!(signs_in(other.clone(), "n3w-secret").await, 200);
+    assert_eq!(signs_in(other.clone(), "pw").await, 401);
+
+    // A helloHQ-side change of that user and a restart keep the password.
+    sim.update("Users", id, |v| v["LastName"] = json!("Renamed"));
+    s.app.refresh().await.expect("refresh");
+    let cfg = support::hellohq_config(&sim.base_url, keys, "");
+    let s = s.restart(&cfg).await;
+    sim.update("Users", id, |v| v["LastName"] = json!("Renamed again"));
+    s.app.refresh().await.expect("refresh");
+    let status = s
+        .client
+        .post(s.url("/EWS/Exchange.asmx"))
+        .basic_auth(&other, Some("n3w-secret"))
+        .body(envelope(r#"<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="contacts"/></m:FolderIds></m:GetFolder>"#))
+        .send()
+        .await
+        .expect("send")
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    // Users are not created through crmgate.
+    let r = s
+        .client
+        .put(s.url("/admin/v1/users/new-one"))
+        .basic_auth(&admin, Some("pw"))
+        .json(&json!({"login": "new@hq.test", "name": "New", "password": "x"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 422);
+    s.stop().await;
+}

@@ -40,6 +40,8 @@ use std::time::Duration;
 const STATE_KEY: &[u8] = b"hq/state";
 const ALIAS_PREFIX: &str = "hq/alias/";
 const OUTBOX_PREFIX: &str = "hq/outbox/";
+/// Sign-in data set through the admin API, by lower-case login (overrides the logins file).
+const LOGIN_PREFIX: &str = "hq/login/";
 /// How long a write waits for the rate limiter before it fails as retryable.
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 
@@ -230,6 +232,25 @@ impl HelloHq {
                     })?;
                 hq_ids.insert(a.local.clone(), hq.clone());
                 aliases.insert(hq, a);
+                Ok(true)
+            })
+            .map_err(|e| e.to_string())?;
+        let mut logins = logins;
+        store
+            .scan_prefix(LOGIN_PREFIX.as_bytes(), &mut |k, v| {
+                let login = String::from_utf8_lossy(&k[LOGIN_PREFIX.len()..]).into_owned();
+                let (password_hash, role): (Option<String>, Role) = serde_json::from_slice(v)
+                    .map_err(|e| crate::store::StoreError::Corrupt {
+                        key: String::from_utf8_lossy(k).into_owned(),
+                        msg: e.to_string(),
+                    })?;
+                logins.insert(
+                    login,
+                    Login {
+                        password_hash,
+                        role,
+                    },
+                );
                 Ok(true)
             })
             .map_err(|e| e.to_string())?;
@@ -1085,6 +1106,89 @@ impl HelloHq {
         }
     }
 
+    /// Sets a helloHQ user's crmgate sign-in data (password hash, role): the only user fields
+    /// crmgate keeps itself. Everything else about a user is changed in helloHQ.
+    async fn put_login(
+        &self,
+        u: crate::domain::User,
+        pre: Precondition,
+    ) -> Result<Versioned, CrmError> {
+        let Some(Versioned {
+            record: Record::User(cur),
+            version,
+        }) = self.inner.mirror.read_blocking(Kind::User, u.id.as_str())?
+        else {
+            return Err(match pre {
+                Precondition::MustNotExist | Precondition::None => invalid(
+                    "users",
+                    "with crm.backend = \"hellohq\" users are created in helloHQ",
+                ),
+                _ => CrmError::NotFound,
+            });
+        };
+        match &pre {
+            Precondition::MustNotExist => return Err(CrmError::AlreadyExists),
+            Precondition::Version(v) if *v != version => {
+                return Err(CrmError::PreconditionFailed {
+                    current: Some(version),
+                })
+            }
+            _ => {}
+        }
+        let mut rest = u.clone();
+        rest.password_hash = cur.password_hash.clone();
+        rest.role = cur.role;
+        rest.password = None;
+        if rest != cur {
+            let mut differ = Vec::new();
+            if rest.login != cur.login {
+                differ.push("login");
+            }
+            if rest.name != cur.name {
+                differ.push("name");
+            }
+            if rest.subsystems != cur.subsystems {
+                differ.push("subsystems");
+            }
+            if rest.active != cur.active {
+                differ.push("active");
+            }
+            if rest.extra != cur.extra {
+                differ.push("other fields");
+            }
+            return Err(invalid(
+                differ.first().copied().unwrap_or("user"),
+                format!(
+                    "crmgate keeps only password and role of helloHQ users; change {} in helloHQ \
+                     (send the record as GET returns it, with the new password or role)",
+                    differ.join(", ")
+                ),
+            ));
+        }
+        let login = Login {
+            password_hash: u.password_hash.clone(),
+            role: u.role,
+        };
+        let bytes = serde_json::to_vec(&(&login.password_hash, &login.role))
+            .map_err(|e| unavailable(e.to_string()))?;
+        self.inner
+            .store
+            .put(format!("{LOGIN_PREFIX}{}", cur.login).as_bytes(), &bytes)?;
+        if let Ok(mut ctx) = self.inner.ctx.write() {
+            ctx.logins.insert(cur.login.clone(), login);
+        }
+        let mut next = cur;
+        next.password_hash = u.password_hash;
+        next.role = u.role;
+        self.inner
+            .mirror
+            .mirror_blocking(vec![Record::User(next)], &[])?;
+        self.inner
+            .mirror
+            .read_blocking(Kind::User, u.id.as_str())?
+            .ok_or(CrmError::NotFound)
+    }
+
     /// Prometheus lines for `/metrics`.
     pub fn metrics_text(&self) -> String {
         let c = &self.inner.client.counters;
@@ -1171,6 +1275,10 @@ impl CrmBackend for HelloHq {
     }
 
     async fn put(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
+        if let Record::User(u) = record {
+            let _one_at_a_time = self.inner.writes.lock().await;
+            return self.put_login(u, pre).await;
+        }
         let Record::Contact(c) = record else {
             return Err(invalid(
                 record.kind().plural(),
