@@ -1129,6 +1129,21 @@ async fn the_admin_api_sets_passwords_and_roles_of_hellohq_users_only() {
         .expect("send")
         .status();
     assert_eq!(status.as_u16(), 200);
+    // A user who leaves in helloHQ can no longer sign in.
+    sim.update("Users", id, |v| {
+        v["LeavingDate"] = json!("2026-01-31T00:00:00Z")
+    });
+    s.app.refresh().await.expect("refresh");
+    let status = s
+        .client
+        .post(s.url("/EWS/Exchange.asmx"))
+        .basic_auth(&other, Some("n3w-secret"))
+        .body(envelope(r#"<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="contacts"/></m:FolderIds></m:GetFolder>"#))
+        .send()
+        .await
+        .expect("send")
+        .status();
+    assert_eq!(status.as_u16(), 401, "a departed user is refused");
     // Users are not created through crmgate.
     let r = s
         .client

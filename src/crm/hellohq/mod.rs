@@ -425,6 +425,11 @@ impl HelloHq {
             p.push_str("&$expand=");
             p.push_str(e);
         }
+        if set == Set::Users {
+            // Users who left are listed too, so their leaving reaches crmgate (they lose
+            // sign-in) instead of looking like a deletion.
+            p.push_str("&includedeactivated=true");
+        }
         p
     }
 
