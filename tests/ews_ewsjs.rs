@@ -9,7 +9,7 @@ use crmgate::domain::dataset::Dataset;
 use crmgate::domain::mapping::{card, MappingRules};
 use crmgate::domain::rules::{compute_folders, FolderRules};
 use crmgate::domain::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use support::{fixture, TestServer};
 
@@ -34,17 +34,7 @@ async fn ews_javascript_api_finds_binds_and_syncs() {
             "NODE_EXTRA_CA_CERTS",
             server.dir.path().join("tls/cert.pem"),
         );
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ews-javascript-api failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    let r = support::run_client("ews-javascript-api", cmd).await;
 
     let ds = Dataset::parse(&std::fs::read_to_string(fixture("demo.json")).expect("read"))
         .expect("demo");

@@ -33,18 +33,7 @@ async fn run(server: &TestServer, args: &[&str]) -> Value {
     let ca = server.dir.path().join("tls/cert.pem");
     let mut cmd = std::process::Command::new(python());
     cmd.arg(script).args(args).env("REQUESTS_CA_BUNDLE", ca);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exchangelib failed:\n{stderr}\n{stdout}"
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+    support::run_client("exchangelib", cmd).await
 }
 
 fn display_names(ds: &Dataset, ids: &std::collections::BTreeSet<ContactId>) -> Vec<String> {

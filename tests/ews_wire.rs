@@ -8,13 +8,9 @@ use crmgate::ews::xml::{self, Element};
 use reqwest::StatusCode;
 use support::{fixture, TestServer};
 
-const M: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";
-const T: &str = "http://schemas.microsoft.com/exchange/services/2006/types";
 
 fn envelope(header: &str, body: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="{M}" xmlns:t="{T}"><soap:Header>{header}</soap:Header><soap:Body>{body}</soap:Body></soap:Envelope>"#
-    )
+    support::soap(header, body)
 }
 
 struct Reply {
@@ -52,24 +48,11 @@ async fn post(s: &TestServer, path: &str, user: (&str, &str), body: String) -> R
 }
 
 fn find<'a>(e: &'a Element, name: &str) -> Vec<&'a Element> {
-    let mut out = Vec::new();
-    fn walk<'a>(e: &'a Element, name: &str, out: &mut Vec<&'a Element>) {
-        if e.name == name {
-            out.push(e);
-        }
-        for c in &e.children {
-            walk(c, name, out);
-        }
-    }
-    walk(e, name, &mut out);
-    out
+    support::elements(e, name)
 }
 
 fn codes(r: &Reply) -> Vec<String> {
-    find(&r.root, "ResponseCode")
-        .iter()
-        .map(|e| e.text.clone())
-        .collect()
+    support::response_codes(&r.root)
 }
 
 const ANNA: (&str, &str) = ("anna@example.test", "demo");

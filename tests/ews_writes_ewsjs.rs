@@ -40,17 +40,7 @@ async fn ews_javascript_api_saves_updates_and_deletes() {
         .args([&s.url("/EWS/Exchange.asmx"), "anna@example.test", "demo"])
         .env("NODE_PATH", &modules)
         .env("NODE_EXTRA_CA_CERTS", s.dir.path().join("tls/cert.pem"));
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ews-javascript-api failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    let r = support::run_client("ews-javascript-api", cmd).await;
     assert_eq!(r["saved_id"], true);
     assert_eq!(
         r["bound"],

@@ -45,17 +45,7 @@ async fn exchangelib_delete_under_each_policy() {
                 c1_surname.as_str(),
             ])
             .env("REQUESTS_CA_BUNDLE", s.dir.path().join("tls/cert.pem"));
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .expect("join")
-            .expect("python");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}\n{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+        let r = support::run_client("exchangelib", cmd).await;
         assert_eq!(r, json!({"delete": want, "visible": visible}), "{policy}");
         let st = s
             .client
@@ -109,17 +99,7 @@ async fn exchangelib_writes_keep_every_crm_value() {
     let mut cmd = std::process::Command::new(python);
     cmd.args(&args)
         .env("REQUESTS_CA_BUNDLE", s.dir.path().join("tls/cert.pem"));
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exchangelib failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    let r = support::run_client("exchangelib", cmd).await;
 
     // 1. Create and refresh round-trip; the CRM holds it with the writer as owner.
     let c = &r["created"];

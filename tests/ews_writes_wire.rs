@@ -11,14 +11,10 @@ use crmgate::ews::xml::{self, Element};
 use serde_json::Value;
 use support::{fixture, TestServer};
 
-const M: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";
-const T: &str = "http://schemas.microsoft.com/exchange/services/2006/types";
 const ANNA: (&str, &str) = ("anna@example.test", "demo");
 
 fn envelope(body: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="{M}" xmlns:t="{T}"><soap:Body>{body}</soap:Body></soap:Envelope>"#
-    )
+    support::soap("", body)
 }
 
 async fn post(s: &TestServer, body: String) -> (u16, Element, String) {
@@ -39,27 +35,7 @@ async fn post(s: &TestServer, body: String) -> (u16, Element, String) {
     )
 }
 
-fn find<'a>(e: &'a Element, name: &str, out: &mut Vec<&'a Element>) {
-    if e.name == name {
-        out.push(e);
-    }
-    for c in &e.children {
-        find(c, name, out);
-    }
-}
-
-fn all<'a>(e: &'a Element, name: &str) -> Vec<&'a Element> {
-    let mut v = Vec::new();
-    find(e, name, &mut v);
-    v
-}
-
-fn codes(e: &Element) -> Vec<String> {
-    all(e, "ResponseCode")
-        .iter()
-        .map(|c| c.text.clone())
-        .collect()
-}
+use support::{elements as all, response_codes as codes};
 
 async fn admin_contact(s: &TestServer, id: &str) -> (u16, Value) {
     let r = s

@@ -5,7 +5,7 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use support::{fixture, TestServer};
 
@@ -27,17 +27,7 @@ async fn graph_js_client_scenarios() {
         .args([&s.base, &token])
         .env("NODE_PATH", &modules)
         .env("NODE_EXTRA_CA_CERTS", s.dir.path().join("tls/cert.pem"));
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "graph client failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    let r = support::run_client("graph client", cmd).await;
     assert_eq!(
         r["folders"],
         json!(["HQ My Contacts", "HQ Global Contacts"])

@@ -40,17 +40,7 @@ async fn msgraph_sdk_scenarios() {
             "paula@example.test",
         ])
         .env("SSL_CERT_FILE", s.dir.path().join("tls/cert.pem"));
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "msgraph-sdk failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    let r = support::run_client("msgraph-sdk", cmd).await;
     assert_eq!(
         r["folders"],
         json!(["HQ My Contacts", "HQ Global Contacts"])

@@ -5,7 +5,7 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use support::{fixture, TestServer};
 
@@ -26,17 +26,7 @@ async fn o365_scenarios() {
     cmd.arg(root.join("tests/clients/o365_scenarios.py"))
         .args([&s.base, &tok])
         .env("SSL_CERT_FILE", s.dir.path().join("tls/cert.pem"));
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "O365 failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json");
+    let r = support::run_client("O365", cmd).await;
     assert_eq!(
         r["folders"],
         json!(["HQ My Contacts", "HQ Global Contacts"])

@@ -26,17 +26,6 @@ async fn client_errors(s: &TestServer) -> u64 {
         .unwrap_or(0)
 }
 
-fn run(mut cmd: std::process::Command) -> Value {
-    let out = cmd.output().expect("client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed:\n{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("json")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdks_retry_429_by_themselves() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -93,9 +82,7 @@ async fn sdks_retry_429_by_themselves() {
     py.arg(root.join("tests/clients/msgraph_retry.py"))
         .args([&s.base, &token, n])
         .env("SSL_CERT_FILE", s.dir.path().join("tls/cert.pem"));
-    let r = tokio::task::spawn_blocking(move || run(py))
-        .await
-        .expect("join");
+    let r = support::run_client("msgraph-sdk", py).await;
     assert_eq!(r["ok"], 8, "every request of the burst succeeded: {r}");
     let mid = client_errors(&s).await;
     assert!(
@@ -109,9 +96,7 @@ async fn sdks_retry_429_by_themselves() {
         .args([&s.base, &token, n])
         .env("NODE_PATH", &modules)
         .env("NODE_EXTRA_CA_CERTS", s.dir.path().join("tls/cert.pem"));
-    let r = tokio::task::spawn_blocking(move || run(js))
-        .await
-        .expect("join");
+    let r = support::run_client("graph client", js).await;
     assert_eq!(r["ok"], 8, "every request of the burst succeeded: {r}");
     let after = client_errors(&s).await;
     assert!(

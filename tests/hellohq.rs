@@ -22,8 +22,6 @@ use std::time::Duration;
 use support::hellohq_sim::{Faults, Sim};
 use support::TestServer;
 
-const M: &str = "http://schemas.microsoft.com/exchange/services/2006/messages";
-const T: &str = "http://schemas.microsoft.com/exchange/services/2006/types";
 
 type Folders = BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>;
 
@@ -383,9 +381,7 @@ async fn replica_equals_hellohq_after_load_and_random_change_streams() {
 // ---- EWS over the helloHQ backend ---------------------------------------------------------
 
 fn envelope(body: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="{M}" xmlns:t="{T}"><soap:Body>{body}</soap:Body></soap:Envelope>"#
-    )
+    support::soap("", body)
 }
 
 async fn ews(s: &TestServer, who: &str, body: String) -> (Element, String) {
@@ -410,26 +406,7 @@ async fn ews(s: &TestServer, who: &str, body: String) -> (Element, String) {
     )
 }
 
-fn all<'a>(e: &'a Element, name: &str) -> Vec<&'a Element> {
-    let mut out = Vec::new();
-    fn walk<'a>(e: &'a Element, name: &str, out: &mut Vec<&'a Element>) {
-        if e.name == name {
-            out.push(e);
-        }
-        for c in &e.children {
-            walk(c, name, out);
-        }
-    }
-    walk(e, name, &mut out);
-    out
-}
-
-fn codes(e: &Element) -> Vec<String> {
-    all(e, "ResponseCode")
-        .iter()
-        .map(|c| c.text.clone())
-        .collect()
-}
+use support::{elements as all, response_codes as codes};
 
 async fn my_folder(s: &TestServer, who: &str) -> String {
     let (r, _) = ews(s, who, r#"<m:FindFolder Traversal="Shallow"><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:ParentFolderIds><t:DistinguishedFolderId Id="contacts"/></m:ParentFolderIds></m:FindFolder>"#.into()).await;

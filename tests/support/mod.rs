@@ -19,6 +19,64 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
+/// A SOAP 1.1 envelope with the EWS `m:` and `t:` prefixes, and a header when one is given.
+pub fn soap(header: &str, body: &str) -> String {
+    let m = "http://schemas.microsoft.com/exchange/services/2006/messages";
+    let t = "http://schemas.microsoft.com/exchange/services/2006/types";
+    let header = if header.is_empty() {
+        String::new()
+    } else {
+        format!("<soap:Header>{header}</soap:Header>")
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="{m}" xmlns:t="{t}">{header}<soap:Body>{body}</soap:Body></soap:Envelope>"#
+    )
+}
+
+/// Every element named `name` at or below `e`, in document order.
+pub fn elements<'a>(
+    e: &'a crmgate::ews::xml::Element,
+    name: &str,
+) -> Vec<&'a crmgate::ews::xml::Element> {
+    fn walk<'a>(
+        e: &'a crmgate::ews::xml::Element,
+        name: &str,
+        out: &mut Vec<&'a crmgate::ews::xml::Element>,
+    ) {
+        if e.name == name {
+            out.push(e);
+        }
+        for c in &e.children {
+            walk(c, name, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(e, name, &mut out);
+    out
+}
+
+/// The `ResponseCode`s of an EWS answer, in order.
+pub fn response_codes(e: &crmgate::ews::xml::Element) -> Vec<String> {
+    elements(e, "ResponseCode")
+        .iter()
+        .map(|c| c.text.clone())
+        .collect()
+}
+
+/// Runs an unmodified client (Python or Node script) and returns the JSON object it prints
+/// last; the test fails with the client's output if the client fails.
+pub async fn run_client(what: &str, mut cmd: std::process::Command) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed:\n{stderr}\n{stdout}");
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{what}: {e}: {stdout}\n{stderr}"))
+}
+
 /// Config text for the helloHQ backend (files from [`TestServer::write_hellohq_files`]).
 pub fn hellohq_config(sim_base: &str, hq_keys: &str, extra_config: &str) -> String {
     format!(
