@@ -252,16 +252,15 @@ impl App {
         Ok(self.replica.catch_up(&self.crm).await?)
     }
 
-    /// One polling step: an external CRM is synced into its mirror first (the initial load,
-    /// or a poll), then the replica catches up. Reads keep being served whatever happens.
+    /// One polling step: the backend syncs its local copy of a remote CRM first (the
+    /// initial load, or a poll), then the replica catches up. Once the replica is ready a
+    /// failed sync only logs: reads keep being served.
     pub async fn refresh(&self) -> Result<usize, AppError> {
-        if let Crm::HelloHq(h) = &self.crm {
-            match h.sync_once().await {
-                Ok(_) => {}
-                Err(e) if !h.is_loaded() => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "helloHQ sync cycle failed; reads go on from the replica")
-                }
+        match self.crm.sync().await {
+            Ok(()) => {}
+            Err(e) if !self.replica.is_ready() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "CRM sync failed; reads go on from the replica")
             }
         }
         self.catch_up().await

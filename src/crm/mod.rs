@@ -125,6 +125,15 @@ pub trait CrmBackend: Send + Sync + 'static {
         id: String,
         pre: Precondition,
     ) -> impl Future<Output = Result<(), CrmError>> + Send;
+    /// One sync step for a backend that keeps a local copy of a remote CRM (fetch what
+    /// changed there); the feed above then serves it. Nothing to do by default.
+    fn sync(&self) -> impl Future<Output = Result<(), CrmError>> + Send {
+        async { Ok(()) }
+    }
+    /// Backend-specific Prometheus lines for `/metrics`.
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// The backend chosen at start-up (static dispatch).
@@ -159,6 +168,18 @@ impl CrmBackend for Crm {
         match self {
             Crm::Embedded(b) => b.delete(kind, id, pre).await,
             Crm::HelloHq(b) => b.delete(kind, id, pre).await,
+        }
+    }
+    async fn sync(&self) -> Result<(), CrmError> {
+        match self {
+            Crm::Embedded(b) => b.sync().await,
+            Crm::HelloHq(b) => b.sync().await,
+        }
+    }
+    fn metrics(&self) -> String {
+        match self {
+            Crm::Embedded(b) => b.metrics(),
+            Crm::HelloHq(b) => b.metrics(),
         }
     }
 }

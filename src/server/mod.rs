@@ -296,8 +296,6 @@ fn metrics(app: &App) -> String {
         "# TYPE crmgate_uptime_seconds gauge\ncrmgate_uptime_seconds {}",
         app.started.elapsed().as_secs()
     );
-    if let crate::crm::Crm::HelloHq(h) = &app.crm {
-        s.push_str(&h.metrics_text());
-    }
+    s.push_str(&crate::crm::CrmBackend::metrics(&app.crm));
     s
 }

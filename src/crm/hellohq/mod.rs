@@ -86,6 +86,15 @@ enum Query {
     Filter(String),
 }
 
+/// A contact about to be written: the mirror's copy and helloHQ's current entity.
+struct Fresh {
+    version: String,
+    old: Contact,
+    hq: String,
+    remote: Value,
+    etag: Option<String>,
+}
+
 /// What one sync cycle did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -955,30 +964,30 @@ impl HelloHq {
         }
     }
 
-    async fn update(&self, new: Contact, pre: Precondition) -> Result<Versioned, CrmError> {
-        let Some((version, old)) = self.current(new.id.as_str())? else {
+    /// The start of an update or delete: the mirror's copy, checked against the
+    /// precondition, and helloHQ's entity as it is now, which must still be that copy
+    /// (otherwise the mirror is refreshed and the write is a conflict). `None`: helloHQ no
+    /// longer has it (the mirror drops it too).
+    async fn fresh(&self, id: &str, pre: &Precondition) -> Result<Option<Fresh>, CrmError> {
+        let Some((version, old)) = self.current(id)? else {
             return Err(CrmError::NotFound);
         };
-        if let Precondition::Version(v) = &pre {
+        if let Precondition::Version(v) = pre {
             if *v != version {
                 return Err(CrmError::PreconditionFailed {
                     current: Some(version),
                 });
             }
         }
-        let hq = self.hq_id(Kind::Contact, new.id.as_str());
+        let hq = self.hq_id(Kind::Contact, id);
         let reply = self
             .fetch_contact(&hq, WRITE_WAIT)
             .await
             .map_err(Failure::into_error)?;
         if reply.status == 404 {
-            self.apply(
-                Set::ContactPersons,
-                Vec::new(),
-                vec![(Kind::Contact, new.id.as_str().to_owned())],
-            )
-            .await?;
-            return Err(CrmError::NotFound);
+            let gone = vec![(Kind::Contact, id.to_owned())];
+            self.apply(Set::ContactPersons, Vec::new(), gone).await?;
+            return Ok(None);
         }
         if reply.status != 200 {
             return Err(self.refused(&reply));
@@ -988,6 +997,26 @@ impl HelloHq {
         if !self.unchanged(&remote, &old)? {
             return Err(self.stale(remote).await);
         }
+        Ok(Some(Fresh {
+            version,
+            old,
+            hq,
+            remote,
+            etag: reply.etag,
+        }))
+    }
+
+    async fn update(&self, new: Contact, pre: Precondition) -> Result<Versioned, CrmError> {
+        let Some(Fresh {
+            version,
+            old,
+            hq,
+            remote,
+            ..
+        }) = self.fresh(new.id.as_str(), &pre).await?
+        else {
+            return Err(CrmError::NotFound);
+        };
         let mut body = remote.clone();
         map::contact_onto(&old, &new, &mut body).map_err(CrmError::Invalid)?;
         if body == remote {
@@ -1048,34 +1077,10 @@ impl HelloHq {
     }
 
     async fn remove(&self, id: &str, pre: Precondition) -> Result<(), CrmError> {
-        let Some((version, old)) = self.current(id)? else {
-            return Err(CrmError::NotFound);
-        };
-        if let Precondition::Version(v) = &pre {
-            if *v != version {
-                return Err(CrmError::PreconditionFailed {
-                    current: Some(version),
-                });
-            }
-        }
-        let hq = self.hq_id(Kind::Contact, id);
-        let gone = vec![(Kind::Contact, id.to_owned())];
-        let reply = self
-            .fetch_contact(&hq, WRITE_WAIT)
-            .await
-            .map_err(Failure::into_error)?;
-        if reply.status == 404 {
-            self.apply(Set::ContactPersons, Vec::new(), gone).await?;
+        let Some(Fresh { hq, etag, .. }) = self.fresh(id, &pre).await? else {
             return Ok(());
-        }
-        if reply.status != 200 {
-            return Err(self.refused(&reply));
-        }
-        let mut remote = reply.json()?;
-        strip_annotations(&mut remote);
-        if !self.unchanged(&remote, &old)? {
-            return Err(self.stale(remote).await);
-        }
+        };
+        let gone = vec![(Kind::Contact, id.to_owned())];
         let sent = self
             .inner
             .client
@@ -1083,7 +1088,7 @@ impl HelloHq {
                 Method::DELETE,
                 &format!("/v1/ContactPersons({hq})"),
                 None,
-                reply.etag.as_deref(),
+                etag.as_deref(),
                 WRITE_WAIT,
             )
             .await;
@@ -1310,5 +1315,13 @@ impl CrmBackend for HelloHq {
         }
         let _one_at_a_time = self.inner.writes.lock().await;
         self.remove(&id, pre).await
+    }
+
+    async fn sync(&self) -> Result<(), CrmError> {
+        self.sync_once().await.map(|_| ())
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics_text()
     }
 }
