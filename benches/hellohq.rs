@@ -12,35 +12,18 @@
 //! `BENCH_LATENCY_SAMPLES` (default 4; each takes up to one interval) change the size.
 
 #[allow(dead_code, unreachable_pub, clippy::all)]
-#[path = "../tests/support/hellohq_sim.rs"]
-mod sim;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use crmgate::app::App;
-use crmgate::config::{Config, Overrides};
 use rand::Rng;
 use serde_json::json;
-use sim::Sim;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::hellohq_sim::{self as sim, Sim};
 
 fn open(dir: &std::path::Path, base: &str, keys: &str) -> Arc<App> {
-    std::fs::write(
-        dir.join("creds.json"),
-        json!({"client_id": Sim::CLIENT_ID, "client_secret": Sim::CLIENT_SECRET,
-            "refresh_token": Sim::REFRESH_TOKEN})
-        .to_string(),
-    )
-    .expect("creds");
-    let text = format!(
-        "[crm]\nbackend = \"hellohq\"\n[crm.hellohq]\nbase_url = \"{base}\"\ncredentials = \"creds.json\"\n{keys}\n"
-    );
-    let ov = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.to_path_buf()),
-        seed: None,
-        insecure_http: false,
-    };
-    Arc::new(App::open(Config::parse(&text, dir, &ov).expect("config")).expect("open"))
+    support::hellohq_app(dir, base, keys)
 }
 
 async fn load(app: &App) -> f64 {

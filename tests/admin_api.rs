@@ -25,15 +25,7 @@ async fn health_ready_and_metrics() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = s.client.get(s.url("/readyz")).send().await.expect("send");
     assert_eq!(r.status(), StatusCode::OK);
-    let m = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let m = s.metrics().await;
     assert!(m.contains("crmgate_replica_ready 1"), "{m}");
     assert!(m.contains("crmgate_records{kind=\"contacts\"} 320"), "{m}");
     let r = s.client.get(s.url("/nope")).send().await.expect("send");

@@ -8,7 +8,6 @@ use crmgate::ews::xml::{self, Element};
 use reqwest::StatusCode;
 use support::{fixture, TestServer};
 
-
 fn envelope(header: &str, body: &str) -> String {
     support::soap(header, body)
 }

@@ -10,15 +10,7 @@ use support::{fixture, TestServer};
 
 /// Client errors (`4xx`) answered so far, from `/metrics`.
 async fn client_errors(s: &TestServer) -> u64 {
-    let m = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let m = s.metrics().await;
     m.lines()
         .find(|l| l.starts_with("crmgate_http_responses_total{class=\"4xx\"}"))
         .and_then(|l| l.rsplit(' ').next())

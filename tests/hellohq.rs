@@ -22,7 +22,6 @@ use std::time::Duration;
 use support::hellohq_sim::{Faults, Sim};
 use support::TestServer;
 
-
 type Folders = BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>;
 
 fn ids_of(v: &Value, list: &str, field: &str) -> Vec<String> {
@@ -610,15 +609,7 @@ async fn ews_edits_land_in_hellohq_with_unrelated_fields_intact() {
         .await
         .expect("get")
         .is_some());
-    let m = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let m = s.metrics().await;
     let gauge = |name: &str| -> f64 {
         m.lines()
             .find(|l| l.starts_with(name))
@@ -645,22 +636,8 @@ async fn an_interrupted_initial_load_resumes_and_is_never_served_half_done() {
     let sim = Arc::new(Sim::start().await);
     sim.populate(2000, 21);
     let dir = tempfile::tempdir().expect("dir");
-    TestServer::write_hellohq_files(dir.path(), &[]);
-    let cfg_text = support::hellohq_config(
-        &sim.base_url,
-        "page_size = 100\nbreaker_cooldown_secs = 1",
-        "",
-    );
-    let open = || {
-        let ov = crmgate::config::Overrides {
-            listen: Some("127.0.0.1:0".into()),
-            data_dir: Some(dir.path().to_path_buf()),
-            seed: None,
-            insecure_http: false,
-        };
-        let cfg = crmgate::config::Config::parse(&cfg_text, dir.path(), &ov).expect("config");
-        Arc::new(App::open(cfg).expect("open"))
-    };
+    let keys = "page_size = 100\nbreaker_cooldown_secs = 1";
+    let open = || support::hellohq_app(dir.path(), &sim.base_url, keys);
     let app = open();
     // Let the load run until a few contact pages are in, then take helloHQ down.
     let watcher = {
@@ -868,15 +845,7 @@ async fn fault_campaign_loses_nothing_and_never_fails_a_read() {
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
         if (12..20).contains(&i) {
-            let m = s
-                .client
-                .get(s.url("/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
+            let m = s.metrics().await;
             saw_down |= m.contains("crmgate_hellohq_state{state=\"down\"} 1");
             tokio::time::sleep(Duration::from_millis(400)).await;
         }

@@ -77,6 +77,20 @@ pub async fn run_client(what: &str, mut cmd: std::process::Command) -> serde_jso
         .unwrap_or_else(|e| panic!("{what}: {e}: {stdout}\n{stderr}"))
 }
 
+/// Opens crmgate on the helloHQ backend at `sim_base` in `dir` without serving it (the
+/// initial load is left to the caller's `refresh` calls).
+pub fn hellohq_app(dir: &Path, sim_base: &str, hq_keys: &str) -> Arc<App> {
+    TestServer::write_hellohq_files(dir, &[]);
+    let ov = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.to_path_buf()),
+        seed: None,
+        insecure_http: false,
+    };
+    let cfg = Config::parse(&hellohq_config(sim_base, hq_keys, ""), dir, &ov).expect("config");
+    Arc::new(App::open(cfg).expect("open"))
+}
+
 /// Config text for the helloHQ backend (files from [`TestServer::write_hellohq_files`]).
 pub fn hellohq_config(sim_base: &str, hq_keys: &str, extra_config: &str) -> String {
     format!(
@@ -254,6 +268,18 @@ impl TestServer {
             )
             .await;
         }
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
     }
 
     pub fn url(&self, path: &str) -> String {
