@@ -59,7 +59,7 @@ pub fn read(root: Element) -> Result<Request, Fault> {
         .into_iter()
         .next()
         .ok_or_else(|| schema("The SOAP Body is empty."))?;
-    if op.ns != NS_M {
+    if &*op.ns != NS_M {
         return Err(schema(
             "The request operation is not in the EWS messages namespace.",
         ));

@@ -7,6 +7,8 @@
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// SOAP 1.1 envelope namespace.
 pub const NS_SOAP: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -23,12 +25,17 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_ELEMENTS: usize = 200_000;
 /// Most attributes on one element.
 pub const MAX_ATTRIBUTES: usize = 64;
+/// Longest namespace URI (the ones EWS uses are under 100 bytes).
+pub const MAX_NAMESPACE_BYTES: usize = 1024;
+/// Most distinct namespace URIs in one document.
+pub const MAX_NAMESPACES: usize = 64;
 
 /// An element: namespace URI, local name, attributes (local name → value), children, text.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Element {
-    /// Namespace URI ("" when none).
-    pub ns: String,
+    /// Namespace URI ("" when none). Shared by every element in that namespace, so what
+    /// namespace resolution allocates is bounded by the document, not by the element count.
+    pub ns: Arc<str>,
     /// Local name.
     pub name: String,
     /// Attributes by local name (namespaces of attributes are not needed by EWS).
@@ -56,7 +63,7 @@ pub enum XmlError {
 impl Element {
     /// True when the element has this namespace and local name.
     pub fn is(&self, ns: &str, name: &str) -> bool {
-        self.ns == ns && self.name == name
+        &*self.ns == ns && self.name == name
     }
 
     /// An attribute value.
@@ -100,6 +107,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
+    let mut namespaces = Interner::default();
     loop {
         let (resolved, event) = reader
             .read_resolved_event()
@@ -119,8 +127,8 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                     return Err(XmlError::Malformed("content after the root element".into()));
                 }
                 let ns = match resolved {
-                    ResolveResult::Bound(ns) => String::from_utf8_lossy(ns.as_ref()).into_owned(),
-                    ResolveResult::Unbound => String::new(),
+                    ResolveResult::Bound(ns) => namespaces.get(ns.as_ref())?,
+                    ResolveResult::Unbound => namespaces.get(b"")?,
                     ResolveResult::Unknown(p) => {
                         return Err(XmlError::Malformed(format!(
                             "undeclared prefix {}",
@@ -167,7 +175,34 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
     root.ok_or_else(|| XmlError::Malformed("no root element".into()))
 }
 
-fn start_element(s: &BytesStart<'_>, ns: String) -> Result<Element, XmlError> {
+/// The namespace URIs of one document, each allocated once.
+#[derive(Default)]
+struct Interner {
+    map: HashMap<Box<[u8]>, Arc<str>>,
+}
+
+impl Interner {
+    fn get(&mut self, uri: &[u8]) -> Result<Arc<str>, XmlError> {
+        if let Some(a) = self.map.get(uri) {
+            return Ok(a.clone());
+        }
+        if uri.len() > MAX_NAMESPACE_BYTES {
+            return Err(XmlError::Limit(format!(
+                "a namespace URI longer than {MAX_NAMESPACE_BYTES} bytes"
+            )));
+        }
+        if self.map.len() >= MAX_NAMESPACES {
+            return Err(XmlError::Limit(format!(
+                "more than {MAX_NAMESPACES} namespaces"
+            )));
+        }
+        let a: Arc<str> = Arc::from(String::from_utf8_lossy(uri).as_ref());
+        self.map.insert(uri.into(), a.clone());
+        Ok(a)
+    }
+}
+
+fn start_element(s: &BytesStart<'_>, ns: Arc<str>) -> Result<Element, XmlError> {
     let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
     let mut attrs = Vec::new();
     for a in s.attributes() {
@@ -257,6 +292,16 @@ impl Xml {
         let _ = self.w.write_event(Event::Empty(s));
     }
 
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.w.get_ref().len()
+    }
+
+    /// True before anything but the declaration is written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The bytes written.
     pub fn finish(self) -> Vec<u8> {
         self.w.into_inner()
@@ -293,6 +338,31 @@ mod tests {
         assert!(matches!(parse(b"<a>"), Err(XmlError::Malformed(_))));
         assert!(matches!(parse(b"<p:a/>"), Err(XmlError::Malformed(_))));
         assert!(matches!(parse(b""), Err(XmlError::Malformed(_))));
+    }
+
+    #[test]
+    fn namespaces_are_bounded_and_shared() {
+        // The shape of the remote OOM: every element in one enormous namespace.
+        let uri = "u".repeat(100_000);
+        let mut doc = format!("<r xmlns=\"{uri}\">");
+        doc.push_str(&"<a/>".repeat(45_000));
+        doc.push_str("</r>");
+        assert!(matches!(parse(doc.as_bytes()), Err(XmlError::Limit(_))));
+        // Many distinct namespaces.
+        let many: String = (0..100)
+            .map(|i| format!("<p{i}:a xmlns:p{i}=\"urn:{i}\"/>"))
+            .collect();
+        let doc = format!("<r>{many}</r>");
+        assert!(matches!(parse(doc.as_bytes()), Err(XmlError::Limit(_))));
+        // A legal namespace is allocated once and shared by all its elements.
+        let uri = "urn:x:".repeat(100);
+        let doc = format!("<r xmlns=\"{uri}\">{}</r>", "<a/>".repeat(1000));
+        let root = parse(doc.as_bytes()).expect("parses");
+        assert_eq!(root.children.len(), 1000);
+        assert!(root
+            .children
+            .iter()
+            .all(|c| Arc::ptr_eq(&c.ns, &root.ns) && &*c.ns == uri));
     }
 
     #[test]
