@@ -112,6 +112,8 @@ pub struct App {
     pub tokens: crate::auth::tokens::Tokens,
     /// Per-user Graph request limits.
     pub graph_limit: crate::auth::limit::Limiter,
+    /// EWS requests in flight per user.
+    pub ews_limit: crate::auth::limit::Limiter,
     /// Tie-breaker for audit keys written in the same microsecond.
     audit_seq: AtomicU64,
 }
@@ -234,6 +236,10 @@ impl App {
             graph_limit: crate::auth::limit::Limiter::new(crate::auth::limit::Limits {
                 per_second: config.graph.per_second,
                 concurrent: config.graph.concurrent,
+            }),
+            ews_limit: crate::auth::limit::Limiter::new(crate::auth::limit::Limits {
+                per_second: u32::MAX,
+                concurrent: config.ews.concurrent,
             }),
             throttle: Throttle::new(config.auth.clone()),
             config,

@@ -45,6 +45,21 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Time given to open requests on shutdown.
     pub shutdown_grace: Duration,
+    /// Largest answer body a request may produce (EWS and Graph).
+    pub max_answer_bytes: usize,
+}
+
+/// `[ews]`: what one EWS request may cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EwsConfig {
+    /// Most folder ids in one FindItem, FindFolder or GetFolder.
+    pub max_folder_ids: usize,
+    /// Most item ids in one GetItem, ConvertId or item write.
+    pub max_item_ids: usize,
+    /// Most restriction-node evaluations one request may cost.
+    pub max_evaluations: u64,
+    /// EWS requests one user may have in flight; more get `ErrorServerBusy`.
+    pub concurrent: u32,
 }
 
 /// Which CRM backend feeds the replica.
@@ -146,6 +161,14 @@ pub struct AuthConfig {
     pub lockout: Duration,
     /// Delay added per recent failure before answering (capped at 2 s).
     pub failure_delay: Duration,
+    /// Failures against one login (from sources it never signed in from) before the login
+    /// is locked for those sources.
+    pub account_max_failures: u32,
+    /// How long the first lock of a login lasts; each further lock within the failure
+    /// window doubles it, up to 16 times.
+    pub account_lockout: Duration,
+    /// Bearer tokens one user may hold; issuing one more revokes the oldest.
+    pub max_tokens_per_user: usize,
 }
 
 /// Graph face settings (`[graph]`).
@@ -192,6 +215,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Graph face.
     pub graph: GraphConfig,
+    /// EWS face.
+    pub ews: EwsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -338,6 +363,7 @@ const SECTIONS: &[&str] = &[
     "mapping",
     "auth",
     "graph",
+    "ews",
     "log",
 ];
 
@@ -444,6 +470,9 @@ impl Config {
         let header_timeout = secs(&mut r, "server.header_timeout_secs", 15, 600);
         let max_connections = r.int("server.max_connections", 1, 1 << 20).unwrap_or(4096) as usize;
         let shutdown_grace = secs(&mut r, "server.shutdown_grace_secs", 10, 600);
+        let max_answer_bytes = r
+            .int("server.max_answer_bytes", 65536, 1 << 31)
+            .unwrap_or(32 << 20) as usize;
 
         // [store]
         let data_dir = ov
@@ -699,6 +728,11 @@ impl Config {
             failure_delay: Duration::from_millis(
                 r.int("auth.failure_delay_ms", 0, 2000).unwrap_or(250) as u64,
             ),
+            account_max_failures: r.int("auth.account_max_failures", 1, 10_000).unwrap_or(10)
+                as u32,
+            account_lockout: secs(&mut r, "auth.account_lockout_secs", 60, 3600),
+            max_tokens_per_user: r.int("auth.max_tokens_per_user", 1, 100_000).unwrap_or(100)
+                as usize,
         };
 
         // [graph]
@@ -707,6 +741,16 @@ impl Config {
                 .int("graph.requests_per_second", 1, 100_000)
                 .unwrap_or(100) as u32,
             concurrent: r.int("graph.concurrent_requests", 1, 10_000).unwrap_or(16) as u32,
+        };
+
+        // [ews]
+        let ews = EwsConfig {
+            max_folder_ids: r.int("ews.max_folder_ids", 1, 1000).unwrap_or(64) as usize,
+            max_item_ids: r.int("ews.max_item_ids", 1, 10_000).unwrap_or(1000) as usize,
+            max_evaluations: r
+                .int("ews.max_evaluations", 1000, 1 << 40)
+                .unwrap_or(4_000_000) as u64,
+            concurrent: r.int("ews.concurrent_requests", 1, 10_000).unwrap_or(8) as u32,
         };
 
         // [log]
@@ -742,6 +786,7 @@ impl Config {
                 header_timeout,
                 max_connections,
                 shutdown_grace,
+                max_answer_bytes,
             },
             data_dir,
             store_engine,
@@ -769,6 +814,7 @@ impl Config {
             },
             auth,
             graph,
+            ews,
             log: LogConfig { format, level },
         })
     }

@@ -51,6 +51,11 @@ pub const NON_EXISTENT_MAILBOX: EwsError =
 /// No name matched.
 pub const NAME_NO_RESULTS: EwsError =
     EwsError::new("ErrorNameResolutionNoResults", "No results were found.");
+/// An id named twice in one request: answered once, the repeats get this.
+pub const DUPLICATE_ID: EwsError = EwsError::new(
+    "ErrorInvalidRequest",
+    "This id appears earlier in the same request; it is answered there.",
+);
 /// Paging parameters out of range.
 pub const BAD_PAGING: EwsError = EwsError::new(
     "ErrorInvalidIndexedPagingParameters",

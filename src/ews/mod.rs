@@ -29,12 +29,78 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// What one request may cost: ids it may name, work its restriction may take, and the size
+/// of its answer. Everything a client controls is bounded by these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest answer body; past it the request gets an `ErrorInsufficientResources` fault.
+    pub max_answer_bytes: usize,
+    /// Most folder ids in one FindItem, FindFolder or GetFolder.
+    pub max_folder_ids: usize,
+    /// Most item ids in one GetItem, ConvertId or item write.
+    pub max_item_ids: usize,
+    /// Most restriction-node evaluations one request may cost (items tested × nodes).
+    pub max_evaluations: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_answer_bytes: 32 << 20,
+            max_folder_ids: 64,
+            max_item_ids: 1000,
+            max_evaluations: 4_000_000,
+        }
+    }
+}
+
 /// Everything an operation needs.
 pub struct Ctx<'s, 'a> {
     /// The session (for mailboxes named in requests).
     pub session: &'s Session<'a>,
     /// The mailbox of this request (own, or impersonated).
     pub mailbox: Mailbox<'a>,
+    /// This request's bounds.
+    pub limits: Limits,
+    /// Restriction evaluations left for this request.
+    pub evaluations: std::cell::Cell<u64>,
+}
+
+impl Ctx<'_, '_> {
+    /// Takes `n` restriction evaluations from the request's budget; a fault once it is spent.
+    pub fn spend(&self, n: u64) -> Result<(), Fault> {
+        let left = self.evaluations.get();
+        if n > left {
+            return Err(Fault {
+                code: "ErrorQueryFilterTooLong",
+                message: format!(
+                    "The restriction would be tested more than {} times in this request; \
+                     name fewer folders or a smaller restriction.",
+                    self.limits.max_evaluations
+                ),
+            });
+        }
+        self.evaluations.set(left - n);
+        Ok(())
+    }
+
+    /// A fault once the answer written so far is over the size bound.
+    pub fn check_size(&self, x: &Xml) -> Result<(), Fault> {
+        if x.len() > self.limits.max_answer_bytes {
+            return Err(answer_too_large(self.limits.max_answer_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// The fault for an answer over `max` bytes.
+pub fn answer_too_large(max: usize) -> Fault {
+    Fault {
+        code: "ErrorInsufficientResources",
+        message: format!(
+            "The answer would be larger than {max} bytes; ask for fewer items or a smaller page."
+        ),
+    }
 }
 
 impl<'a> Ctx<'_, 'a> {
@@ -100,9 +166,15 @@ pub fn parse(body: &[u8]) -> Result<envelope::Request, Answer> {
 fn context<'s, 'a>(
     session: &'s Session<'a>,
     req: &envelope::Request,
+    limits: Limits,
 ) -> Result<Ctx<'s, 'a>, Answer> {
     match session.mailbox(req.impersonate.as_deref()) {
-        Ok(mailbox) => Ok(Ctx { session, mailbox }),
+        Ok(mailbox) => Ok(Ctx {
+            session,
+            mailbox,
+            limits,
+            evaluations: std::cell::Cell::new(limits.max_evaluations),
+        }),
         Err(e) => {
             let err = match e {
                 MailboxError::Denied => error::IMPERSONATE_DENIED,
@@ -122,8 +194,9 @@ fn context<'s, 'a>(
 pub fn plan_write(
     session: &Session<'_>,
     req: &envelope::Request,
+    limits: Limits,
 ) -> Result<Vec<Result<crate::view::write::Planned, EwsError>>, Answer> {
-    let ctx = context(session, req)?;
+    let ctx = context(session, req, limits)?;
     ops::item_writes::plan(&ctx, &req.op).map_err(|f| fault_answer(&f))
 }
 
@@ -132,8 +205,9 @@ pub fn answer_write(
     session: &Session<'_>,
     req: &envelope::Request,
     results: &[ops::item_writes::ItemResult],
+    limits: Limits,
 ) -> Answer {
-    match context(session, req) {
+    match context(session, req, limits) {
         Ok(ctx) => Answer {
             status: 200,
             body: ops::item_writes::answer(&ctx, &req.op, results),
@@ -147,9 +221,9 @@ pub fn is_item_write(req: &envelope::Request) -> bool {
     ops::item_writes::is_item_write(&req.op)
 }
 
-/// Answers one parsed request for the signed-in session.
-pub fn handle(session: &Session<'_>, req: &envelope::Request) -> Answer {
-    let ctx = match context(session, req) {
+/// Answers one parsed request for the signed-in session, within `limits`.
+pub fn handle(session: &Session<'_>, req: &envelope::Request, limits: Limits) -> Answer {
+    let ctx = match context(session, req, limits) {
         Ok(c) => c,
         Err(a) => return a,
     };
@@ -159,6 +233,9 @@ pub fn handle(session: &Session<'_>, req: &envelope::Request) -> Answer {
     match result {
         Ok(()) => {
             envelope::close(&mut x);
+            if let Err(f) = ctx.check_size(&x) {
+                return fault_answer(&f);
+            }
             Answer {
                 status: 200,
                 body: x.finish(),

@@ -33,6 +33,19 @@ pub enum Restriction {
     Exists(Path),
 }
 
+impl Restriction {
+    /// Nodes in the tree: what testing one item against it costs, at most.
+    pub fn nodes(&self) -> usize {
+        match self {
+            Restriction::And(v) | Restriction::Or(v) => {
+                1 + v.iter().map(Self::nodes).sum::<usize>()
+            }
+            Restriction::Not(r) => 1 + r.nodes(),
+            _ => 1,
+        }
+    }
+}
+
 /// Comparison operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cmp {

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 const WSDL: &str = include_str!("../../wsdl/Services.wsdl");
 
@@ -39,6 +40,17 @@ fn server_busy() -> Resp {
     xml(500, ews::envelope::fault(&f))
 }
 
+/// The bounds of one EWS request, from the configuration.
+fn limits(app: &App) -> ews::Limits {
+    let c = &app.config.ews;
+    ews::Limits {
+        max_answer_bytes: app.config.server.max_answer_bytes,
+        max_folder_ids: c.max_folder_ids,
+        max_item_ids: c.max_item_ids,
+        max_evaluations: c.max_evaluations,
+    }
+}
+
 fn only_post(req: &Request<Incoming>) -> Option<Resp> {
     if req.method() == Method::POST {
         return None;
@@ -50,7 +62,7 @@ fn only_post(req: &Request<Incoming>) -> Option<Resp> {
 }
 
 /// `POST /EWS/Exchange.asmx`.
-pub async fn exchange(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
+pub async fn exchange(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
     if let Some(r) = only_post(&req) {
         return r;
     }
@@ -81,12 +93,25 @@ pub async fn exchange(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
     if !app.replica.is_ready() {
         return server_busy();
     }
+    // One user's requests in flight are bounded, so one user cannot take every worker.
+    if app.ews_limit.check(&principal.login).is_some() {
+        return server_busy();
+    }
+    let _slot = app.ews_limit.enter(&principal.login);
     if ews::is_item_write(&parsed) {
         return write(app, &principal, &parsed).await;
     }
-    match with_session(app, &principal, |s| ews::handle(s, &parsed)) {
-        Some(answer) => xml(answer.status, answer.body),
-        None => server_busy(),
+    // Evaluation is synchronous and bounded by `limits`; it runs on the blocking pool so
+    // the async workers keep serving everyone else (and /healthz) meanwhile.
+    let app2 = app.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let limits = limits(&app2);
+        with_session(&app2, &principal, |s| ews::handle(s, &parsed, limits))
+    })
+    .await;
+    match answer {
+        Ok(Some(answer)) => xml(answer.status, answer.body),
+        Ok(None) | Err(_) => server_busy(),
     }
 }
 
@@ -127,7 +152,7 @@ fn exec_failure(e: &AppError) -> ExecFailure {
 /// CreateItem, UpdateItem, DeleteItem: plan under the replica lock, execute against the CRM
 /// without it (one item at a time, each acknowledged only when durable), answer under it.
 async fn write(app: &App, principal: &Principal, req: &ews::envelope::Request) -> Resp {
-    let plans = match with_session(app, principal, |s| ews::plan_write(s, req)) {
+    let plans = match with_session(app, principal, |s| ews::plan_write(s, req, limits(app))) {
         None => return server_busy(),
         Some(Err(a)) => return xml(a.status, a.body),
         Some(Ok(p)) => p,
@@ -146,7 +171,9 @@ async fn write(app: &App, principal: &Principal, req: &ews::envelope::Request) -
             },
         });
     }
-    match with_session(app, principal, |s| ews::answer_write(s, req, &results)) {
+    match with_session(app, principal, |s| {
+        ews::answer_write(s, req, &results, limits(app))
+    }) {
         Some(a) => xml(a.status, a.body),
         None => server_busy(),
     }

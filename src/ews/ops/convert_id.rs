@@ -5,7 +5,7 @@
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/convertid-operation>.
 
-use super::{required, Fault};
+use super::{required_ids, Fault};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
 use crate::ews::error::ID_MALFORMED;
 use crate::ews::xml::{Element, Xml};
@@ -14,7 +14,7 @@ use crate::ews::Ctx;
 /// Runs ConvertId.
 pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
     let dest = op.attr("DestinationFormat").unwrap_or("EwsId");
-    let ids = required(op, "SourceIds")?;
+    let ids = required_ids(op, "SourceIds", ctx.limits.max_item_ids)?;
     let login = ctx.mailbox.login();
     open_response(x, "ConvertId");
     for id in ids {

@@ -4,7 +4,7 @@
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/createitem-operation-contact>.
 
 use super::item_writes::{refused, saved_folder};
-use super::{required, Fault};
+use super::{required_ids, Fault};
 use crate::ews::contact_in::create_edits;
 use crate::ews::error::{EwsError, ACCESS_DENIED};
 use crate::ews::xml::Element;
@@ -16,7 +16,7 @@ const MAX_ITEMS: usize = 100;
 
 /// Plans each contact of a CreateItem.
 pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsError>>, Fault> {
-    let items = required(op, "Items")?;
+    let items = required_ids(op, "Items", ctx.limits.max_item_ids)?;
     if items.len() > MAX_ITEMS {
         return Err(super::schema(&format!(
             "CreateItem takes at most {MAX_ITEMS} items."

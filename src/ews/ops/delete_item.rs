@@ -4,7 +4,7 @@
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/deleteitem-operation>.
 
 use super::item_writes::refused;
-use super::{required, Fault};
+use super::{required_ids, Fault};
 use crate::ews::error::{EwsError, ID_MALFORMED};
 use crate::ews::xml::Element;
 use crate::ews::Ctx;
@@ -15,7 +15,7 @@ const MAX_ITEMS: usize = 1000;
 
 /// Plans each id of a DeleteItem.
 pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsError>>, Fault> {
-    let ids = required(op, "ItemIds")?;
+    let ids = required_ids(op, "ItemIds", ctx.limits.max_item_ids)?;
     if ids.len() > MAX_ITEMS {
         return Err(super::schema(&format!(
             "DeleteItem takes at most {MAX_ITEMS} ids."

@@ -4,7 +4,7 @@
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/findfolder-operation>.
 
 use super::paging::{close_root, open_root, page};
-use super::{required, schema, Fault};
+use super::{required_ids, schema, Fault, Seen};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
 use crate::ews::restriction::{self, matches};
 use crate::ews::shape::Shape;
@@ -20,10 +20,15 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
         None => None,
     };
     let view = op.child("IndexedPageFolderView");
-    let parents = required(op, "ParentFolderIds")?;
+    let parents = required_ids(op, "ParentFolderIds", ctx.limits.max_folder_ids)?;
+    let mut seen = Seen::default();
     open_response(x, "FindFolder");
     for p in parents {
         const TAG: &str = "m:FindFolderResponseMessage";
+        if seen.repeated(p) {
+            error_message(x, TAG, &crate::ews::error::DUPLICATE_ID);
+            continue;
+        }
         let (mb, parent) = match ctx.folder(p) {
             Ok(v) => v,
             Err(e) => {

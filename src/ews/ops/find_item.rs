@@ -4,7 +4,7 @@
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/finditem-operation>.
 
 use super::paging::{close_root, open_root, page};
-use super::{required, schema, Fault};
+use super::{required_ids, schema, Fault, Seen};
 use crate::domain::rules::VirtualFolder;
 use crate::ews::contact::{self, values};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
@@ -43,11 +43,12 @@ fn order_key(p: &Path) -> Option<OrderKey> {
 }
 
 fn listing(
+    ctx: &Ctx<'_, '_>,
     mb: &Mailbox<'_>,
     f: VirtualFolder,
     restriction: Option<&Restriction>,
     sort: &[SortKey],
-) -> Listing {
+) -> Result<Listing, Fault> {
     if restriction.is_none() {
         let fast = match sort {
             [] => Some((OrderKey::Uid, false)),
@@ -55,11 +56,15 @@ fn listing(
             _ => None,
         };
         if let Some((key, desc)) = fast {
-            return Listing::Order(mb.ordered(f, key, desc), f);
+            return Ok(Listing::Order(mb.ordered(f, key, desc), f));
         }
     }
-    let mut items: Vec<Item> = mb
-        .contacts(f)
+    let contacts = mb.contacts(f);
+    // Testing a restriction costs its nodes per item, sorting its keys per item: paid for
+    // before any of it runs.
+    let per_item = restriction.map_or(0, Restriction::nodes) + sort.len() + 1;
+    ctx.spend((contacts.len() as u64).saturating_mul(per_item as u64))?;
+    let mut items: Vec<Item> = contacts
         .into_iter()
         .filter_map(|c| mb.item(f, c))
         .filter(|i| restriction.is_none_or(|r| matches(r, &|p| values(i, p))))
@@ -79,7 +84,7 @@ fn listing(
         }
         a.1.uid.cmp(&b.1.uid)
     });
-    Listing::Items(keyed.into_iter().map(|(_, i)| i).collect())
+    Ok(Listing::Items(keyed.into_iter().map(|(_, i)| i).collect()))
 }
 
 /// Runs FindItem.
@@ -91,10 +96,15 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
     };
     let sort = sort_order(op.child("SortOrder"));
     let view = op.child("IndexedPageItemView");
-    let parents = required(op, "ParentFolderIds")?;
+    let parents = required_ids(op, "ParentFolderIds", ctx.limits.max_folder_ids)?;
+    let mut seen = Seen::default();
     open_response(x, "FindItem");
     for p in parents {
         const TAG: &str = "m:FindItemResponseMessage";
+        if seen.repeated(p) {
+            error_message(x, TAG, &crate::ews::error::DUPLICATE_ID);
+            continue;
+        }
         let (mb, parent) = match ctx.folder(p) {
             Ok(v) => v,
             Err(e) => {
@@ -105,7 +115,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
         let (items, writable, parent_id) = match parent {
             FolderRef::Virtual(f) => {
                 let (fid, w) = (mb.folder_id(parent), mb.writable(parent));
-                (listing(&mb, f, restriction.as_ref(), &sort), w, fid)
+                (listing(ctx, &mb, f, restriction.as_ref(), &sort)?, w, fid)
             }
             _ => (Listing::Items(Vec::new()), false, String::new()),
         };
@@ -127,6 +137,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             Listing::Items(v) => {
                 for item in &v[pg.start..pg.start + pg.len] {
                     contact::write(x, item, &shape, &parent_id, writable);
+                    ctx.check_size(x)?;
                 }
             }
             Listing::Order(v, f) => {
@@ -134,6 +145,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
                 for c in &v[pg.start..pg.start + pg.len] {
                     if let Some(item) = mb.item(*f, *c) {
                         contact::write(x, &item, &shape, &parent_id, writable);
+                        ctx.check_size(x)?;
                     }
                 }
             }

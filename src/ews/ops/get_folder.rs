@@ -2,7 +2,7 @@
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getfolder-operation>.
 
-use super::{required, Fault};
+use super::{required_ids, Fault, Seen};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
 use crate::ews::shape::Shape;
 use crate::ews::xml::{Element, Xml};
@@ -11,10 +11,15 @@ use crate::ews::{folder, Ctx};
 /// Runs GetFolder.
 pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
     let shape = Shape::read(op.child("FolderShape"));
-    let ids = required(op, "FolderIds")?;
+    let ids = required_ids(op, "FolderIds", ctx.limits.max_folder_ids)?;
+    let mut seen = Seen::default();
     open_response(x, "GetFolder");
     for id in ids {
         const TAG: &str = "m:GetFolderResponseMessage";
+        if seen.repeated(id) {
+            error_message(x, TAG, &crate::ews::error::DUPLICATE_ID);
+            continue;
+        }
         match ctx.folder(id) {
             Ok((mb, f)) => {
                 open_success(x, TAG);

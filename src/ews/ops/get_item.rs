@@ -3,7 +3,7 @@
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/getitem-operation>.
 
-use super::{required, Fault};
+use super::{required_ids, Fault, Seen};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
 use crate::ews::error::{self, from_view};
 use crate::ews::shape::Shape;
@@ -11,21 +11,18 @@ use crate::ews::xml::{Element, Xml};
 use crate::ews::{contact, Ctx};
 use crate::view::FolderRef;
 
-/// Most ids in one GetItem.
-pub const MAX_IDS: usize = 1000;
-
 /// Runs GetItem.
 pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
     let shape = Shape::read(op.child("ItemShape"));
-    let ids = required(op, "ItemIds")?;
-    if ids.len() > MAX_IDS {
-        return Err(super::schema(&format!(
-            "GetItem takes at most {MAX_IDS} ids."
-        )));
-    }
+    let ids = required_ids(op, "ItemIds", ctx.limits.max_item_ids)?;
+    let mut seen = Seen::default();
     open_response(x, "GetItem");
     for id in ids {
         const TAG: &str = "m:GetItemResponseMessage";
+        if seen.repeated(id) {
+            error_message(x, TAG, &error::DUPLICATE_ID);
+            continue;
+        }
         let Some(id) = id.attr("Id") else {
             error_message(x, TAG, &error::ID_MALFORMED);
             continue;
@@ -39,6 +36,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
                 contact::write(x, &item, &shape, &fid, writable);
                 x.close("m:Items");
                 x.close(TAG);
+                ctx.check_size(x)?;
             }
             Err(e) => error_message(x, TAG, &from_view(&e, true)),
         }

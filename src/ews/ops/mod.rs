@@ -51,6 +51,36 @@ pub fn schema(message: &str) -> Fault {
     }
 }
 
+/// The children of a required id container, or a fault when it is missing or names more than
+/// `max` ids.
+pub fn required_ids<'e>(op: &'e Element, name: &str, max: usize) -> Result<&'e [Element], Fault> {
+    let ids = required(op, name)?;
+    if ids.len() > max {
+        return Err(Fault {
+            code: "ErrorInvalidRequest",
+            message: format!("{} takes at most {max} entries in {name}.", op.name),
+        });
+    }
+    Ok(ids)
+}
+
+/// Remembers the ids a request named, so a repeated one is answered with
+/// [`crate::ews::error::DUPLICATE_ID`] instead of a second copy of the same answer.
+#[derive(Default)]
+pub struct Seen(std::collections::HashSet<Vec<(String, String)>>);
+
+impl Seen {
+    /// True when an id element equal to `e` (name, attributes and any mailbox) came before.
+    pub fn repeated(&mut self, e: &Element) -> bool {
+        let mut key: Vec<(String, String)> = vec![(String::new(), e.name.clone())];
+        key.extend(e.attrs.iter().cloned());
+        if let Some(a) = e.path(&["Mailbox", "EmailAddress"]) {
+            key.push(("Mailbox".into(), a.text.trim().to_lowercase()));
+        }
+        !self.0.insert(key)
+    }
+}
+
 /// The children of a required container element, or a schema fault.
 pub fn required<'e>(op: &'e Element, name: &str) -> Result<&'e [Element], Fault> {
     op.child(name)

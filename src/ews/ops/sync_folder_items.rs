@@ -87,6 +87,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
                 x.open(tag, &[]);
                 contact::write(x, item, &shape, &fid, writable);
                 x.close(tag);
+                ctx.check_size(x)?;
             }
             _ => {}
         }

@@ -5,7 +5,7 @@
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/updateitem-operation>.
 
 use super::item_writes::refused;
-use super::{required, Fault};
+use super::{required_ids, Fault};
 use crate::ews::contact_in::update_edits;
 use crate::ews::error::{EwsError, ID_MALFORMED};
 use crate::ews::xml::Element;
@@ -22,7 +22,7 @@ pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsEr
         Some("AlwaysOverwrite") => ConflictMode::AlwaysOverwrite,
         _ => ConflictMode::AutoResolve,
     };
-    let changes = required(op, "ItemChanges")?;
+    let changes = required_ids(op, "ItemChanges", ctx.limits.max_item_ids)?;
     if changes.len() > MAX_ITEMS {
         return Err(super::schema(&format!(
             "UpdateItem takes at most {MAX_ITEMS} changes."
