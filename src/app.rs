@@ -2,11 +2,12 @@
 //! and the CLI share (record upserts and deletes through the CRM, imports, seeding).
 //! Protocol front ends get an `Arc<App>`.
 
+use crate::auth::tokens::{Directory, Tokens};
 use crate::auth::{self, CredentialCache, Principal, Throttle, Verdict};
 use crate::config::{Backend, Config};
 use crate::crm::{Crm, CrmBackend, CrmError, EmbeddedCrm, Precondition, Versioned};
 use crate::domain::dataset::{check_record, Dataset, Problem};
-use crate::domain::{Kind, Record};
+use crate::domain::{Kind, Record, User};
 use crate::replica::{LoadStats, Replica, ReplicaError};
 use crate::store::{Store, StoreError};
 use std::net::IpAddr;
@@ -90,8 +91,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// CRM backend.
     pub crm: Crm,
-    /// Replica.
-    pub replica: Replica,
+    /// Replica (shared with the token directory).
+    pub replica: Arc<Replica>,
     /// Login throttle.
     pub throttle: Throttle,
     /// Verified credentials.
@@ -108,8 +109,8 @@ pub struct App {
     pub view: crate::view::ViewConfig,
     /// Sorted folder listings.
     pub view_cache: crate::view::ViewCache,
-    /// Graph bearer tokens.
-    pub tokens: crate::auth::tokens::Tokens,
+    /// Graph bearer tokens, bound to the identities of the replica's users.
+    pub tokens: Tokens,
     /// Per-user Graph request limits.
     pub graph_limit: crate::auth::limit::Limiter,
     /// EWS requests in flight per user.
@@ -216,6 +217,24 @@ impl App {
             );
         }
         let codec = crate::view::IdCodec::new(server_key(&store)?);
+        let replica = Arc::new(replica);
+        let directory: Directory = {
+            let replica = replica.clone();
+            Arc::new(
+                move |id: &str| match replica.read().ok()?.record(Kind::User, id)? {
+                    Record::User(u) => Some(u),
+                    _ => None,
+                },
+            )
+        };
+        let tokens = Tokens::new(store.clone(), directory, config.auth.max_tokens_per_user);
+        let swept = tokens.sweep_legacy()?;
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed tokens stored before tokens were bound to identities"
+            );
+        }
         let view = crate::view::ViewConfig {
             my_name: config.folders.my_name.clone(),
             global_name: config.folders.global_name.clone(),
@@ -232,7 +251,7 @@ impl App {
             view,
             view_cache: crate::view::ViewCache::default(),
             audit_seq: AtomicU64::new(0),
-            tokens: crate::auth::tokens::Tokens::new(store.clone()),
+            tokens,
             graph_limit: crate::auth::limit::Limiter::new(crate::auth::limit::Limits {
                 per_second: config.graph.per_second,
                 concurrent: config.graph.concurrent,
@@ -309,6 +328,34 @@ impl App {
         }
     }
 
+    /// The live record of the user with id `id`.
+    fn user_by_id(&self, id: &str) -> Option<User> {
+        match self.replica.read().ok()?.record(Kind::User, id)? {
+            Record::User(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Revokes the tokens of users whose identity a write changes: created (an id may be
+    /// reused), deactivated, or with another login or password.
+    fn revoke_changed(&self, old: Option<&User>, new: &User) -> Result<(), AppError> {
+        let changed = match old {
+            None => true,
+            Some(o) => {
+                o.login.to_lowercase() != new.login.to_lowercase()
+                    || o.password_hash != new.password_hash
+                    || (o.active && !new.active)
+            }
+        };
+        if changed {
+            let n = self.tokens.revoke_user(new.id.as_str())?;
+            if n > 0 {
+                tracing::info!(user = %new.id, revoked = n, "user identity changed; tokens revoked");
+            }
+        }
+        Ok(())
+    }
+
     fn known(&self, kind: Kind, id: &str) -> bool {
         self.replica
             .read()
@@ -370,6 +417,17 @@ impl App {
                 }
             }
         }
+        if let Record::User(u) = &record {
+            // Before the write, so no window lets an old token meet the new identity.
+            let old = match &existing {
+                Some(Versioned {
+                    record: Record::User(o),
+                    ..
+                }) => Some(o),
+                _ => None,
+            };
+            self.revoke_changed(old, u)?;
+        }
         let v = self.crm.put(record, pre).await?;
         self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
         self.catch_up().await?;
@@ -385,6 +443,13 @@ impl App {
     ) -> Result<(), AppError> {
         self.crm.delete(kind, id.to_owned(), pre).await?;
         self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
+        if kind == Kind::User {
+            // A failure here leaves no live token: the user is gone, and a user created
+            // later under this id starts a new token epoch.
+            if let Err(e) = self.tokens.revoke_user(id) {
+                tracing::error!(error = %e, user = id, "revoking a deleted user's tokens failed");
+            }
+        }
         self.catch_up().await?;
         Ok(())
     }
@@ -525,6 +590,9 @@ impl App {
             return Err(AppError::Invalid(problems));
         }
         hash_passwords(&mut ds)?;
+        for u in &ds.users {
+            self.revoke_changed(self.user_by_id(u.id.as_str()).as_ref(), u)?;
+        }
         let total = ds.len();
         let mut done = 0;
         let records: Vec<Record> = ds.records().collect();
@@ -551,3 +619,4 @@ impl App {
         Ok(done)
     }
 }
+

@@ -96,6 +96,9 @@ mod tests {
             failure_window: Duration::from_secs(60),
             lockout: Duration::from_secs(60),
             failure_delay: Duration::from_millis(100),
+            account_max_failures: 10,
+            account_lockout: Duration::from_secs(60),
+            max_tokens_per_user: 100,
         });
         let ip: IpAddr = "127.0.0.2".parse().expect("ip");
         assert_eq!(t.check(ip), Verdict::Allow);
