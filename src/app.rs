@@ -59,7 +59,7 @@ pub enum AuthFailure {
         /// Slow-down before answering.
         delay: Duration,
     },
-    /// The source is locked out.
+    /// The source, or the login from this source, is locked out.
     Locked {
         /// Time left.
         retry_after: Duration,
@@ -291,7 +291,9 @@ impl App {
         self.catch_up().await
     }
 
-    /// Checks Basic credentials from `authorization` for a request from `ip`.
+    /// Checks Basic credentials from `authorization` for a request from `ip`. A failure
+    /// costs one argon2 verification whether or not the login exists; on a multi-thread
+    /// runtime the verification runs in `block_in_place`, so the worker's other tasks move on.
     pub fn authenticate(
         &self,
         authorization: Option<&str>,
@@ -304,24 +306,33 @@ impl App {
         let Some((login, password)) = authorization.and_then(auth::parse_basic) else {
             return Err(AuthFailure::Missing);
         };
+        if let Verdict::Locked(retry_after) = self.throttle.check_account(ip, &login) {
+            self.metrics.auth_lockouts.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%ip, login = %login, "login locked after failures from other sources");
+            return Err(AuthFailure::Locked { retry_after });
+        }
         let user = self
             .replica
             .read()
             .ok()
             .and_then(|e| e.find_login(&login).and_then(|u| e.user_record(u).cloned()));
+        let user = user.as_deref();
         let ok = user
-            .as_ref()
             .filter(|u| u.active)
-            .filter(|u| self.creds.verify(u, &login, &password));
-        match ok {
-            Some(u) => Ok(Principal {
-                user: u.id.clone(),
-                login: u.login.clone(),
-                role: u.role,
-            }),
+            .is_some_and(|u| self.creds.cached(u, &login, &password))
+            || off_runtime(|| self.creds.verify_login(user, &login, &password));
+        match user.filter(|_| ok) {
+            Some(u) => {
+                self.throttle.success(ip, &login);
+                Ok(Principal {
+                    user: u.id.clone(),
+                    login: u.login.clone(),
+                    role: u.role,
+                })
+            }
             None => {
                 self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-                let delay = self.throttle.failure(ip);
+                let delay = self.throttle.failure(ip, &login);
                 tracing::info!(%ip, login = %login, "login failed");
                 Err(AuthFailure::Invalid { delay })
             }
@@ -620,3 +631,14 @@ impl App {
     }
 }
 
+/// Runs CPU-heavy `f` (argon2) without stalling the async worker it is called on: through
+/// `block_in_place` on a multi-thread runtime, inline elsewhere (a current-thread runtime,
+/// where `block_in_place` panics, or no runtime at all).
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}

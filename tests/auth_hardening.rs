@@ -4,11 +4,13 @@
 
 mod support;
 
-use crmgate::app::App;
+use crmgate::app::{App, AuthFailure};
 use crmgate::config::{Config, Overrides};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::net::IpAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use support::{fixture, TestServer};
 
 const ADMIN: (&str, &str) = ("ben@example.test", "demo2");
@@ -26,6 +28,16 @@ async fn demo_app(dir: &Path, config: &str) -> App {
     let app = App::open(cfg).expect("open");
     app.catch_up().await.expect("load");
     app
+}
+
+fn basic(login: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
+    format!("Basic {b}")
+}
+
+fn ip(n: u32) -> IpAddr {
+    IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n))
 }
 
 /// Stored token rows (`tok/…`).
@@ -186,4 +198,92 @@ async fn expired_tokens_are_purged() {
     }
     // Expired in the second they were issued; each issue purges earlier expired rows.
     assert!(token_rows(&app) <= 2, "{} rows kept", token_rows(&app));
+}
+
+#[tokio::test]
+async fn many_sources_lock_one_account_but_not_its_owner() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = demo_app(
+        dir.path(),
+        "[auth]\nmax_failures = 5\nfailure_delay_ms = 1\naccount_max_failures = 10\n\
+         account_lockout_secs = 1\n",
+    )
+    .await;
+    let home = ip(1);
+    let good = basic("anna@example.test", "demo");
+    assert!(app.authenticate(Some(&good), home).is_ok());
+    // 50 sources × 4 guesses: no source reaches its own limit of 5.
+    let mut locked = 0;
+    for n in 0..50 {
+        for g in 0..4 {
+            let guess = basic("Anna@Example.test", &format!("guess{n}-{g}"));
+            match app.authenticate(Some(&guess), ip(100 + n)) {
+                Err(AuthFailure::Locked { .. }) => locked += 1,
+                Err(AuthFailure::Invalid { .. }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(locked, 200 - 10, "only the first 10 guesses were tried");
+    assert!(
+        matches!(
+            app.authenticate(Some(&good), ip(999)),
+            Err(AuthFailure::Locked { .. })
+        ),
+        "a new source is locked out of the account, even with the password"
+    );
+    assert!(
+        app.authenticate(Some(&good), home).is_ok(),
+        "the owner's known source still signs in"
+    );
+    assert!(
+        app.authenticate(Some(&basic("ben@example.test", "demo2")), ip(999))
+            .is_ok(),
+        "other accounts are not affected"
+    );
+    // Unknown logins are throttled the same way: a lock says nothing about existence.
+    for n in 0..10 {
+        let _ = app.authenticate(Some(&basic("nobody@example.test", "x")), ip(2000 + n));
+    }
+    assert!(matches!(
+        app.authenticate(Some(&basic("nobody@example.test", "x")), ip(3000)),
+        Err(AuthFailure::Locked { .. })
+    ));
+    // The lock is short: the owner is not locked out for ever.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert!(app.authenticate(Some(&good), ip(999)).is_ok());
+}
+
+#[tokio::test]
+async fn unknown_login_costs_as_much_as_a_wrong_password() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = demo_app(
+        dir.path(),
+        "[auth]\nmax_failures = 1000\naccount_max_failures = 10000\n",
+    )
+    .await;
+    let time = |login: &str, password: &str, n: u32| {
+        let t = Instant::now();
+        let r = app.authenticate(Some(&basic(login, password)), ip(n));
+        assert!(matches!(r, Err(AuthFailure::Invalid { .. })), "{r:?}");
+        t.elapsed()
+    };
+    // Warm up the dummy hash (made once, lazily).
+    time("warm@example.test", "x", 0);
+    let before = crmgate::auth::dummy_verifications();
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        unknown.push(time(&format!("nobody{i}@example.test"), "pw", 10 + i));
+        wrong.push(time("anna@example.test", &format!("wrong{i}"), 20 + i));
+    }
+    assert!(crmgate::auth::dummy_verifications() >= before + 5);
+    unknown.sort();
+    wrong.sort();
+    let ratio = unknown[2].as_secs_f64() / wrong[2].as_secs_f64();
+    assert!(
+        ratio > 0.5,
+        "unknown login {:?} vs wrong password {:?}: ratio {ratio:.2}",
+        unknown[2],
+        wrong[2]
+    );
 }

@@ -1,6 +1,10 @@
 //! Credentials → [`Principal`]: Basic auth against the user directory (argon2 hashes), a
 //! short-lived cache of verified credentials so a keep-alive client does not pay for argon2
-//! on every request, and failure throttling per source address.
+//! on every request, and failure throttling per source address and per account.
+//!
+//! A failed login costs one argon2 verification whether or not the login exists (an unknown,
+//! inactive or password-less login is checked against a dummy hash), so the answer time does
+//! not tell which logins are real.
 //!
 //! May import domain and replica (the user directory lives in the replica).
 
@@ -15,7 +19,8 @@ use argon2::Argon2;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use throttle::{Throttle, Verdict};
@@ -55,6 +60,23 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
             .is_ok(),
         Err(_) => false,
     }
+}
+
+/// A hash of a password nobody knows, made once with the same parameters as real hashes.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let secret: [u8; 16] = rand::random();
+        let password: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        hash_password(&password).unwrap_or_default()
+    })
+}
+
+static DUMMY_VERIFICATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Verifications done against the dummy hash since start (process-wide; for tests).
+pub fn dummy_verifications() -> u64 {
+    DUMMY_VERIFICATIONS.load(Ordering::Relaxed)
 }
 
 /// Splits an `Authorization: Basic …` header value into login and password.
@@ -101,19 +123,42 @@ impl CredentialCache {
         h.finalize().into()
     }
 
+    /// Verifies `password` for the user a login names (`None`: no such user), using the
+    /// cache when it can. An unknown, inactive or password-less user is verified against a
+    /// dummy hash and fails, so a failure costs the same argon2 time either way.
+    pub fn verify_login(&self, user: Option<&User>, login: &str, password: &str) -> bool {
+        match user.filter(|u| u.active && u.password_hash.is_some()) {
+            Some(u) => self.verify(u, login, password),
+            None => {
+                let _ = verify_password(password, dummy_hash());
+                DUMMY_VERIFICATIONS.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// True when `password` for `user` was verified recently and the user's hash is still
+    /// the one it matched (no argon2).
+    pub fn cached(&self, user: &User, login: &str, password: &str) -> bool {
+        let Some(phc) = user.password_hash.as_deref() else {
+            return false;
+        };
+        let key = self.key(login, password);
+        self.map.lock().ok().is_some_and(|map| {
+            map.get(&key)
+                .is_some_and(|(cached, at)| cached == phc && at.elapsed() < CACHE_TTL)
+        })
+    }
+
     /// Verifies `password` for `user`, using the cache when it can.
     pub fn verify(&self, user: &User, login: &str, password: &str) -> bool {
         let Some(phc) = user.password_hash.as_deref() else {
             return false;
         };
-        let key = self.key(login, password);
-        if let Ok(map) = self.map.lock() {
-            if let Some((cached, at)) = map.get(&key) {
-                if cached == phc && at.elapsed() < CACHE_TTL {
-                    return true;
-                }
-            }
+        if self.cached(user, login, password) {
+            return true;
         }
+        let key = self.key(login, password);
         if !verify_password(password, phc) {
             return false;
         }
@@ -176,5 +221,32 @@ mod tests {
             "old password must stop working"
         );
         assert!(cache.verify(&u, "a", "two"));
+    }
+
+    #[test]
+    fn unknown_and_inactive_logins_pay_for_a_verification() {
+        let cache = CredentialCache::default();
+        let mut u = User {
+            id: "u1".into(),
+            login: "a".into(),
+            name: "A".into(),
+            password: None,
+            password_hash: Some(hash_password("one").expect("hash")),
+            subsystems: vec![],
+            role: Role::User,
+            active: true,
+            extra: Default::default(),
+        };
+        assert!(dummy_hash().starts_with("$argon2id$"));
+        let before = dummy_verifications();
+        assert!(!cache.verify_login(None, "nobody", "one"));
+        assert!(cache.verify_login(Some(&u), "a", "one"));
+        u.active = false;
+        assert!(!cache.verify_login(Some(&u), "a", "one"), "inactive");
+        u.active = true;
+        u.password_hash = None;
+        assert!(!cache.verify_login(Some(&u), "a", "one"), "no hash");
+        // Other tests may verify in parallel: at least these three.
+        assert!(dummy_verifications() >= before + 3);
     }
 }
