@@ -162,7 +162,7 @@ impl App {
     /// Opens the data dir: store, CRM (seeded from `crm.seed` when empty) and replica. The
     /// replica is ready after [`App::catch_up`] has loaded the CRM once.
     pub fn open(config: Config) -> Result<App, AppError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        crate::store::create_private_dir(&config.data_dir).map_err(|e| {
             AppError::Io(format!("{}: cannot create: {e}", config.data_dir.display()))
         })?;
         let store = Arc::new(Store::open(&config.data_dir, config.store_engine)?);

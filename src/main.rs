@@ -368,7 +368,7 @@ fn run() -> Result<()> {
             insecure_http,
         } => {
             let dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join("crmgate-demo"));
-            std::fs::create_dir_all(&dir)?;
+            crmgate::store::create_private_dir(&dir)?;
             let seed = dir.join("demo-seed.json");
             std::fs::write(&seed, DEMO_DATASET)?;
             let ds = Dataset::parse(DEMO_DATASET)

@@ -287,3 +287,43 @@ async fn unknown_login_costs_as_much_as_a_wrong_password() {
         wrong[2]
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn data_dir_store_and_tls_key_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    for engine in ["redb", "sled"] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("data");
+        // A key file left behind with a loose mode is tightened when rewritten.
+        let app = demo_app(&dir, &format!("[store]\nengine = \"{engine}\"\n")).await;
+        std::fs::create_dir_all(dir.join("tls")).expect("mkdir");
+        std::fs::write(dir.join("tls/key.pem"), "old").expect("write");
+        std::fs::set_permissions(
+            dir.join("tls/key.pem"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        crmgate::server::tls::server_config(&app.config).expect("tls");
+        assert_eq!(mode(&dir), 0o700, "{engine}: data dir");
+        assert_eq!(mode(&dir.join("tls/key.pem")), 0o600, "tls key");
+        let mut stack = vec![dir.clone()];
+        let mut files = 0;
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    if !p.ends_with("tls") {
+                        assert_eq!(mode(&p), 0o700, "{}", p.display());
+                        stack.push(p);
+                    }
+                } else if p.parent().is_some_and(|d| !d.ends_with("tls")) {
+                    assert_eq!(mode(&p), 0o600, "{}", p.display());
+                    files += 1;
+                }
+            }
+        }
+        assert!(files > 0, "{engine}: no store files found");
+    }
+}

@@ -59,7 +59,7 @@ fn generate(cfg: &Config, cert: &Path, key: &Path) -> Result<(), String> {
     names.extend(cfg.server.hostnames.iter().cloned());
     let ck = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::store::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     std::fs::write(cert, ck.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
     write_private(key, ck.key_pair.serialize_pem().as_bytes())?;
@@ -79,6 +79,13 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     let mut f = opts
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    // `mode` applies only to a new file: an existing key file keeps its mode otherwise.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     f.write_all(data)
         .and_then(|_| f.sync_all())
         .map_err(|e| format!("{}: {e}", path.display()))

@@ -15,6 +15,75 @@ pub use sled_store::SledStore;
 use std::ops::Bound;
 use std::path::Path;
 
+/// Creates the data dir `dir` (and missing parents) open to its owner only (0700): it holds
+/// password hashes, token hashes and the key that signs wire ids. An existing dir is left as
+/// it is, with a warning when group or others may enter it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        warn_if_open(dir);
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Warns when `path` may be read or entered by group or others.
+fn warn_if_open(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "open to other users, but crmgate keeps secrets here (password and token \
+                     hashes, keys): chmod 700 it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Makes the files an engine created owner-only (files 0600, directories 0700), whatever the
+/// umask was; a failure only warns, the data dir's own mode still guards them.
+fn restrict(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fn walk(p: &Path) -> std::io::Result<()> {
+            let m = std::fs::symlink_metadata(p)?;
+            if m.file_type().is_symlink() {
+                return Ok(());
+            }
+            let want = if m.is_dir() { 0o700 } else { 0o600 };
+            if m.permissions().mode() & 0o777 != want {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(want))?;
+            }
+            if m.is_dir() {
+                for e in std::fs::read_dir(p)? {
+                    walk(&e?.path())?;
+                }
+            }
+            Ok(())
+        }
+        if let Err(e) = walk(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot make the store owner-only");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// The schema version this build writes and accepts.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema_version";
@@ -108,6 +177,11 @@ impl Store {
             EngineKind::Sled => Store::Sled(SledStore::open(dir)?),
             EngineKind::Redb => Store::Redb(RedbStore::open(dir)?),
         };
+        warn_if_open(dir);
+        restrict(&dir.join(match kind {
+            EngineKind::Sled => "db",
+            EngineKind::Redb => "crmgate.redb",
+        }));
         s.check_schema()?;
         Ok(s)
     }
@@ -252,6 +326,36 @@ mod tests {
                 Store::open(dir.path(), other).is_err(),
                 "engines are not mixed"
             );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn store_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        for kind in [EngineKind::Sled, EngineKind::Redb] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let dir = tmp.path().join("data").join("dir");
+            create_private_dir(&dir).expect("create");
+            assert_eq!(mode(&dir), 0o700);
+            let s = Store::open(&dir, kind).expect("open");
+            s.put(b"k", b"v").expect("put");
+            let mut seen = 0;
+            let mut stack = vec![dir.clone()];
+            while let Some(p) = stack.pop() {
+                for e in std::fs::read_dir(&p).expect("read_dir") {
+                    let p = e.expect("entry").path();
+                    if p.is_dir() {
+                        assert_eq!(mode(&p), 0o700, "{}", p.display());
+                        stack.push(p);
+                    } else {
+                        assert_eq!(mode(&p), 0o600, "{}", p.display());
+                        seen += 1;
+                    }
+                }
+            }
+            assert!(seen > 0);
         }
     }
 
