@@ -30,13 +30,15 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Global, so that they may also follow a nested subcommand (`token revoke TOKEN -c FILE`, as
+/// the README writes it).
 #[derive(Args, Clone, Default)]
 struct Common {
     /// Config file (TOML); see docs/config.md.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Data directory (overrides store.data_dir).
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
 }
 

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use support::{fixture, TestServer};
 
@@ -326,4 +327,86 @@ async fn data_dir_store_and_tls_key_are_owner_only() {
         }
         assert!(files > 0, "{engine}: no store files found");
     }
+}
+
+fn crmgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crmgate"))
+        .args(args)
+        .env("CRMGATE_LOG", "warn")
+        .output()
+        .expect("run crmgate")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn token_commands_take_options_after_the_subcommand() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path().join("data");
+    let ds = d.to_str().expect("utf8");
+    let seed = fixture("demo.json");
+    let o = crmgate(&["import", seed.to_str().expect("p"), "--data-dir", ds]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config = tmp.path().join("crmgate.toml");
+    std::fs::write(&config, format!("[store]\ndata_dir = {ds:?}\n")).expect("config");
+    let cs = config.to_str().expect("utf8");
+    // As the README writes them: options after the nested subcommand.
+    let o = crmgate(&["token", "issue", "--user", "anna@example.test", "-c", cs]);
+    assert!(o.status.success(), "{}", text(&o));
+    let token = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(token.starts_with("cgt_"), "{}", text(&o));
+    let o = crmgate(&["token", "revoke", &token, "-c", cs]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("revoked"), "{}", text(&o));
+    let o = crmgate(&["token", "revoke", &token, "--data-dir", ds]);
+    assert!(text(&o).contains("no such token"), "{}", text(&o));
+    // The old order still works.
+    let o = crmgate(&["token", "--data-dir", ds, "revoke", &token]);
+    assert!(text(&o).contains("no such token"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_ids_are_refused_naming_the_field() {
+    let s = start().await;
+    let long = "u".repeat(256);
+    let r = s
+        .client
+        .put(s.url(&format!("/admin/v1/users/{long}")))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .json(&xavier("one"))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["details"][0]["path"], "id", "{e}");
+    let r = s
+        .client
+        .put(s.url(&format!("/admin/v1/subsystems/{}", "s".repeat(300))))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .json(&json!({"name": "Long"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // 255 bytes is still fine.
+    let ok = "u".repeat(255);
+    assert_eq!(put_user(&s, &ok, xavier("one")).await, StatusCode::CREATED);
+    s.stop().await;
+
+    let ds = crmgate::domain::dataset::Dataset::parse(
+        &json!({"users": [{"id": long, "login": "l@example.test", "name": "L"}]}).to_string(),
+    )
+    .expect("parse");
+    let problems = ds.check(&|_, _| false);
+    assert!(
+        problems.iter().any(|p| p.path == "users[0].id"),
+        "{problems:?}"
+    );
 }

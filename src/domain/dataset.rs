@@ -240,6 +240,11 @@ impl Dataset {
     }
 }
 
+/// The longest record id, in bytes: wire ids carry the user id with a one-byte length, so a
+/// longer user id would make every id minted for that user invalid. Every kind shares the
+/// limit.
+pub const MAX_ID_BYTES: usize = 255;
+
 /// Checks one record's values and references; `known` tells whether a referenced id exists.
 pub fn check_record(
     r: &Record,
@@ -275,6 +280,15 @@ pub fn check_record(
             message,
         })
     };
+    if r.id().len() > MAX_ID_BYTES {
+        bad(
+            "id",
+            format!(
+                "is {} bytes long; ids may have at most {MAX_ID_BYTES}",
+                r.id().len()
+            ),
+        );
+    }
     match r {
         Record::Subsystem(s) => {
             if s.name.trim().is_empty() {
