@@ -362,7 +362,7 @@ mod tests {
         assert!(root
             .children
             .iter()
-            .all(|c| Arc::ptr_eq(&c.ns, &root.ns) && &*c.ns == uri));
+            .all(|c| Arc::ptr_eq(&c.ns, &root.ns) && *c.ns == *uri));
     }
 
     #[test]

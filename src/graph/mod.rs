@@ -192,6 +192,19 @@ fn user_ctx(base: &str, mb: &Mailbox<'_>) -> String {
     format!("{base}/v1.0/$metadata#users('{}')", mb.user_id_str())
 }
 
+/// `s` with everything but unreserved characters and commas percent-encoded.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Hash of a `$select`, which delta tokens are bound to.
 fn select_hash(select: &Option<Vec<String>>) -> u64 {
     let mut h = Sha256::new();
@@ -474,10 +487,22 @@ fn delta(
     body.push(b']');
     let token = json::to_graph_id(&page.state);
     let base = format!("{}/v1.0{}", req.base, req.path);
+    // The token is bound to the $select it was made with, so the links carry it: a client
+    // follows them as they are and gets the same shape.
+    let select_param = match &select {
+        Some(s) => format!("$select={}&", percent_encode(&s.join(","))),
+        None => String::new(),
+    };
     let (key, link) = if page.last {
-        ("@odata.deltaLink", format!("{base}?$deltatoken={token}"))
+        (
+            "@odata.deltaLink",
+            format!("{base}?{select_param}$deltatoken={token}"),
+        )
     } else {
-        ("@odata.nextLink", format!("{base}?$skiptoken={token}"))
+        (
+            "@odata.nextLink",
+            format!("{base}?{select_param}$skiptoken={token}"),
+        )
     };
     body.extend_from_slice(format!(",\"{key}\":").as_bytes());
     body.extend_from_slice(&serde_json::to_vec(&link).unwrap_or_default());

@@ -377,13 +377,21 @@ impl P {
     }
 }
 
+/// Most tokens in one `$filter` (about 100 comparisons): what testing one contact costs is
+/// bounded by this, whatever the URL length allows.
+pub const MAX_FILTER_TOKENS: usize = 512;
+
 /// Parses a `$filter` expression.
 pub fn parse_filter(s: &str) -> Result<Filter, GraphError> {
-    let mut p = P {
-        t: lex(s)?,
-        at: 0,
-        depth: 0,
-    };
+    let t = lex(s)?;
+    if t.len() > MAX_FILTER_TOKENS {
+        return Err(GraphError::new(
+            400,
+            "ErrorInvalidUrlQueryFilter",
+            format!("The query filter has more than {MAX_FILTER_TOKENS} tokens."),
+        ));
+    }
+    let mut p = P { t, at: 0, depth: 0 };
     let f = p.or()?;
     if p.at != p.t.len() {
         return Err(GraphError::filter());
