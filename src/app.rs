@@ -115,6 +115,8 @@ pub struct App {
     pub graph_limit: crate::auth::limit::Limiter,
     /// EWS requests in flight per user.
     pub ews_limit: crate::auth::limit::Limiter,
+    /// Request memory budget in KiB (see `server.max_request_memory_bytes`).
+    pub request_memory: Arc<tokio::sync::Semaphore>,
     /// Tie-breaker for audit keys written in the same microsecond.
     audit_seq: AtomicU64,
 }
@@ -256,6 +258,9 @@ impl App {
                 per_second: config.graph.per_second,
                 concurrent: config.graph.concurrent,
             }),
+            request_memory: Arc::new(tokio::sync::Semaphore::new(
+                config.server.max_request_memory_bytes / 1024,
+            )),
             ews_limit: crate::auth::limit::Limiter::new(crate::auth::limit::Limits {
                 per_second: u32::MAX,
                 concurrent: config.ews.concurrent,

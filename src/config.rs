@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Largest answer body a request may produce (EWS and Graph).
     pub max_answer_bytes: usize,
+    /// Memory all requests in flight may hold for their bodies (each charged 4× its size).
+    pub max_request_memory_bytes: usize,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[ews]`: what one EWS request may cost.
@@ -473,6 +477,23 @@ impl Config {
         let max_answer_bytes = r
             .int("server.max_answer_bytes", 65536, 1 << 31)
             .unwrap_or(32 << 20) as usize;
+        let max_request_memory_bytes = r
+            .int("server.max_request_memory_bytes", 1 << 20, 1 << 40)
+            .unwrap_or(256 << 20) as usize;
+        if max_request_memory_bytes < max_body_bytes.saturating_mul(4) {
+            r.bad(
+                "server.max_request_memory_bytes",
+                format!(
+                    "{max_request_memory_bytes} is less than 4 × server.max_body_bytes ({}): \
+                     a request of the largest allowed size could never be served",
+                    max_body_bytes.saturating_mul(4)
+                ),
+            );
+        }
+        let max_connections_per_ip = r
+            .int("server.max_connections_per_ip", 1, 1 << 20)
+            .map(|v| v as usize)
+            .unwrap_or((max_connections / 4).max(1));
 
         // [store]
         let data_dir = ov
@@ -787,6 +808,8 @@ impl Config {
                 max_connections,
                 shutdown_grace,
                 max_answer_bytes,
+                max_request_memory_bytes,
+                max_connections_per_ip,
             },
             data_dir,
             store_engine,

@@ -3,7 +3,7 @@
 //! `Content-Type` DavMail insists on live here; the SOAP work is `crate::ews`.
 
 use super::authenticate;
-use super::http::{read_body, text, Resp};
+use super::http::{read_body_within, text, BodyError, Resp};
 use crate::app::{App, AppError};
 use crate::auth::Principal;
 use crate::crm::CrmError;
@@ -70,8 +70,19 @@ pub async fn exchange(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Res
         Ok(p) => p,
         Err(r) => return r,
     };
-    let body = match read_body(req.into_body(), app.config.server.max_body_bytes).await {
+    let body = match read_body_within(
+        req.into_body(),
+        app.config.server.max_body_bytes,
+        &app.request_memory,
+    )
+    .await
+    {
         Ok(b) => b,
+        Err(BodyError::Busy) => {
+            let mut r = server_busy();
+            super::http::close_connection(&mut r);
+            return r;
+        }
         Err(_) => {
             let f = ews::envelope::Fault {
                 code: "ErrorSchemaValidation",
@@ -134,6 +145,19 @@ fn with_session<T>(
     Some(f(&session))
 }
 
+/// True when an update or delete lost a race against another writer of the same contact.
+fn is_race(e: &AppError, planned: &crate::view::write::Planned) -> bool {
+    use crate::view::write::Plan;
+    matches!(e, AppError::Crm(CrmError::PreconditionFailed { .. }))
+        && matches!(
+            planned.plan,
+            Plan::Put {
+                version: Some(_),
+                ..
+            } | Plan::Delete { .. }
+        )
+}
+
 fn exec_failure(e: &AppError) -> ExecFailure {
     match e {
         AppError::Crm(CrmError::Unavailable { retry_after, .. }) => ExecFailure::Unavailable {
@@ -159,17 +183,41 @@ async fn write(app: &App, principal: &Principal, req: &ews::envelope::Request) -
     };
     let op = req.op.name.clone();
     let mut results = Vec::with_capacity(plans.len());
-    for p in plans {
-        results.push(match p {
-            Err(e) => {
-                let _ = app.audit(principal, &op, "refused", "", &[], e.code);
-                ItemResult::Refused(e)
+    for (n, p) in plans.into_iter().enumerate() {
+        let mut p = p;
+        let mut attempt = 0;
+        let result = loop {
+            match p {
+                Err(e) => {
+                    let _ = app.audit(principal, &op, "refused", "", &[], e.code);
+                    break ItemResult::Refused(e);
+                }
+                Ok(planned) => match app.execute(principal, &op, &planned).await {
+                    Ok(()) => break ItemResult::Done(Box::new(planned)),
+                    // The CRM version moved between planning and writing (a concurrent
+                    // writer). The plan is what checks the client's own precondition (its
+                    // change key and ConflictResolution), so planning again against the new
+                    // version answers exactly what the client asked for.
+                    Err(e) if is_race(&e, &planned) && attempt < super::REPLAN_ATTEMPTS => {
+                        attempt += 1;
+                        // The replica first learns of the other write, then the plan is
+                        // made against it.
+                        let _ = app.catch_up().await;
+                        let again =
+                            with_session(app, principal, |s| ews::plan_write(s, req, limits(app)));
+                        p = match again {
+                            Some(Ok(v)) => match v.into_iter().nth(n) {
+                                Some(p) => p,
+                                None => break ItemResult::Failed(ExecFailure::Conflict),
+                            },
+                            _ => break ItemResult::Failed(exec_failure(&e)),
+                        };
+                    }
+                    Err(e) => break ItemResult::Failed(exec_failure(&e)),
+                },
             }
-            Ok(planned) => match app.execute(principal, &op, &planned).await {
-                Ok(()) => ItemResult::Done(Box::new(planned)),
-                Err(e) => ItemResult::Failed(exec_failure(&e)),
-            },
-        });
+        };
+        results.push(result);
     }
     match with_session(app, principal, |s| {
         ews::answer_write(s, req, &results, limits(app))
@@ -228,9 +276,15 @@ pub async fn autodiscover(app: &App, ip: IpAddr, req: Request<Incoming>, soap: b
         discovery_headers(&mut r);
         return r;
     }
-    let body = match read_body(req.into_body(), app.config.server.max_body_bytes).await {
+    let body = match read_body_within(
+        req.into_body(),
+        app.config.server.max_body_bytes,
+        &app.request_memory,
+    )
+    .await
+    {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.response(),
     };
     let name = app
         .replica

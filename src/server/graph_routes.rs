@@ -3,7 +3,7 @@
 //! `Prefer` header, bounded bodies; and `POST /oauth2/v2.0/token` (password grant for local
 //! users). The JSON work is `crate::graph`.
 
-use super::http::{read_body, Resp};
+use super::http::{read_body, read_body_within, BodyError, Resp};
 use crate::app::{App, AppError, AuthFailure};
 use crate::auth::tokens::{parse_scopes, TokenInfo};
 use crate::auth::Principal;
@@ -18,6 +18,7 @@ use hyper::header::{
 };
 use hyper::{Request, Response, StatusCode};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 fn date_now() -> String {
     let secs = std::time::SystemTime::now()
@@ -111,7 +112,7 @@ fn max_page(req: &Request<Incoming>) -> Option<usize> {
 }
 
 /// `/v1.0/...`.
-pub async fn handle(app: &App, _ip: IpAddr, req: Request<Incoming>) -> Resp {
+pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp {
     let ids = Ids {
         request: request_id(),
         client: req
@@ -212,23 +213,32 @@ pub async fn handle(app: &App, _ip: IpAddr, req: Request<Incoming>) -> Resp {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let max_page = max_page(&req);
-    let body = if method == "GET" || method == "DELETE" {
-        Bytes::new()
+    let (body, _budget) = if method == "GET" || method == "DELETE" {
+        (Bytes::new(), None)
     } else {
-        match read_body(req.into_body(), app.config.server.max_body_bytes).await {
-            Ok(b) => b,
-            Err(r) => return r,
+        match read_body_within(
+            req.into_body(),
+            app.config.server.max_body_bytes,
+            &app.request_memory,
+        )
+        .await
+        {
+            Ok(b) => {
+                let (bytes, permit) = b.into_parts();
+                (bytes, Some(permit))
+            }
+            Err(BodyError::Busy) => {
+                let e = GraphError::new(
+                    503,
+                    "ServiceNotAvailable",
+                    "The server is handling too many large requests; retry shortly.",
+                );
+                let mut r = error(&e, &ids);
+                super::http::close_connection(&mut r);
+                return r;
+            }
+            Err(e) => return e.response(),
         }
-    };
-    let greq = graph::Request {
-        method: &method,
-        path: &path,
-        query: query.as_deref(),
-        base: &base,
-        max_page,
-        if_match: if_match.as_deref(),
-        body: &body,
-        scopes: scopes(&info),
     };
     if !app.replica.is_ready() {
         return error(
@@ -236,49 +246,133 @@ pub async fn handle(app: &App, _ip: IpAddr, req: Request<Incoming>) -> Resp {
             &ids,
         );
     }
-    let session = |f: &mut dyn FnMut(&Session<'_>) -> Result<graph::Answer, GraphError>| -> Result<graph::Answer, GraphError> {
-        let engine = app.replica.read().map_err(|_| GraphError::new(503, "ServiceNotAvailable", "Try again."))?;
-        let user = engine.find_login(&principal.login).ok_or_else(GraphError::denied)?;
-        let s = Session {
-            cache: &app.view_cache,
-            engine: &engine,
-            codec: &app.codec,
-            cfg: &app.view,
-            user,
-            admin: principal.role == Role::Admin,
-        };
-        f(&s)
+    let owned = Owned {
+        method,
+        path,
+        query,
+        base,
+        max_page,
+        if_match,
+        body,
+        scopes: scopes(&info),
     };
-    let result = if method == "GET" {
-        session(&mut |s| graph::read(s, &greq))
+    let result = if owned.method == "GET" {
+        // Reads evaluate $filter and render pages synchronously: on the blocking pool, so
+        // the async workers keep serving everyone else meanwhile.
+        let app2 = app.clone();
+        tokio::task::spawn_blocking(move || {
+            let greq = owned.request();
+            with_session(&app2, &principal, &mut |s| graph::read(s, &greq))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(GraphError::new(
+                500,
+                "UnknownError",
+                "An internal error occurred.",
+            ))
+        })
     } else {
-        // Plan under the lock, execute against the CRM without it, answer under it.
-        let mut plan = None;
-        let planned = session(&mut |s| {
-            plan = Some(graph::plan_write(s, &greq)?);
-            Ok(graph::Answer {
-                status: 0,
-                content_type: "",
-                body: Vec::new(),
-                headers: Vec::new(),
-            })
-        });
-        match (planned, plan) {
-            (Err(e), _) => Err(e),
-            (Ok(_), None) => Err(GraphError::new(500, "UnknownError", "No plan.")),
-            (Ok(_), Some(p)) => match app
-                .execute(&principal, &format!("graph {method}"), &p.planned)
+        let greq = owned.request();
+        // Plan under the lock, execute against the CRM without it, answer under it. A write
+        // that lost a race against another writer is planned again: the plan checks the
+        // client's own If-Match, so only a client that sent one can see 412.
+        let mut attempt = 0;
+        loop {
+            let mut plan = None;
+            let planned = with_session(app, &principal, &mut |s| {
+                plan = Some(graph::plan_write(s, &greq)?);
+                Ok(graph::Answer {
+                    status: 0,
+                    content_type: "",
+                    body: Vec::new(),
+                    headers: Vec::new(),
+                })
+            });
+            let p = match (planned, plan) {
+                (Err(e), _) => break Err(e),
+                (Ok(_), None) => break Err(GraphError::new(500, "UnknownError", "No plan.")),
+                (Ok(_), Some(p)) => p,
+            };
+            match app
+                .execute(&principal, &format!("graph {}", owned.method), &p.planned)
                 .await
             {
-                Ok(()) => session(&mut |s| graph::answer_write(s, &greq, &p)),
-                Err(e) => Err(exec_error(&e)),
-            },
+                Ok(()) => {
+                    break with_session(app, &principal, &mut |s| graph::answer_write(s, &greq, &p))
+                }
+                Err(AppError::Crm(crate::crm::CrmError::PreconditionFailed { .. }))
+                    if attempt < super::REPLAN_ATTEMPTS
+                        && !matches!(
+                            p.planned.plan,
+                            crate::view::write::Plan::Put { version: None, .. }
+                        ) =>
+                {
+                    attempt += 1;
+                    // The replica first learns of the other write, then the plan is made
+                    // against it.
+                    let _ = app.catch_up().await;
+                }
+                Err(e) => break Err(exec_error(&e)),
+            }
         }
     };
     match result {
         Ok(a) => respond(a.status, a.content_type, a.body, &ids, &a.headers),
         Err(e) => error(&e, &ids),
     }
+}
+
+/// A Graph request's parts, owned, so a read can move to the blocking pool.
+struct Owned {
+    method: String,
+    path: String,
+    query: Option<String>,
+    base: String,
+    max_page: Option<usize>,
+    if_match: Option<String>,
+    body: Bytes,
+    scopes: Scopes,
+}
+
+impl Owned {
+    fn request(&self) -> graph::Request<'_> {
+        graph::Request {
+            method: &self.method,
+            path: &self.path,
+            query: self.query.as_deref(),
+            base: &self.base,
+            max_page: self.max_page,
+            if_match: self.if_match.as_deref(),
+            body: &self.body,
+            scopes: self.scopes,
+        }
+    }
+}
+
+/// Runs `f` with a session of `principal` over a read view of the replica (not across an
+/// await).
+fn with_session(
+    app: &App,
+    principal: &Principal,
+    f: &mut dyn FnMut(&Session<'_>) -> Result<graph::Answer, GraphError>,
+) -> Result<graph::Answer, GraphError> {
+    let engine = app
+        .replica
+        .read()
+        .map_err(|_| GraphError::new(503, "ServiceNotAvailable", "Try again."))?;
+    let user = engine
+        .find_login(&principal.login)
+        .ok_or_else(GraphError::denied)?;
+    let s = Session {
+        cache: &app.view_cache,
+        engine: &engine,
+        codec: &app.codec,
+        cfg: &app.view,
+        user,
+        admin: principal.role == Role::Admin,
+    };
+    f(&s)
 }
 
 fn exec_error(e: &AppError) -> GraphError {

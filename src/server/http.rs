@@ -19,6 +19,121 @@ pub fn close_connection(r: &mut Resp) {
         .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
 }
 
+/// A request body read within the server's memory budget; the budget is given back when the
+/// body (and so the request's work on it) is dropped.
+pub struct Body {
+    bytes: Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Body {
+    /// The bytes, and the budget they hold (keep it until the request is answered).
+    pub fn into_parts(self) -> (Bytes, tokio::sync::OwnedSemaphorePermit) {
+        (self.bytes, self._permit)
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = Bytes;
+    fn deref(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+/// Why a body was not read.
+pub enum BodyError {
+    /// Over the per-request limit (the answer says so; the connection is closed).
+    TooLarge(Resp),
+    /// The server's budget for request memory is spent: retry later.
+    Busy,
+    /// The body could not be read.
+    Unreadable(Resp),
+}
+
+impl BodyError {
+    /// The JSON answer for this error (`503` with `Retry-After` when busy).
+    pub fn response(self) -> Resp {
+        match self {
+            BodyError::TooLarge(r) | BodyError::Unreadable(r) => r,
+            BodyError::Busy => busy(),
+        }
+    }
+}
+
+/// `503` with `Retry-After: 1`, closing the connection: the server is out of request memory.
+pub fn busy() -> Resp {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the server is handling too many large requests; retry shortly",
+    );
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    close_connection(&mut r);
+    r
+}
+
+/// What a request is charged against the memory budget per body byte: the body, and what
+/// parsing it may build (an element tree is a few times its text).
+pub const BUDGET_PER_BODY_BYTE: usize = 4;
+
+/// Reads a body of at most `max` bytes, charging it against `budget` (in bytes) as it
+/// arrives; refuses as soon as the budget cannot cover it, so many large requests at once
+/// cannot take more memory than the budget.
+pub async fn read_body_within(
+    mut body: Incoming,
+    max: usize,
+    budget: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<Body, BodyError> {
+    use hyper::body::Body as _;
+    let charge = |n: usize| -> Result<tokio::sync::OwnedSemaphorePermit, BodyError> {
+        let n = u32::try_from(n.saturating_mul(BUDGET_PER_BODY_BYTE).div_ceil(1024))
+            .unwrap_or(u32::MAX);
+        budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| BodyError::Busy)
+    };
+    let too_large = || {
+        let mut r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("request body exceeds {max} bytes"),
+        );
+        close_connection(&mut r);
+        BodyError::TooLarge(r)
+    };
+    let declared = body.size_hint().exact().map(|n| n as usize);
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut permit = charge(declared.unwrap_or(0))?;
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            BodyError::Unreadable(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "could not read the request body",
+            ))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+            let covered = permit.num_permits() * 1024 / BUDGET_PER_BODY_BYTE;
+            if buf.len() > covered {
+                permit.merge(charge(buf.len() - covered)?);
+            }
+        }
+    }
+    Ok(Body {
+        bytes: buf.freeze(),
+        _permit: permit,
+    })
+}
+
 /// Reads a request body of at most `max` bytes.
 pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
     match Limited::new(body, max).collect().await {

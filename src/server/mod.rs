@@ -30,6 +30,48 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// Time a new connection has to send its request head while connection slots run short.
+const PRESSED_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerIp(Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>);
+
+/// One connection's place in [`PerIp`], given back on drop.
+struct IpSlot(
+    Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+    IpAddr,
+);
+
+impl PerIp {
+    fn enter(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.0.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.lock() {
+            if let Some(n) = m.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
+            }
+        }
+    }
+}
+
+/// How often a write that lost a race against another writer of the same contact is planned
+/// and tried again before the client hears of a conflict.
+pub const REPLAN_ATTEMPTS: u32 = 8;
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish
 /// within the configured grace period.
 pub async fn serve(
@@ -40,7 +82,11 @@ pub async fn serve(
     let tls = tls::server_config(&app.config)?.map(tokio_rustls::TlsAcceptor::from);
     let cfg = app.config.server.clone();
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let per_ip = Arc::new(PerIp::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Raised while connection slots run short: idle keep-alive connections close, so sockets
+    // that send nothing cannot keep new clients out.
+    let (shed_tx, shed_rx) = watch::channel(0u64);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -56,15 +102,33 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "connection limit reached; closing");
+        let Some(ip_slot) = per_ip.enter(remote.ip(), cfg.max_connections_per_ip) else {
+            tracing::warn!(%remote, "connection limit per address reached; closing");
             continue;
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached; closing");
+            shed_tx.send_modify(|v| *v = v.wrapping_add(1));
+            continue;
+        };
+        let short = limit.available_permits() < cfg.max_connections / 8;
+        if short {
+            shed_tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        // Under pressure a new connection gets little time to send its head.
+        let header_timeout = if short {
+            cfg.header_timeout.min(PRESSED_HEADER_TIMEOUT)
+        } else {
+            cfg.header_timeout
+        };
         let _ = stream.set_nodelay(true);
-        let (app, tls, mut stop) = (app.clone(), tls.clone(), stop_rx.clone());
+        let (app, tls, mut stop, mut shed) =
+            (app.clone(), tls.clone(), stop_rx.clone(), shed_rx.clone());
+        shed.mark_unchanged();
         let cfg = cfg.clone();
         conns.spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             let svc = {
                 let app = app.clone();
                 service_fn(move |req| handle(app.clone(), remote, req))
@@ -72,7 +136,7 @@ pub async fn serve(
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(cfg.header_timeout)
+                .header_read_timeout(header_timeout)
                 .max_buf_size(cfg.max_header_bytes.max(8192))
                 .keep_alive(true);
             macro_rules! drive {
@@ -85,15 +149,25 @@ pub async fn serve(
                             conn.as_mut().graceful_shutdown();
                             let _ = conn.await;
                         }
+                        _ = shed.changed() => {
+                            // Closes at once when idle, after the answer otherwise.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
                     }
                 }};
             }
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => drive!(s),
-                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                    tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(s)) => drive!(s),
+                            Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                        },
+                        // A handshake still unfinished when slots run short gives its slot up.
+                        _ = shed.changed() => tracing::debug!(%remote, "TLS handshake shed"),
                     }
                 }
                 None => drive!(stream),
@@ -126,13 +200,29 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let timeout = app.config.server.request_timeout;
-    let mut resp = match tokio::time::timeout(timeout, route(&app, remote.ip(), req)).await {
-        Ok(r) => r,
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long",
-        ),
+    // hyper's read buffer bounds the head only loosely (it admits one more read past its
+    // size); the configured bound is enforced here on what was parsed.
+    let head_bytes = head_size(&req);
+    let mut resp = if head_bytes > app.config.server.max_header_bytes {
+        let mut r = error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header_too_large",
+            &format!(
+                "the request head is larger than {} bytes",
+                app.config.server.max_header_bytes
+            ),
+        );
+        http::close_connection(&mut r);
+        r
+    } else {
+        match tokio::time::timeout(timeout, route(&app, remote.ip(), req)).await {
+            Ok(r) => r,
+            Err(_) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long",
+            ),
+        }
     };
     let status = resp.status();
     let counter = match status.as_u16() {
@@ -149,6 +239,14 @@ async fn handle(
         micros = start.elapsed().as_micros() as u64
     );
     Ok(resp)
+}
+
+/// Bytes of a request's head as sent: request line and header lines.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
