@@ -125,8 +125,39 @@ pub fn extended_value(item: &Item, key: &ExtKey) -> Option<Value> {
     }
 }
 
+/// The values of a path that need no card: those computed from the contact's id, stable
+/// number and last change alone. `None` for every other path. Restrictions and sorts on
+/// these paths run without rendering the contact.
+pub fn identity_values(
+    path: &Path,
+    contact_id: &str,
+    uid: u64,
+    modified: u64,
+) -> Option<Vec<String>> {
+    let v = match path {
+        Path::Field(u) => match u.as_str() {
+            "item:ItemClass" => vec!["IPM.Contact".into()],
+            "item:LastModifiedTime" | "item:DateTimeCreated" => vec![system_time(modified)],
+            _ => return None,
+        },
+        Path::Extended(x) => match x.key {
+            ExtKey::Tag(0x1a) => vec!["IPM.Contact".into()],
+            ExtKey::Tag(0xe23) => vec![uid.to_string()],
+            ExtKey::Tag(0x10f3) => vec![url_name(contact_id)],
+            ExtKey::Tag(0x3007 | 0x3008) => vec![system_time(modified)],
+            ExtKey::Tag(0x36) => vec!["0".into()],
+            _ => return None,
+        },
+        Path::Indexed(..) => return None,
+    };
+    Some(v)
+}
+
 /// The values of a property path, for restrictions and sorting.
 pub fn values(item: &Item, path: &Path) -> Vec<String> {
+    if let Some(v) = identity_values(path, &item.contact_id, item.uid, item.modified) {
+        return v;
+    }
     let c = &item.card;
     let opt = |v: Option<&String>| v.cloned().into_iter().collect::<Vec<_>>();
     match path {

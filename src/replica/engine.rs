@@ -278,6 +278,13 @@ pub struct Engine {
     dirty_contacts: BTreeSet<u32>,
     dirty_users: BTreeSet<u32>,
     users_by_login: HashMap<String, u32>,
+    /// Lookup indexes for identifying properties, so an equality restriction on one of them
+    /// (DavMail looks every contact up by its resource name) costs a hash lookup, not a
+    /// folder scan: contacts by lower-cased id, by first sequence number, and by lower-cased
+    /// e-mail address.
+    contacts_by_lower_id: HashMap<Box<str>, Vec<u32>>,
+    contacts_by_uid: HashMap<u64, u32>,
+    contacts_by_email: HashMap<Box<str>, Vec<u32>>,
 }
 
 fn unix_now() -> u64 {
@@ -385,6 +392,9 @@ impl Engine {
             dirty_contacts: BTreeSet::new(),
             dirty_users: BTreeSet::new(),
             users_by_login: HashMap::new(),
+            contacts_by_lower_id: HashMap::new(),
+            contacts_by_uid: HashMap::new(),
+            contacts_by_email: HashMap::new(),
         }
     }
 
@@ -412,8 +422,17 @@ impl Engine {
     }
 
     fn contact(&mut self, id: &str) -> u32 {
+        let known = self.contacts_ix.get(id);
         let i = self.contacts_ix.intern(id);
         grow(&mut self.contacts, i);
+        if known.is_none() {
+            add(
+                self.contacts_by_lower_id
+                    .entry(id.to_lowercase().into())
+                    .or_default(),
+                i,
+            );
+        }
         i
     }
 
@@ -569,6 +588,20 @@ impl Engine {
             }
             None => (Vec::new(), Vec::new(), None),
         };
+        let new_emails = rec.as_ref().map(email_keys).unwrap_or_default();
+        let node = &mut self.contacts[c as usize];
+        let old_emails = node.rec.as_deref().map(email_keys).unwrap_or_default();
+        for e in old_emails.iter().filter(|e| !new_emails.contains(e)) {
+            if let Some(v) = self.contacts_by_email.get_mut(&**e) {
+                remove(v, c);
+                if v.is_empty() {
+                    self.contacts_by_email.remove(&**e);
+                }
+            }
+        }
+        for e in new_emails {
+            add(self.contacts_by_email.entry(e).or_default(), c);
+        }
         let node = &mut self.contacts[c as usize];
         if let Some(old) = node.rec.take() {
             if !node.logged_ver.is_empty() {
@@ -845,6 +878,7 @@ impl Engine {
         node.modified = time;
         if node.first_seq == 0 {
             node.first_seq = seq;
+            self.contacts_by_uid.insert(seq, c);
         }
         node.last_entry = idx;
         if was_visible != visible {
@@ -1169,6 +1203,27 @@ impl Engine {
             .get(c as usize)
             .map(|n| n.first_seq)
             .unwrap_or(0)
+    }
+
+    /// Contacts whose id, lower-cased, is `lower_id`.
+    pub fn contacts_by_lower_id(&self, lower_id: &str) -> &[u32] {
+        self.contacts_by_lower_id
+            .get(lower_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The contact whose [`Engine::contact_uid`] is `uid`.
+    pub fn contact_by_uid(&self, uid: u64) -> Option<u32> {
+        self.contacts_by_uid.get(&uid).copied()
+    }
+
+    /// Contacts with the e-mail address `lower` (lower-cased, trimmed) in their record.
+    pub fn contacts_by_email(&self, lower: &str) -> &[u32] {
+        self.contacts_by_email
+            .get(lower)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// When the contact last changed (unix seconds; moves at least 1 s per change).
@@ -1650,4 +1705,17 @@ impl Engine {
         };
         mk(folder, rules, reason)
     }
+}
+
+/// The index keys of a contact's e-mail addresses.
+fn email_keys(c: &Contact) -> Vec<Box<str>> {
+    let mut v: Vec<Box<str>> = c
+        .emails
+        .iter()
+        .map(|e| e.address.trim().to_lowercase().into_boxed_str())
+        .filter(|e| !e.is_empty())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }

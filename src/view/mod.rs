@@ -598,6 +598,46 @@ impl<'a> Mailbox<'a> {
         self.engine.list(self.user, f)
     }
 
+    /// True when contact `c` is in folder `f` of this mailbox now.
+    pub fn holds(&self, f: VirtualFolder, c: u32) -> bool {
+        self.engine.folder_of(self.user, c) == Some(f)
+    }
+
+    /// Contacts (of any folder) whose id, lower-cased, is `lower_id`.
+    pub fn contacts_by_lower_id(&self, lower_id: &str) -> &'a [u32] {
+        self.engine.contacts_by_lower_id(lower_id)
+    }
+
+    /// The contact (of any folder) with this stable number.
+    pub fn contact_by_uid(&self, uid: u64) -> Option<u32> {
+        self.engine.contact_by_uid(uid)
+    }
+
+    /// Contacts (of any folder) with this lower-cased e-mail address in their record.
+    pub fn contacts_by_email(&self, lower: &str) -> &'a [u32] {
+        self.engine.contacts_by_email(lower)
+    }
+
+    /// The domain of placeholder e-mail addresses, when the mapping makes them.
+    pub fn placeholder_domain(&self) -> Option<&'a str> {
+        self.cfg.mapping.placeholder_domain.as_deref()
+    }
+
+    /// A contact's stable number (see [`Item::uid`]).
+    pub fn contact_uid(&self, c: u32) -> u64 {
+        self.engine.contact_uid(c)
+    }
+
+    /// A contact's last change (see [`Item::modified`]).
+    pub fn contact_modified(&self, c: u32) -> u64 {
+        self.engine.contact_modified(c)
+    }
+
+    /// A contact's CRM id.
+    pub fn contact_id(&self, c: u32) -> &'a str {
+        self.engine.contact_id(c)
+    }
+
     /// Builds the item of a contact in a folder.
     pub fn item(&self, f: VirtualFolder, c: u32) -> Option<Item> {
         let (rec, _) = self.engine.contact_record(c)?;

@@ -8,7 +8,7 @@ use super::{required_ids, schema, Fault, Seen};
 use crate::domain::rules::VirtualFolder;
 use crate::ews::contact::{self, values};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
-use crate::ews::restriction::{self, cmp_values, matches, sort_order};
+use crate::ews::restriction::{self, cmp_values, matches, sort_order, Cmp};
 use crate::ews::restriction::{Restriction, SortKey};
 use crate::ews::shape::Path;
 use crate::ews::shape::Shape;
@@ -17,11 +17,10 @@ use crate::ews::Ctx;
 use crate::view::{FolderRef, Item, Mailbox, OrderKey};
 use std::sync::Arc;
 
-/// A folder listing: full items (when a restriction or an unusual sort needs them), or an
-/// order of contacts whose cards are built for the page only.
-enum Listing {
-    Items(Vec<Item>),
-    Order(Arc<Vec<u32>>, VirtualFolder),
+/// A folder listing: contacts in answer order; cards are built for the page only.
+struct Listing {
+    order: Arc<Vec<u32>>,
+    folder: VirtualFolder,
 }
 
 fn order_key(p: &Path) -> Option<OrderKey> {
@@ -42,6 +41,121 @@ fn order_key(p: &Path) -> Option<OrderKey> {
     }
 }
 
+/// A contact under evaluation: values of identifying paths come from the replica, others from
+/// its card, which is built the first time one of them is asked for (and only then).
+struct Lazy<'m, 'a> {
+    mb: &'m Mailbox<'a>,
+    folder: VirtualFolder,
+    c: u32,
+    item: std::cell::OnceCell<Option<Item>>,
+}
+
+impl<'m, 'a> Lazy<'m, 'a> {
+    fn new(mb: &'m Mailbox<'a>, folder: VirtualFolder, c: u32) -> Self {
+        Lazy {
+            mb,
+            folder,
+            c,
+            item: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn values(&self, p: &Path) -> Vec<String> {
+        let (mb, c) = (self.mb, self.c);
+        if let Some(v) = contact::identity_values(
+            p,
+            mb.contact_id(c),
+            mb.contact_uid(c),
+            mb.contact_modified(c),
+        ) {
+            return v;
+        }
+        match self.item.get_or_init(|| mb.item(self.folder, c)) {
+            Some(i) => values(i, p),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A superset of the contacts (of any folder) an equality restriction can match, found
+/// through the replica's indexes; `None` when the restriction names no indexed property in
+/// a way that bounds its matches.
+fn candidates(mb: &Mailbox<'_>, r: &Restriction) -> Option<Vec<u32>> {
+    match r {
+        Restriction::Compare(p, Cmp::Eq, v) => indexed(mb, p, v),
+        // Any bounded conjunct bounds the conjunction.
+        Restriction::And(rs) => rs
+            .iter()
+            .filter_map(|r| candidates(mb, r))
+            .min_by_key(Vec::len),
+        // A disjunction is bounded when every disjunct is.
+        Restriction::Or(rs) if !rs.is_empty() => {
+            let mut all = Vec::new();
+            for r in rs {
+                all.extend(candidates(mb, r)?);
+            }
+            Some(all)
+        }
+        _ => None,
+    }
+}
+
+/// Candidates for `path` equal to `value`, compared as restrictions compare (numbers as
+/// numbers, text case-insensitively).
+fn indexed(mb: &Mailbox<'_>, path: &Path, value: &str) -> Option<Vec<u32>> {
+    let lower = value.to_lowercase();
+    match path {
+        Path::Extended(x) => match x.key {
+            crate::ews::shape::ExtKey::Tag(0x10f3) => {
+                // `{id}.EML`, with characters other than letters, digits, '-' and '_' turned
+                // into '_': a name without '_' names exactly the ids equal to its stem.
+                let stem = lower.strip_suffix(".eml")?;
+                if stem.contains('_') {
+                    return None;
+                }
+                Some(mb.contacts_by_lower_id(stem).to_vec())
+            }
+            crate::ews::shape::ExtKey::Tag(0xe23) => {
+                // Compared as numbers when both sides are; the uid always is.
+                let n: i64 = value.trim().parse().ok()?;
+                Some(
+                    u64::try_from(n)
+                        .ok()
+                        .and_then(|u| mb.contact_by_uid(u))
+                        .into_iter()
+                        .collect(),
+                )
+            }
+            _ => None,
+        },
+        Path::Indexed(u, _) if u == "contacts:EmailAddress" => email(mb, &lower),
+        Path::Field(u) if u == "contacts:EmailAddresses" => email(mb, &lower),
+        _ => None,
+    }
+}
+
+fn email(mb: &Mailbox<'_>, lower: &str) -> Option<Vec<u32>> {
+    // Restrictions compare integers as numbers ("007" equals "7"): no index for those.
+    if lower.trim().parse::<i64>().is_ok() {
+        return None;
+    }
+    let mut v = mb.contacts_by_email(lower.trim()).to_vec();
+    // Contacts without an address show a placeholder `crm-{id}@{domain}`; its id part is
+    // exact when it holds no '-' (the character others are turned into).
+    if let Some(domain) = mb.placeholder_domain() {
+        if let Some(local) = lower
+            .strip_suffix(&format!("@{}", domain.to_lowercase()))
+            .and_then(|l| l.strip_prefix("crm-"))
+        {
+            if local.contains('-') {
+                return None;
+            }
+            v.extend_from_slice(mb.contacts_by_lower_id(local));
+        }
+    }
+    Some(v)
+}
+
 fn listing(
     ctx: &Ctx<'_, '_>,
     mb: &Mailbox<'_>,
@@ -49,30 +163,67 @@ fn listing(
     restriction: Option<&Restriction>,
     sort: &[SortKey],
 ) -> Result<Listing, Fault> {
-    if restriction.is_none() {
-        let fast = match sort {
-            [] => Some((OrderKey::Uid, false)),
-            [k] => order_key(&k.path).map(|o| (o, k.descending)),
-            _ => None,
+    let fast = match sort {
+        [] => Some((OrderKey::Uid, false)),
+        [k] => order_key(&k.path).map(|o| (o, k.descending)),
+        _ => None,
+    };
+    let nodes = restriction.map_or(0, Restriction::nodes);
+    let done = |order: Vec<u32>| Listing {
+        order: Arc::new(order),
+        folder: f,
+    };
+    // An equality on an identifying property: a few lookups, whatever the folder's size.
+    if let Some(mut found) = restriction.and_then(|r| candidates(mb, r)) {
+        found.sort_unstable();
+        found.dedup();
+        found.retain(|c| mb.holds(f, *c));
+        ctx.spend((found.len() as u64).saturating_mul((nodes + sort.len() + 1) as u64))?;
+        return Ok(done(filter_and_sort(mb, f, found, restriction, sort)));
+    }
+    // A sort the view keeps listings for: the restriction filters that listing in order.
+    if let Some((key, desc)) = fast {
+        let order = mb.ordered(f, key, desc);
+        let Some(r) = restriction else {
+            return Ok(Listing { order, folder: f });
         };
-        if let Some((key, desc)) = fast {
-            return Ok(Listing::Order(mb.ordered(f, key, desc), f));
-        }
+        ctx.spend((order.len() as u64).saturating_mul((nodes + 1) as u64))?;
+        let kept = order
+            .iter()
+            .copied()
+            .filter(|c| {
+                let lazy = Lazy::new(mb, f, *c);
+                matches(r, &|p| lazy.values(p))
+            })
+            .collect();
+        return Ok(done(kept));
     }
     let contacts = mb.contacts(f);
     // Testing a restriction costs its nodes per item, sorting its keys per item: paid for
     // before any of it runs.
-    let per_item = restriction.map_or(0, Restriction::nodes) + sort.len() + 1;
-    ctx.spend((contacts.len() as u64).saturating_mul(per_item as u64))?;
-    let mut items: Vec<Item> = contacts
+    ctx.spend((contacts.len() as u64).saturating_mul((nodes + sort.len() + 1) as u64))?;
+    Ok(done(filter_and_sort(mb, f, contacts, restriction, sort)))
+}
+
+/// The contacts of `cs` that match, in the order of `sort`, then by their stable number.
+fn filter_and_sort(
+    mb: &Mailbox<'_>,
+    f: VirtualFolder,
+    cs: Vec<u32>,
+    restriction: Option<&Restriction>,
+    sort: &[SortKey],
+) -> Vec<u32> {
+    // Sort keys computed once per contact, then a stable order: the keys, then the uid.
+    let mut keyed: Vec<(Vec<Vec<String>>, u64, u32)> = cs
         .into_iter()
-        .filter_map(|c| mb.item(f, c))
-        .filter(|i| restriction.is_none_or(|r| matches(r, &|p| values(i, p))))
-        .collect();
-    // Sort keys computed once per item, then a stable order: the keys, then the uid.
-    let mut keyed: Vec<(Vec<Vec<String>>, Item)> = items
-        .drain(..)
-        .map(|i| (sort.iter().map(|k| values(&i, &k.path)).collect(), i))
+        .filter_map(|c| {
+            let lazy = Lazy::new(mb, f, c);
+            if restriction.is_some_and(|r| !matches(r, &|p| lazy.values(p))) {
+                return None;
+            }
+            let keys = sort.iter().map(|k| lazy.values(&k.path)).collect();
+            Some((keys, mb.contact_uid(c), c))
+        })
         .collect();
     keyed.sort_by(|a, b| {
         for (n, k) in sort.iter().enumerate() {
@@ -82,9 +233,9 @@ fn listing(
                 return o;
             }
         }
-        a.1.uid.cmp(&b.1.uid)
+        a.1.cmp(&b.1)
     });
-    Ok(Listing::Items(keyed.into_iter().map(|(_, i)| i).collect()))
+    keyed.into_iter().map(|(_, _, c)| c).collect()
 }
 
 /// Runs FindItem.
@@ -115,14 +266,15 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
         let (items, writable, parent_id) = match parent {
             FolderRef::Virtual(f) => {
                 let (fid, w) = (mb.folder_id(parent), mb.writable(parent));
-                (listing(ctx, &mb, f, restriction.as_ref(), &sort)?, w, fid)
+                (
+                    Some(listing(ctx, &mb, f, restriction.as_ref(), &sort)?),
+                    w,
+                    fid,
+                )
             }
-            _ => (Listing::Items(Vec::new()), false, String::new()),
+            _ => (None, false, String::new()),
         };
-        let total = match &items {
-            Listing::Items(v) => v.len(),
-            Listing::Order(v, _) => v.len(),
-        };
+        let total = items.as_ref().map_or(0, |l| l.order.len());
         let pg = match page(view, total) {
             Ok(pg) => pg,
             Err(e) => {
@@ -132,21 +284,12 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
         };
         open_success(x, TAG);
         open_root(x, &pg, "t:Items");
-
-        match &items {
-            Listing::Items(v) => {
-                for item in &v[pg.start..pg.start + pg.len] {
-                    contact::write(x, item, &shape, &parent_id, writable);
+        if let Some(l) = &items {
+            // Cards only for the page.
+            for c in &l.order[pg.start..pg.start + pg.len] {
+                if let Some(item) = mb.item(l.folder, *c) {
+                    contact::write(x, &item, &shape, &parent_id, writable);
                     ctx.check_size(x)?;
-                }
-            }
-            Listing::Order(v, f) => {
-                // Cards only for the page.
-                for c in &v[pg.start..pg.start + pg.len] {
-                    if let Some(item) = mb.item(*f, *c) {
-                        contact::write(x, &item, &shape, &parent_id, writable);
-                        ctx.check_size(x)?;
-                    }
                 }
             }
         }
