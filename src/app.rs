@@ -115,6 +115,9 @@ pub struct App {
     pub graph_limit: crate::auth::limit::Limiter,
     /// EWS requests in flight per user.
     pub ews_limit: crate::auth::limit::Limiter,
+    /// True while the start-up warm-up runs: `/readyz` waits for it, so a load balancer
+    /// sends the first syncs only once they run at full speed.
+    pub warming: std::sync::atomic::AtomicBool,
     /// Request memory budget in KiB (see `server.max_request_memory_bytes`).
     pub request_memory: Arc<tokio::sync::Semaphore>,
     /// Tie-breaker for audit keys written in the same microsecond.
@@ -258,6 +261,7 @@ impl App {
                 per_second: config.graph.per_second,
                 concurrent: config.graph.concurrent,
             }),
+            warming: std::sync::atomic::AtomicBool::new(false),
             request_memory: Arc::new(tokio::sync::Semaphore::new(
                 config.server.max_request_memory_bytes / 1024,
             )),

@@ -209,7 +209,10 @@ async fn run_server(cfg: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    // Initial load and polling run beside the listener; /readyz says when it is done.
+    // Initial load and polling run beside the listener; /readyz says when it and the
+    // warm-up after it are done.
+    app.warming
+        .store(true, std::sync::atomic::Ordering::Release);
     let poller = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -227,6 +230,8 @@ async fn run_server(cfg: Config) -> Result<()> {
                     tokio::task::spawn_blocking(move || {
                         let t = std::time::Instant::now();
                         let n = app.warm_up();
+                        app.warming
+                            .store(false, std::sync::atomic::Ordering::Release);
                         tracing::info!(
                             numbers = n,
                             ms = t.elapsed().as_millis() as u64,

@@ -235,7 +235,18 @@ async fn heavy_requests_neither_block_the_runtime_nor_other_users() {
             let mut seen = Vec::new();
             while Instant::now() < stop {
                 let r = post(&s, (login.as_str(), "pw"), body.clone()).await;
-                seen.extend(codes(&r));
+                let c = codes(&r);
+                if c.iter().any(|c| c == "ErrorServerBusy") {
+                    // Told how long to back off, where Exchange says it.
+                    let v = support::elements(&r.root, "Value");
+                    assert!(
+                        v.iter()
+                            .any(|v| v.attr("Name") == Some("BackOffMilliseconds")
+                                && v.text.parse::<u64>().is_ok_and(|ms| ms > 0)),
+                        "a busy fault carries BackOffMilliseconds"
+                    );
+                }
+                seen.extend(c);
             }
             seen
         }));

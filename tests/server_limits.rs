@@ -162,3 +162,19 @@ async fn silent_sockets_give_their_slots_up_when_slots_run_short() {
     assert!(t.elapsed() < Duration::from_secs(3));
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_start_up_warm_up() {
+    let s = TestServer::start(&fixture("demo.json"), "").await;
+    s.app
+        .warming
+        .store(true, std::sync::atomic::Ordering::Release);
+    let r = s.client.get(s.url("/readyz")).send().await.expect("send");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.expect("text"), "warming up\n");
+    s.app
+        .warming
+        .store(false, std::sync::atomic::Ordering::Release);
+    let r = s.client.get(s.url("/readyz")).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+}

@@ -95,6 +95,20 @@ pub fn close(x: &mut Xml) {
 
 /// A whole fault envelope.
 pub fn fault(f: &Fault) -> Vec<u8> {
+    fault_with(f, None)
+}
+
+/// An `ErrorServerBusy` fault that tells the client how long to back off, in the
+/// `MessageXml` detail where Exchange puts it (exchangelib reads `BackOffMilliseconds`).
+pub fn busy_fault(message: &str, back_off_ms: u64) -> Vec<u8> {
+    let f = Fault {
+        code: "ErrorServerBusy",
+        message: message.to_owned(),
+    };
+    fault_with(&f, Some(back_off_ms))
+}
+
+fn fault_with(f: &Fault, back_off_ms: Option<u64>) -> Vec<u8> {
     let mut x = Xml::new();
     open(&mut x);
     x.open("s:Fault", &[]);
@@ -103,6 +117,15 @@ pub fn fault(f: &Fault) -> Vec<u8> {
     x.open("detail", &[]);
     x.text("e:ResponseCode", &[("xmlns:e", NS_E)], f.code);
     x.text("e:Message", &[("xmlns:e", NS_E)], &f.message);
+    if let Some(ms) = back_off_ms {
+        x.open("e:MessageXml", &[("xmlns:e", NS_E)]);
+        x.text(
+            "t:Value",
+            &[("xmlns:t", NS_T), ("Name", "BackOffMilliseconds")],
+            &ms.to_string(),
+        );
+        x.close("e:MessageXml");
+    }
     x.close("detail");
     x.close("s:Fault");
     close(&mut x);

@@ -33,12 +33,17 @@ fn xml(status: u16, body: Vec<u8>) -> Resp {
 }
 
 fn server_busy() -> Resp {
-    let f = ews::envelope::Fault {
-        code: "ErrorServerBusy",
-        message: "The server cannot service this request right now. Try again later.".into(),
-    };
-    xml(500, ews::envelope::fault(&f))
+    xml(
+        500,
+        ews::envelope::busy_fault(
+            "The server cannot service this request right now. Try again later.",
+            BACK_OFF_MS,
+        ),
+    )
 }
+
+/// What a busy answer asks the client to wait.
+const BACK_OFF_MS: u64 = 1000;
 
 /// The bounds of one EWS request, from the configuration.
 fn limits(app: &App) -> ews::Limits {

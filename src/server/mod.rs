@@ -254,10 +254,12 @@ async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            if app.replica.is_ready() {
-                text(StatusCode::OK, "ready\n")
-            } else {
+            if !app.replica.is_ready() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "loading the CRM\n")
+            } else if app.warming.load(Ordering::Acquire) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "warming up\n")
+            } else {
+                text(StatusCode::OK, "ready\n")
             }
         }
         "/metrics" => text(StatusCode::OK, metrics(app)),
@@ -328,7 +330,7 @@ pub async fn authenticate(
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "locked_out",
-                "too many failed logins from this address; try again later",
+                "too many failed logins; try again later",
             );
             let secs = retry_after.as_secs().max(1).to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {
