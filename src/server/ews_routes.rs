@@ -101,10 +101,13 @@ pub async fn exchange(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Res
             return r;
         }
     };
-    // Parse before taking the replica lock.
-    let parsed = match ews::parse(&body) {
-        Ok(p) => p,
-        Err(a) => return xml(a.status, a.body),
+    // Parse before taking the replica lock, on the blocking pool: a body of megabytes is
+    // milliseconds of work the async workers should not do.
+    let (bytes, _budget) = body.into_parts();
+    let parsed = match tokio::task::spawn_blocking(move || ews::parse(&bytes)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(a)) => return xml(a.status, a.body),
+        Err(_) => return server_busy(),
     };
     if !app.replica.is_ready() {
         return server_busy();
