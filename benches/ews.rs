@@ -44,6 +44,35 @@ fn find_body(folder: &str) -> String {
     )
 }
 
+type Reload =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+static LOG: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
+
+/// Sets the log filter of the subscriber [`install_log`] made.
+fn set_log(filter: &str) {
+    if let Some(h) = LOG.get() {
+        let _ = h.reload(tracing_subscriber::EnvFilter::new(filter));
+    }
+}
+
+/// The text log `crmgate serve` writes, into `path`, initially off.
+fn install_log(path: &std::path::Path) {
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("off"));
+    let file = std::fs::File::create(path).expect("log file");
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file)),
+        )
+        .init();
+    let _ = LOG.set(handle);
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -52,6 +81,7 @@ fn main() {
         .expect("rt");
     rt.block_on(async {
         let tmp = tempfile::tempdir().expect("tmp");
+        install_log(&tmp.path().join("access.log"));
         let mut ds = generate(&GenParams { contacts: 100_000, users: 1000, subsystems: 8, seed: 42 });
         ds.users[1].password_hash = None;
         ds.users[1].password = Some("bench".into());
@@ -99,12 +129,21 @@ fn main() {
         let poll = sync_body(&global, state.as_deref());
         let (_, poll_answer) = send(&mut conn, &post(&auth, &poll)).await;
         assert!(poll_answer.contains("<m:Changes></m:Changes>") || poll_answer.contains("<m:Changes/>"), "{poll_answer}");
+        // The access log as `crmgate serve` writes it by default (level info, one line per
+        // request, here into a file), switched on and off between rounds.
+        let (rps_log, p50_log, p99_log) = {
+            set_log("info");
+            let r = load(port, &post(&auth, &poll), 5).await;
+            set_log("off");
+            r
+        };
         let (rps, p50, p99) = load(port, &post(&auth, &poll), 5).await;
         let base_port = trivial(Bytes::from(poll_answer.clone()), "text/xml; charset=utf-8").await;
         let (base_rps, base_p50, base_p99) = load(base_port, &post(&auth, &poll), 5).await;
         println!("no-change SyncFolderItems polls, 32 connections: {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
         println!("trivial hyper handler, same bytes, same load:    {base_rps:.0} req/s, p50 {base_p50:.2} ms, p99 {base_p99:.2} ms");
         println!("ratio crmgate / trivial: {:.0} %", 100.0 * rps / base_rps);
+        println!("the same polls with the access log on (the default): {rps_log:.0} req/s, p50 {p50_log:.2} ms, p99 {p99_log:.2} ms; {:.0} % of the trivial handler, {:.0} % of crmgate without the log", 100.0 * rps_log / base_rps, 100.0 * rps_log / rps);
 
         // FindItem page at offset 9,900 by DisplayName.
         let fb = find_body(&global);
