@@ -221,6 +221,39 @@ pub fn is_item_write(req: &envelope::Request) -> bool {
     ops::item_writes::is_item_write(&req.op)
 }
 
+/// True when answering `req` is known beforehand to be little work (well under a
+/// millisecond): folder operations, a few ids, and a sync poll with few changes waiting. Such
+/// requests are answered on the async worker; all others go where heavy work goes.
+pub fn is_light(session: &Session<'_>, req: &envelope::Request) -> bool {
+    const FEW: usize = 16;
+    let op = &req.op;
+    let ids = |name: &str| op.child(name).map_or(0, |c| c.children.len());
+    match op.name.as_str() {
+        "GetFolder" | "FindFolder" | "SyncFolderHierarchy" | "GetUserPhoto" => {
+            ids("FolderIds") + ids("ParentFolderIds") <= FEW
+        }
+        "GetItem" => ids("ItemIds") <= FEW,
+        "ConvertId" => ids("SourceIds") <= FEW,
+        "SyncFolderItems" => {
+            let Ok(ctx) = context(session, req, Limits::default()) else {
+                return true;
+            };
+            let state = op.child_text("SyncState").map(str::trim).unwrap_or("");
+            let folder = op.child("SyncFolderId").and_then(|s| s.children.first());
+            match (folder.map(|f| ctx.folder(f)), state) {
+                (Some(Ok((mb, FolderRef::Virtual(f)))), s) if !s.is_empty() => {
+                    mb.changes_pending(f, s).is_some_and(|n| n <= FEW as u64)
+                }
+                // Other folders are empty; unknown folders and missing states are errors or
+                // first syncs: only the latter is work.
+                (Some(Ok((_, FolderRef::Virtual(_)))), _) => false,
+                _ => true,
+            }
+        }
+        _ => false,
+    }
+}
+
 /// Answers one parsed request for the signed-in session, within `limits`.
 pub fn handle(session: &Session<'_>, req: &envelope::Request, limits: Limits) -> Answer {
     let ctx = match context(session, req, limits) {

@@ -258,6 +258,39 @@ fn filter_ok(q: &Query, item: &crate::view::Item) -> bool {
 }
 
 /// Answers a read (GET) for the signed-in session.
+/// True when answering the read `req` is known beforehand to be little work: folder
+/// requests, one contact, and a delta poll with few changes waiting. Such requests are
+/// answered on the async worker; all others go where heavy work goes.
+pub fn is_light(session: &Session<'_>, req: &Request<'_>) -> bool {
+    let Ok((who, target)) = route(req.path) else {
+        return true;
+    };
+    let Ok(mb) = mailbox(session, &who) else {
+        return true;
+    };
+    let Ok(q) = Query::parse(req.query) else {
+        return true;
+    };
+    match target {
+        Target::Folders | Target::ChildFolders(_) | Target::Folder(_) | Target::FolderDelta => {
+            q.filter.is_none()
+        }
+        Target::Contact(..) => true,
+        Target::Delta(f) => {
+            let token = q.deltatoken.as_deref().or(q.skiptoken.as_deref());
+            match (folder(&mb, &f), token) {
+                (Ok(FolderRef::Virtual(v)), Some(t)) => mb
+                    .changes_pending(v, &json::from_graph_id(t))
+                    .is_some_and(|n| n <= 16),
+                (Ok(FolderRef::Virtual(_)), None) => false,
+                _ => true,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Answers a GET.
 pub fn read(session: &Session<'_>, req: &Request<'_>) -> Result<Answer, GraphError> {
     if !req.scopes.read {
         return Err(GraphError::denied());

@@ -103,12 +103,6 @@ pub async fn exchange(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Res
     };
     // Parse before taking the replica lock, on the blocking pool: a body of megabytes is
     // milliseconds of work the async workers should not do.
-    let (bytes, _budget) = body.into_parts();
-    let parsed = match tokio::task::spawn_blocking(move || ews::parse(&bytes)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(a)) => return xml(a.status, a.body),
-        Err(_) => return server_busy(),
-    };
     if !app.replica.is_ready() {
         return server_busy();
     }
@@ -117,22 +111,64 @@ pub async fn exchange(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Res
         return server_busy();
     }
     let _slot = app.ews_limit.enter(&principal.login);
-    if ews::is_item_write(&parsed) {
-        return write(app, &principal, &parsed).await;
+    // Parsing and evaluation are synchronous and bounded by the body limit and `limits`.
+    // A small body whose request is known to be little work (a sync poll, a few ids) is
+    // answered here; everything else is parsed and answered in one trip to the blocking
+    // pool, so the async workers keep serving everyone else (and /healthz) meanwhile.
+    let mut parsed = None;
+    if body.len() <= INLINE_PARSE_BYTES {
+        let p = match ews::parse(&body) {
+            Ok(p) => p,
+            Err(a) => return xml(a.status, a.body),
+        };
+        if ews::is_item_write(&p) {
+            return write(app, &principal, &p).await;
+        }
+        if with_session(app, &principal, |s| ews::is_light(s, &p)).unwrap_or(false) {
+            return match with_session(app, &principal, |s| ews::handle(s, &p, limits(app))) {
+                Some(answer) => xml(answer.status, answer.body),
+                None => server_busy(),
+            };
+        }
+        parsed = Some(p);
     }
-    // Evaluation is synchronous and bounded by `limits`; it runs on the blocking pool so
-    // the async workers keep serving everyone else (and /healthz) meanwhile.
     let app2 = app.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    let who = principal.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let parsed = match parsed {
+            Some(p) => p,
+            None => match ews::parse(&body) {
+                Ok(p) => p,
+                Err(a) => return Outcome::Answer(Some(a)),
+            },
+        };
+        if ews::is_item_write(&parsed) {
+            return Outcome::Write(Box::new(parsed));
+        }
         let limits = limits(&app2);
-        with_session(&app2, &principal, |s| ews::handle(s, &parsed, limits))
+        // The body (and its share of the memory budget) is held until the answer is made.
+        let answer = with_session(&app2, &who, |s| ews::handle(s, &parsed, limits));
+        drop(body);
+        Outcome::Answer(answer)
     })
     .await;
-    match answer {
-        Ok(Some(answer)) => xml(answer.status, answer.body),
-        Ok(None) | Err(_) => server_busy(),
+    match outcome {
+        Ok(Outcome::Answer(Some(answer))) => xml(answer.status, answer.body),
+        Ok(Outcome::Write(parsed)) => write(app, &principal, &parsed).await,
+        Ok(Outcome::Answer(None)) | Err(_) => server_busy(),
     }
 }
+
+/// What the blocking part of an EWS request produced.
+enum Outcome {
+    /// The answer (`None`: the replica could not be read).
+    Answer(Option<ews::Answer>),
+    /// An item write, parsed, to be executed against the CRM.
+    Write(Box<ews::envelope::Request>),
+}
+
+/// Bodies up to this size are parsed on the async worker (tens of microseconds).
+const INLINE_PARSE_BYTES: usize = 16 * 1024;
 
 /// Runs `f` with a session over a read view of the replica (not across an await).
 fn with_session<T>(

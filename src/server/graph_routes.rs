@@ -257,21 +257,32 @@ pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp
         scopes: scopes(&info),
     };
     let result = if owned.method == "GET" {
-        // Reads evaluate $filter and render pages synchronously: on the blocking pool, so
+        // Reads evaluate $filter and render pages synchronously. One known to be little
+        // work (a delta poll, one contact) is answered here; others on the blocking pool, so
         // the async workers keep serving everyone else meanwhile.
-        let app2 = app.clone();
-        tokio::task::spawn_blocking(move || {
-            let greq = owned.request();
-            with_session(&app2, &principal, &mut |s| graph::read(s, &greq))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(GraphError::new(
-                500,
-                "UnknownError",
-                "An internal error occurred.",
-            ))
-        })
+        let greq = owned.request();
+        let mut light = false;
+        let _ = with_session(app, &principal, &mut |s| {
+            light = graph::is_light(s, &greq);
+            Err(GraphError::denied())
+        });
+        if light {
+            with_session(app, &principal, &mut |s| graph::read(s, &greq))
+        } else {
+            let app2 = app.clone();
+            tokio::task::spawn_blocking(move || {
+                let greq = owned.request();
+                with_session(&app2, &principal, &mut |s| graph::read(s, &greq))
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(GraphError::new(
+                    500,
+                    "UnknownError",
+                    "An internal error occurred.",
+                ))
+            })
+        }
     } else {
         let greq = owned.request();
         // Plan under the lock, execute against the CRM without it, answer under it. A write

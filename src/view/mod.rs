@@ -638,6 +638,17 @@ impl<'a> Mailbox<'a> {
         self.engine.contact_id(c)
     }
 
+    /// An upper bound on the work of [`Mailbox::changes`] for an incremental `state` of folder
+    /// `f`: the change-log entries written since it. `None` for a first sync (it pages the
+    /// whole folder) or a state that is not valid here (answered as an error, which is cheap).
+    pub fn changes_pending(&self, f: VirtualFolder, state: &str) -> Option<u64> {
+        let st = self.codec.decode(&self.user_id, IdKind::Sync, state).ok()?;
+        if st.folder != FolderRef::Virtual(f).code() || st.seq2 == u64::MAX {
+            return None;
+        }
+        Some(self.engine.seq().saturating_sub(st.seq))
+    }
+
     /// Builds the item of a contact in a folder.
     pub fn item(&self, f: VirtualFolder, c: u32) -> Option<Item> {
         let (rec, _) = self.engine.contact_record(c)?;
