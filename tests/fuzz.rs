@@ -1295,6 +1295,11 @@ fn fuzz_xml() {
 
 /// Every answer must be XML the reader takes back: the writer escapes all it writes.
 fn reread(body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
+    assert!(
+        !echoes_bad_attribute_name(&text),
+        "an answer echoes a request's attribute name that is no XML name in t:ExtendedFieldURI"
+    );
     match crmgate::ews::xml::parse(body) {
         Ok(_) | Err(XmlError::Limit(_)) => {}
         Err(e) => panic!(
@@ -1615,6 +1620,39 @@ fn mutate_json_once(rng: &mut Rng, root: &mut Value, keys: &[&str], donors: &[Va
             _ => *node = Value::String(text_value(rng)),
         }
     }
+}
+
+/// True when a `t:ExtendedFieldURI` of an answer has an attribute whose name is not an XML name
+/// (the attributes of a requested extended property are written back as the client sent them;
+/// see `regression_ews_extended_attribute_names`).
+fn echoes_bad_attribute_name(answer: &str) -> bool {
+    let name_ok = |n: &str| {
+        n.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_alphanumeric() || "_-.:".contains(c))
+    };
+    answer.match_indices("<t:ExtendedFieldURI ").any(|(i, m)| {
+        let tag = &answer[i + m.len()..];
+        let mut rest = &tag[..tag.find("/>").unwrap_or(tag.len())];
+        loop {
+            rest = rest.trim_start();
+            if rest.is_empty() {
+                return false;
+            }
+            let Some(eq) = rest.find("=\"") else {
+                return true;
+            };
+            if !name_ok(&rest[..eq]) {
+                return true;
+            }
+            let value = &rest[eq + 2..];
+            let Some(q) = value.find('"') else {
+                return true;
+            };
+            rest = &value[q + 1..];
+        }
+    })
 }
 
 // ---- 2. EWS requests ------------------------------------------------------------------------
@@ -2372,7 +2410,8 @@ fn fuzz_ews() {
             cases: 12000,
             memory: |i| ews_bound(i.len()),
             memory_text: "64×len + 2×32 MiB answer + 16 MiB",
-            known: &[],
+            // regression_ews_extended_attribute_names
+            known: &["echoes a request's attribute name"],
         },
         &seeds,
         &gen,
@@ -3028,6 +3067,8 @@ fn graph_exec(w: &World, input: &[u8]) {
     };
     let result = w.session(who, |s| {
         if method == "GET" {
+            // As src/server/graph_routes.rs does: is it light work? Then the read.
+            let _ = graph::is_light(s, &req);
             graph::read(s, &req)
         } else {
             graph::plan_write(s, &req).and_then(|p| graph::answer_write(s, &req, &p))
@@ -3100,8 +3141,11 @@ fn fuzz_graph() {
             cases: 10000,
             memory: |i| graph_bound(i.len()),
             memory_text: "64×len + 32 MiB",
-            // regression_graph_skip_overflow
-            known: &["attempt to add with overflow at src/graph/mod.rs"],
+            // regression_graph_skip_overflow, regression_graph_segment_quote
+            known: &[
+                "attempt to add with overflow at src/graph/mod.rs",
+                "(')` at src/graph/mod.rs",
+            ],
         },
         &seeds,
         &gen,
@@ -3206,7 +3250,7 @@ fn mutate_id_body(rng: &mut Rng, body: &[u8]) -> Vec<u8> {
 
 /// Ops of the id target: the first input byte picks one, the second carries flags (bit 7: the
 /// rest is an id body to sign; bit 6: ben's session; bits 0–5: op arguments).
-const ID_OPS: usize = 11;
+const ID_OPS: usize = 12;
 
 fn ids_exec(w: &World, input: &[u8]) {
     let (op, flags, rest) = match input {
@@ -3275,6 +3319,9 @@ fn ids_exec(w: &World, input: &[u8]) {
             }
             9 => {
                 let _ = mb.distinguished(&s);
+            }
+            11 => {
+                let _ = mb.changes_pending(folders[arg % 2], &s);
             }
             _ => {
                 // The token endpoint's `scope` parameter and a TTL setting.
@@ -3838,4 +3885,34 @@ fn regression_dataset_import_problems() {
         mib(peak),
         mib(parse_bound(input.len()))
     );
+}
+
+/// Found by fuzz_ews: the attributes of a requested `t:ExtendedFieldURI` are written back into
+/// the answer under the names the client sent, and the writer escapes values, not names. A name
+/// that is no XML name (`PropertyTypem:`, whose local part is empty, or `a<b`, `a&b`) makes
+/// the whole answer malformed XML (src/ews/shape.rs keeps `attrs`, src/ews/contact.rs writes
+/// them). Only the sender's own answer breaks. Ignored until fixed; then drop the `known` entry
+/// of fuzz_ews.
+#[test]
+#[ignore = "defect: ExtendedFieldURI attribute names echoed unchecked"]
+fn regression_ews_extended_attribute_names() {
+    let _serial = serial();
+    let w = world();
+    replay("ews-extended-attribute", &|input: &[u8]| {
+        let text = subst(&String::from_utf8_lossy(input), &w.ews_vars);
+        ews_exec(w, text.as_bytes());
+    });
+}
+
+/// Found by fuzz_graph: a path segment ending in `(')` (`GET /v1.0/me(')`) panics in
+/// `segments` (src/graph/mod.rs): `name('key')` is cut at the first `('` and the last `')`,
+/// which overlap, and the slice start passes its end. Debug and release alike; a read fails
+/// with 500, a write's panic ends the connection's task. Any client with a token can send it.
+/// Ignored until fixed; then drop the `known` entry of fuzz_graph.
+#[test]
+#[ignore = "defect: graph path segment (') panics"]
+fn regression_graph_segment_quote() {
+    let _serial = serial();
+    let w = world();
+    replay("graph-segment-quote", &|input: &[u8]| graph_exec(w, input));
 }
