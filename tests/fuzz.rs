@@ -2410,8 +2410,7 @@ fn fuzz_ews() {
             cases: 12000,
             memory: |i| ews_bound(i.len()),
             memory_text: "64×len + 2×32 MiB answer + 16 MiB",
-            // regression_ews_extended_attribute_names
-            known: &["echoes a request's attribute name"],
+            known: &[],
         },
         &seeds,
         &gen,
@@ -3141,11 +3140,7 @@ fn fuzz_graph() {
             cases: 10000,
             memory: |i| graph_bound(i.len()),
             memory_text: "64×len + 32 MiB",
-            // regression_graph_skip_overflow, regression_graph_segment_quote
-            known: &[
-                "attempt to add with overflow at src/graph/mod.rs",
-                "(')` at src/graph/mod.rs",
-            ],
+            known: &[],
         },
         &seeds,
         &gen,
@@ -3441,15 +3436,10 @@ const DATASET_KEYS: &[&str] = &[
     "projects",
 ];
 
-/// Admin records: the parse bound. Import files (mode 0; `crmgate import` and `crm.seed`, read
-/// from the operator's disk, not from a client): twice that, because `Dataset::parse` keeps one
-/// problem per malformed record with no cap, about 90 bytes for a 2-byte `0,` (see
-/// `regression_dataset_import_problems`).
+/// Admin records and import files alike: the parse bound (`Dataset::parse` caps the problems
+/// it keeps; see `regression_dataset_import_problems`).
 fn dataset_bound(input: &[u8]) -> u64 {
-    match input.first() {
-        Some(m) if *m as usize % 7 == 0 => 128 * input.len() as u64 + 16 * MIB,
-        _ => parse_bound(input.len()),
-    }
+    parse_bound(input.len())
 }
 
 /// Input: a mode byte, then JSON. Mode 0: a dataset file (`Dataset::parse`, then `check`, as
@@ -3557,7 +3547,7 @@ fn fuzz_dataset() {
             name: "dataset",
             cases: 12000,
             memory: dataset_bound,
-            memory_text: "64×len + 16 MiB (import files: 128×len)",
+            memory_text: "64×len + 16 MiB",
             known: &[],
         },
         &all,
@@ -3843,23 +3833,21 @@ fn replay(prefix: &str, exec: &dyn Fn(&[u8])) {
 
 /// Found by fuzz_graph: `$skip` near `usize::MAX` on a folder or contact listing overflows
 /// `q.skip + size` in `graph::read` (src/graph/mod.rs, the two `@odata.nextLink` checks).
-/// Debug builds panic (the request fails with 500); release builds wrap and send a nextLink
-/// back to `$skip=0`-ish. Ignored until fixed; then drop the `known` entry of fuzz_graph.
+/// Debug builds panicked (the request failed with 500); release builds wrapped and sent a
+/// nextLink back to `$skip=0`-ish. The checks now saturate.
 #[test]
-#[ignore = "defect: $skip overflow in graph::read"]
 fn regression_graph_skip_overflow() {
     let _serial = serial();
     let w = world();
     replay("graph-skip-overflow", &|input: &[u8]| graph_exec(w, input));
 }
 
-/// Found by fuzz_dataset: a dataset file of N malformed records makes `Dataset::parse` report N
-/// problems, none dropped, so a 1 MB file of `0,` records holds about 84 MiB (the JSON tree and
+/// Found by fuzz_dataset: a dataset file of N malformed records made `Dataset::parse` report N
+/// problems, none dropped, so a 1 MB file of `0,` records held about 84 MiB (the JSON tree and
 /// 500,000 problems of about 130 bytes). Only `crmgate import` and `crm.seed` read dataset files
-/// (operator input; the admin API reads one record at a time), hence low severity. Ignored
-/// until the problem list is capped; then drop the 128× allowance in `dataset_bound`.
+/// (operator input; the admin API reads one record at a time), hence low severity. The list is
+/// now capped (`dataset::MAX_PROBLEMS`), and import files get the same bound as records.
 #[test]
-#[ignore = "defect: Dataset::parse keeps every problem"]
 fn regression_dataset_import_problems() {
     let _serial = serial();
     if !here("regression_dataset_import_problems") {
@@ -3890,11 +3878,9 @@ fn regression_dataset_import_problems() {
 /// Found by fuzz_ews: the attributes of a requested `t:ExtendedFieldURI` are written back into
 /// the answer under the names the client sent, and the writer escapes values, not names. A name
 /// that is no XML name (`PropertyTypem:`, whose local part is empty, or `a<b`, `a&b`) makes
-/// the whole answer malformed XML (src/ews/shape.rs keeps `attrs`, src/ews/contact.rs writes
-/// them). Only the sender's own answer breaks. Ignored until fixed; then drop the `known` entry
-/// of fuzz_ews.
+/// the whole answer malformed XML (src/ews/shape.rs kept `attrs`, src/ews/contact.rs writes
+/// them). Only the sender's own answer broke. Now only the schema's attributes are kept.
 #[test]
-#[ignore = "defect: ExtendedFieldURI attribute names echoed unchecked"]
 fn regression_ews_extended_attribute_names() {
     let _serial = serial();
     let w = world();
@@ -3906,11 +3892,10 @@ fn regression_ews_extended_attribute_names() {
 
 /// Found by fuzz_graph: a path segment ending in `(')` (`GET /v1.0/me(')`) panics in
 /// `segments` (src/graph/mod.rs): `name('key')` is cut at the first `('` and the last `')`,
-/// which overlap, and the slice start passes its end. Debug and release alike; a read fails
-/// with 500, a write's panic ends the connection's task. Any client with a token can send it.
-/// Ignored until fixed; then drop the `known` entry of fuzz_graph.
+/// which overlapped, and the slice start passed its end. Debug and release alike; a read failed
+/// with 500, a write's panic ended the connection's task. Any client with a token could send
+/// it. A segment whose `('` and `')` overlap is now taken as a plain name.
 #[test]
-#[ignore = "defect: graph path segment (') panics"]
 fn regression_graph_segment_quote() {
     let _serial = serial();
     let w = world();

@@ -49,6 +49,23 @@ pub struct Problem {
     pub message: String,
 }
 
+/// The most problems a parse or check reports; past it one last entry says how many more there
+/// were. Keeps a file of a million malformed records from holding a million messages.
+pub const MAX_PROBLEMS: usize = 1000;
+
+/// Cuts `problems` to [`MAX_PROBLEMS`], adding `dropped` (problems never pushed) to what is cut,
+/// and names the total in a last entry.
+fn cap_problems(problems: &mut Vec<Problem>, dropped: usize) {
+    let over = problems.len().saturating_sub(MAX_PROBLEMS) + dropped;
+    if over > 0 {
+        problems.truncate(MAX_PROBLEMS);
+        problems.push(Problem {
+            path: String::new(),
+            message: format!("… and {over} more problems not listed"),
+        });
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
@@ -148,6 +165,7 @@ impl Dataset {
     /// Like [`Dataset::parse`], from an already parsed JSON value.
     pub fn from_value(root: &Value) -> Result<Dataset, Vec<Problem>> {
         let mut problems = Vec::new();
+        let mut dropped = 0usize;
         let mut out = Dataset::default();
         let Some(obj) = root.as_object() else {
             return Err(vec![Problem {
@@ -180,7 +198,10 @@ impl Dataset {
             for (i, item) in items.iter().enumerate() {
                 let prefix = format!("{}[{i}]", kind.plural());
                 match Record::from_json(kind, item) {
-                    Ok(r) => out.push(r),
+                    // Once the dataset is known to be bad, its records are not kept.
+                    Ok(r) if problems.is_empty() => out.push(r),
+                    Ok(_) => {}
+                    Err(_) if problems.len() >= MAX_PROBLEMS => dropped += 1,
                     Err((path, message)) => problems.push(Problem {
                         path: join(&prefix, &path),
                         message,
@@ -191,6 +212,7 @@ impl Dataset {
         if problems.is_empty() {
             Ok(out)
         } else {
+            cap_problems(&mut problems, dropped);
             Err(problems)
         }
     }
@@ -199,6 +221,7 @@ impl Dataset {
     /// already in the CRM); pass `|_, _| false` to check a self-contained file.
     pub fn check(&self, exists: &dyn Fn(Kind, &str) -> bool) -> Vec<Problem> {
         let mut problems = Vec::new();
+        let mut dropped = 0usize;
         let mut ids: [HashSet<&str>; 6] = Default::default();
         // Duplicate and empty ids.
         let mut idx = [0usize; 6];
@@ -207,21 +230,26 @@ impl Dataset {
             let k = r.kind() as usize;
             let path = format!("{}[{}].id", r.kind().plural(), idx[k]);
             idx[k] += 1;
-            if r.id().trim().is_empty() {
-                problems.push(Problem {
-                    path,
-                    message: "id must not be empty".into(),
-                });
+            let problem = if r.id().trim().is_empty() {
+                Some("id must not be empty".to_owned())
             } else if !ids[k].insert(r.id()) {
-                problems.push(Problem {
-                    path,
-                    message: format!("duplicate {} id \"{}\"", r.kind(), r.id()),
-                });
+                Some(format!("duplicate {} id \"{}\"", r.kind(), r.id()))
+            } else {
+                None
+            };
+            match problem {
+                Some(_) if problems.len() >= MAX_PROBLEMS => dropped += 1,
+                Some(message) => problems.push(Problem { path, message }),
+                None => {}
             }
         }
         let mut logins: HashSet<String> = HashSet::new();
         for (i, u) in self.users.iter().enumerate() {
             if !logins.insert(u.login.trim().to_lowercase()) {
+                if problems.len() >= MAX_PROBLEMS {
+                    dropped += 1;
+                    continue;
+                }
                 problems.push(Problem {
                     path: format!("users[{i}].login"),
                     message: format!("duplicate login \"{}\"", u.login),
@@ -235,7 +263,12 @@ impl Dataset {
             let prefix = format!("{}[{}]", r.kind().plural(), idx[k]);
             idx[k] += 1;
             check_record(r, &prefix, &known, &mut problems);
+            if problems.len() > MAX_PROBLEMS {
+                dropped += problems.len() - MAX_PROBLEMS;
+                problems.truncate(MAX_PROBLEMS);
+            }
         }
+        cap_problems(&mut problems, dropped);
         problems
     }
 }
@@ -509,5 +542,30 @@ mod tests {
         assert!(check_date("2023-02-29").is_err());
         assert!(check_date("1980-13-01").is_err());
         assert!(check_date("1980-5-4").is_err());
+    }
+
+    #[test]
+    fn caps_the_problems_it_reports() {
+        // 5,000 malformed contacts: the first MAX_PROBLEMS are named, the rest counted.
+        let text = format!("{{\"contacts\":[{}0]}}", "0,".repeat(4999));
+        let p = Dataset::parse(&text).expect_err("malformed");
+        assert_eq!(p.len(), MAX_PROBLEMS + 1, "{:?}", p.last());
+        assert_eq!(p[0].path, "contacts[0]");
+        assert_eq!(
+            p[MAX_PROBLEMS].message,
+            "… and 4000 more problems not listed"
+        );
+        // The same for references: 3,000 contacts, each naming an unknown company.
+        let contacts: Vec<String> = (0..3000)
+            .map(|i| format!(r#"{{"id":"c{i}","companies":["k{i}"]}}"#))
+            .collect();
+        let ds =
+            Dataset::parse(&format!("{{\"contacts\":[{}]}}", contacts.join(","))).expect("parses");
+        let p = ds.check(&|_, _| false);
+        assert_eq!(p.len(), MAX_PROBLEMS + 1);
+        assert_eq!(
+            p[MAX_PROBLEMS].message,
+            "… and 2000 more problems not listed"
+        );
     }
 }

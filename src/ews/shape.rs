@@ -19,7 +19,9 @@ pub enum BaseShape {
 /// An extended (MAPI) property path, with the attributes exactly as the client sent them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExtendedField {
-    /// Attributes of the `ExtendedFieldURI`, echoed verbatim in answers.
+    /// Attributes of the `ExtendedFieldURI` that the schema defines ([`EXTENDED_ATTRS`]), echoed
+    /// in answers as the client sent them; any other attribute is dropped, so an answer never
+    /// carries a name the client made up (which could be no XML name at all).
     pub attrs: Vec<(String, String)>,
     /// What it names.
     pub key: ExtKey,
@@ -52,6 +54,16 @@ pub enum Path {
     Extended(ExtendedField),
 }
 
+/// The attributes `t:ExtendedFieldURI` has in the EWS schema (types.xsd `PathToExtendedFieldType`).
+pub const EXTENDED_ATTRS: [&str; 6] = [
+    "DistinguishedPropertySetId",
+    "PropertySetId",
+    "PropertyTag",
+    "PropertyName",
+    "PropertyId",
+    "PropertyType",
+];
+
 fn parse_u32(s: &str) -> Option<u32> {
     let s = s.trim();
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -69,7 +81,12 @@ pub fn path(e: &Element) -> Option<Path> {
             e.attr("FieldIndex")?.to_owned(),
         )),
         "ExtendedFieldURI" => {
-            let attrs = e.attrs.clone();
+            let attrs = e
+                .attrs
+                .iter()
+                .filter(|(k, _)| EXTENDED_ATTRS.contains(&k.as_str()))
+                .cloned()
+                .collect();
             let key = if let Some(tag) = e.attr("PropertyTag") {
                 ExtKey::Tag(parse_u32(tag)?)
             } else {

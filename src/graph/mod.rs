@@ -95,7 +95,10 @@ fn segments(path: &str) -> Result<Vec<String>, GraphError> {
     let mut out = Vec::new();
     for raw in path.split('/').filter(|s| !s.is_empty()) {
         let s = odata::decode(&raw.replace('+', "%2B"))?;
-        if let (Some(open), true) = (s.find("('"), s.ends_with("')")) {
+        let key = s
+            .find("('")
+            .filter(|&open| s.ends_with("')") && open + 2 <= s.len() - 2);
+        if let Some(open) = key {
             out.push(s[..open].to_owned());
             out.push(s[open + 2..s.len() - 2].replace("''", "'"));
         } else {
@@ -327,7 +330,7 @@ pub fn read(session: &Session<'_>, req: &Request<'_>) -> Result<Answer, GraphErr
             if q.count {
                 out["@odata.count"] = json!(total);
             }
-            if q.skip + size < total {
+            if q.skip.saturating_add(size) < total {
                 out["@odata.nextLink"] = json!(next_link(req, q.skip + size));
             }
             Ok(ok(200, &out))
@@ -400,7 +403,7 @@ pub fn read(session: &Session<'_>, req: &Request<'_>) -> Result<Answer, GraphErr
             if q.count {
                 out["@odata.count"] = json!(total);
             }
-            if q.skip + size < total {
+            if q.skip.saturating_add(size) < total {
                 out["@odata.nextLink"] = json!(next_link(req, q.skip + size));
             }
             let mut a = ok(200, &out);
