@@ -118,6 +118,8 @@ pub struct App {
     /// True while the start-up warm-up runs: `/readyz` waits for it, so a load balancer
     /// sends the first syncs only once they run at full speed.
     pub warming: std::sync::atomic::AtomicBool,
+    /// Heavy requests running at once (see `server.heavy_workers`).
+    pub heavy: Arc<tokio::sync::Semaphore>,
     /// Request memory budget in KiB (see `server.max_request_memory_bytes`).
     pub request_memory: Arc<tokio::sync::Semaphore>,
     /// Tie-breaker for audit keys written in the same microsecond.
@@ -262,6 +264,7 @@ impl App {
                 concurrent: config.graph.concurrent,
             }),
             warming: std::sync::atomic::AtomicBool::new(false),
+            heavy: Arc::new(tokio::sync::Semaphore::new(config.server.heavy_workers)),
             request_memory: Arc::new(tokio::sync::Semaphore::new(
                 config.server.max_request_memory_bytes / 1024,
             )),
@@ -641,6 +644,19 @@ impl App {
 }
 
 /// Runs CPU-heavy `f` (argon2) without stalling the async worker it is called on: through
+/// Runs a request's heavy part on the blocking pool once one of the `server.heavy_workers`
+/// slots is free (waiting in arrival order). The slots keep the async workers' share of the CPU:
+/// however many users send expensive requests, at most that many threads do such work, so
+/// `/healthz`, sync polls and other light requests answered on the async workers stay fast.
+/// `None` if the work panicked.
+pub async fn heavy<T: Send + 'static>(
+    app: &App,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let _slot = app.heavy.clone().acquire_owned().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 /// `block_in_place` on a multi-thread runtime, inline elsewhere (a current-thread runtime,
 /// where `block_in_place` panics, or no runtime at all).
 fn off_runtime<T>(f: impl FnOnce() -> T) -> T {

@@ -47,10 +47,13 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Largest answer body a request may produce (EWS and Graph).
     pub max_answer_bytes: usize,
-    /// Memory all requests in flight may hold for their bodies (each charged 4× its size).
+    /// Memory all requests in flight may hold for their bodies (each charged 48× its size).
     pub max_request_memory_bytes: usize,
     /// Connections one client address may hold at once.
     pub max_connections_per_ip: usize,
+    /// Requests whose work runs off the async workers (large bodies, restrictions, listings)
+    /// that run at once; more wait their turn in arrival order.
+    pub heavy_workers: usize,
 }
 
 /// `[ews]`: what one EWS request may cost.
@@ -477,16 +480,19 @@ impl Config {
         let max_answer_bytes = r
             .int("server.max_answer_bytes", 65536, 1 << 31)
             .unwrap_or(32 << 20) as usize;
+        let per_byte = crate::server::http::BUDGET_PER_BODY_BYTE;
+        let least = max_body_bytes.saturating_mul(per_byte);
         let max_request_memory_bytes = r
             .int("server.max_request_memory_bytes", 1 << 20, 1 << 40)
-            .unwrap_or(256 << 20) as usize;
-        if max_request_memory_bytes < max_body_bytes.saturating_mul(4) {
+            .map(|v| v as usize)
+            // Default: 256 MiB, or two largest requests if the body limit was raised.
+            .unwrap_or_else(|| (256usize << 20).max(least.saturating_mul(2)));
+        if max_request_memory_bytes < least {
             r.bad(
                 "server.max_request_memory_bytes",
                 format!(
-                    "{max_request_memory_bytes} is less than 4 × server.max_body_bytes ({}): \
-                     a request of the largest allowed size could never be served",
-                    max_body_bytes.saturating_mul(4)
+                    "{max_request_memory_bytes} is less than {per_byte} × server.max_body_bytes \
+                     ({least}): a request of the largest allowed size could never be served"
                 ),
             );
         }
@@ -494,6 +500,10 @@ impl Config {
             .int("server.max_connections_per_ip", 1, 1 << 20)
             .map(|v| v as usize)
             .unwrap_or((max_connections / 4).max(1));
+        let heavy_workers = r
+            .int("server.heavy_workers", 1, 1024)
+            .map(|v| v as usize)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
 
         // [store]
         let data_dir = ov
@@ -810,6 +820,7 @@ impl Config {
                 max_answer_bytes,
                 max_request_memory_bytes,
                 max_connections_per_ip,
+                heavy_workers,
             },
             data_dir,
             store_engine,

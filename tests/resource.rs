@@ -50,7 +50,7 @@ async fn every_attack_at_once_leaves_the_gateway_responsive_and_bounded() {
     let s = Arc::new(
         TestServer::start(
             &seed,
-            "[server]\nmax_body_bytes = 2000000\nmax_request_memory_bytes = 16000000\n",
+            "[server]\nmax_body_bytes = 2000000\nmax_request_memory_bytes = 192000000\n",
         )
         .await,
     );

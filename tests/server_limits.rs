@@ -39,7 +39,7 @@ async fn large_bodies_in_flight_share_a_memory_budget() {
     let s = Arc::new(
         TestServer::start(
             &fixture("demo.json"),
-            "[server]\nmax_body_bytes = 2000000\nmax_request_memory_bytes = 8000000\n",
+            "[server]\nmax_body_bytes = 2000000\nmax_request_memory_bytes = 96000000\n",
         )
         .await,
     );

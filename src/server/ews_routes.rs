@@ -134,7 +134,7 @@ pub async fn exchange(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Res
     }
     let app2 = app.clone();
     let who = principal.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
+    let outcome = crate::app::heavy(app, move || {
         let parsed = match parsed {
             Some(p) => p,
             None => match ews::parse(&body) {
@@ -153,9 +153,9 @@ pub async fn exchange(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Res
     })
     .await;
     match outcome {
-        Ok(Outcome::Answer(Some(answer))) => xml(answer.status, answer.body),
-        Ok(Outcome::Write(parsed)) => write(app, &principal, &parsed).await,
-        Ok(Outcome::Answer(None)) | Err(_) => server_busy(),
+        Some(Outcome::Answer(Some(answer))) => xml(answer.status, answer.body),
+        Some(Outcome::Write(parsed)) => write(app, &principal, &parsed).await,
+        Some(Outcome::Answer(None)) | None => server_busy(),
     }
 }
 

@@ -270,12 +270,12 @@ pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp
             with_session(app, &principal, &mut |s| graph::read(s, &greq))
         } else {
             let app2 = app.clone();
-            tokio::task::spawn_blocking(move || {
+            crate::app::heavy(app, move || {
                 let greq = owned.request();
                 with_session(&app2, &principal, &mut |s| graph::read(s, &greq))
             })
             .await
-            .unwrap_or_else(|_| {
+            .unwrap_or_else(|| {
                 Err(GraphError::new(
                     500,
                     "UnknownError",
