@@ -1,7 +1,7 @@
 //! Many clients at once against the real `crmgate serve` process in its default configuration
 //! (access log on, default limits; plain HTTP on loopback): 1,000 concurrent clients, each on
 //! its own connection and signed in as its own user (half EWS SyncFolderItems, half Graph
-//! delta), each doing its initial sync and then polling; plus 20 writers changing contacts
+//! delta), each doing its initial sync and then polling on from where its last poll ended (as real clients do); plus 20 writers changing contacts
 //! through EWS UpdateItem. Measured: requests/s, latency percentiles, errors, and the
 //! gateway's memory (its own process's RSS, not the load generator's). Before and after the
 //! load, the time of one initial sync right after a (re)start and warm.
@@ -265,11 +265,12 @@ fn main() {
                 let mut s = connect(port).await;
                 // Spread the clients' polls over the interval.
                 let offset = Duration::from_millis(poll_ms * i as u64 / clients as u64);
-                let poll: Call = if i % 2 == 0 {
+                // (the poll, the EWS folder it syncs; None for Graph)
+                let (mut poll, folder): (Call, Option<String>) = if i % 2 == 0 {
                     let auth = basic(&login);
                     let (_, global) = ews_folders(&mut s, &auth).await;
                     let (state, _) = ews_initial(&mut s, &auth, &global).await;
-                    post(&auth, sync_body(&global, Some(&state)))
+                    (post(&auth, sync_body(&global, Some(&state))), Some(global))
                 } else {
                     let mut t = connect(port).await;
                     let form = format!(
@@ -288,7 +289,7 @@ fn main() {
                     let tok = between(&r, "\"access_token\":\"", "\"").expect("token").to_owned();
                     c = get(&format!("Bearer {tok}"), "");
                     let link = graph_initial(&mut s, &c.auth).await;
-                    get(&c.auth, &link)
+                    (get(&c.auth, &link), None)
                 };
                 ready.wait().await;
                 tokio::time::sleep(offset).await;
@@ -299,6 +300,23 @@ fn main() {
                     let ok = status == 200 && (poll.method == "GET" || r.contains("NoError"));
                     if !ok {
                         stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Like a real client, the next poll starts where this one ended.
+                    if ok {
+                        match &folder {
+                            Some(f) => {
+                                if let Some(st) = between(&r, "<m:SyncState>", "</m:SyncState>") {
+                                    poll.body = sync_body(f, Some(st));
+                                }
+                            }
+                            None => {
+                                let link = between(&r, "\"@odata.nextLink\":\"", "\"")
+                                    .or_else(|| between(&r, "\"@odata.deltaLink\":\"", "\""));
+                                if let Some(l) = link {
+                                    poll.path = local(l);
+                                }
+                            }
+                        }
                     }
                     if measuring.load(Ordering::Relaxed) {
                         stats.polls.fetch_add(1, Ordering::Relaxed);

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub max_request_memory_bytes: usize,
     /// Connections one client address may hold at once.
     pub max_connections_per_ip: usize,
+    /// Whether that limit also holds for loopback addresses: only when set explicitly. By
+    /// default a reverse proxy on the same host (all its connections from 127.0.0.1 or ::1)
+    /// may use every connection.
+    pub per_ip_limits_loopback: bool,
     /// Requests whose work runs off the async workers (large bodies, restrictions, listings)
     /// that run at once; more wait their turn in arrival order.
     pub heavy_workers: usize,
@@ -496,10 +500,11 @@ impl Config {
                 ),
             );
         }
-        let max_connections_per_ip = r
+        let per_ip = r
             .int("server.max_connections_per_ip", 1, 1 << 20)
-            .map(|v| v as usize)
-            .unwrap_or((max_connections / 4).max(1));
+            .map(|v| v as usize);
+        let per_ip_limits_loopback = per_ip.is_some();
+        let max_connections_per_ip = per_ip.unwrap_or((max_connections / 4).max(1));
         let heavy_workers = r
             .int("server.heavy_workers", 1, 1024)
             .map(|v| v as usize)
@@ -820,6 +825,7 @@ impl Config {
                 max_answer_bytes,
                 max_request_memory_bytes,
                 max_connections_per_ip,
+                per_ip_limits_loopback,
                 heavy_workers,
             },
             data_dir,

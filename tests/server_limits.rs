@@ -131,6 +131,30 @@ async fn one_address_cannot_hold_every_connection() {
     assert_eq!(r.status(), 200);
 }
 
+/// Unset, the per-address limit spares loopback: a reverse proxy on the same host brings every
+/// client from 127.0.0.1. Here `max_connections = 64` makes the default per-address limit 16;
+/// 20 connections from loopback are all kept, and one more is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_per_address_limit_spares_a_proxy_on_loopback() {
+    let s = TestServer::start(&fixture("demo.json"), "[server]\nmax_connections = 64\n").await;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(
+            tokio::net::TcpStream::connect(addr(&s))
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, c) in held.iter_mut().enumerate() {
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_millis(50), c.read(&mut buf)).await;
+        assert!(r.is_err(), "connection {i} was closed: {r:?}");
+    }
+    let r = s.client.get(s.url("/healthz")).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_give_their_slots_up_when_slots_run_short() {
     let s = TestServer::start(

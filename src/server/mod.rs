@@ -102,7 +102,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(ip_slot) = per_ip.enter(remote.ip(), cfg.max_connections_per_ip) else {
+        let max_here = if remote.ip().is_loopback() && !cfg.per_ip_limits_loopback {
+            usize::MAX
+        } else {
+            cfg.max_connections_per_ip
+        };
+        let Some(ip_slot) = per_ip.enter(remote.ip(), max_here) else {
             tracing::warn!(%remote, "connection limit per address reached; closing");
             continue;
         };
