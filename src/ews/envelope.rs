@@ -137,6 +137,15 @@ pub fn error_message(x: &mut Xml, tag: &str, e: &super::error::EwsError) {
     error_message_with(x, tag, e, |_| {});
 }
 
+/// Like [`error_message`], with a text made for this message (it names what was refused).
+pub fn error_message_text(x: &mut Xml, tag: &str, code: &str, text: &str) {
+    x.open(tag, &[("ResponseClass", "Error")]);
+    x.text("m:MessageText", &[], text);
+    x.text("m:ResponseCode", &[], code);
+    x.text("m:DescriptiveLinkKey", &[], "0");
+    x.close(tag);
+}
+
 /// Like [`error_message`], with elements the operation's clients expect even on errors
 /// (sync operations: an empty `SyncState` and `IncludesLast…InRange`, which exchangelib reads
 /// before it looks at the response class).

@@ -77,6 +77,8 @@ pub const READ_ONLY_PROPERTY: EwsError = EwsError::new(
     "ErrorInvalidPropertySet",
     "A read-only property cannot be set.",
 );
+/// The response code of a value the CRM refused (the text names the field).
+pub const INVALID_PROPERTY_SET_CODE: &str = "ErrorInvalidPropertySet";
 /// The CRM is down or throttling.
 pub const SERVER_BUSY: EwsError = EwsError::new(
     "ErrorServerBusy",

@@ -574,6 +574,28 @@ pub fn refused(e: &WriteError) -> GraphError {
     }
 }
 
+/// Maps a write that failed at the CRM (the single mapping site for Graph).
+pub fn exec_error(e: &crate::view::write::ExecFailure) -> GraphError {
+    use crate::view::write::ExecFailure;
+    match e {
+        ExecFailure::Unavailable { .. } => GraphError::new(
+            503,
+            "ServiceNotAvailable",
+            "The CRM is unavailable; retry later.",
+        ),
+        ExecFailure::Conflict => GraphError::conflict(),
+        ExecFailure::Refused { reason, .. } => GraphError::new(
+            400,
+            "ErrorInvalidProperty",
+            format!("The CRM refused the change: {reason}"),
+        ),
+        ExecFailure::NotFound => GraphError::not_found(),
+        ExecFailure::Internal => {
+            GraphError::new(500, "UnknownError", "An internal error occurred.")
+        }
+    }
+}
+
 /// A planned write and how to answer it.
 #[derive(Debug)]
 pub struct WritePlan {

@@ -203,18 +203,7 @@ fn is_race(e: &AppError, planned: &crate::view::write::Planned) -> bool {
 }
 
 fn exec_failure(e: &AppError) -> ExecFailure {
-    match e {
-        AppError::Crm(CrmError::Unavailable { retry_after, .. }) => ExecFailure::Unavailable {
-            retry_after_ms: retry_after.map(|d| d.as_millis() as u64).unwrap_or(5000),
-        },
-        AppError::Crm(CrmError::PreconditionFailed { .. } | CrmError::AlreadyExists) => {
-            ExecFailure::Conflict
-        }
-        other => {
-            tracing::error!(error = %other, "EWS write failed");
-            ExecFailure::Internal
-        }
-    }
+    ExecFailure::of(e)
 }
 
 /// CreateItem, UpdateItem, DeleteItem: plan under the replica lock, execute against the CRM

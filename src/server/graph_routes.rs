@@ -387,21 +387,7 @@ fn with_session(
 }
 
 fn exec_error(e: &AppError) -> GraphError {
-    use crate::crm::CrmError;
-    match e {
-        AppError::Crm(CrmError::Unavailable { .. }) => GraphError::new(
-            503,
-            "ServiceNotAvailable",
-            "The CRM is unavailable; retry later.",
-        ),
-        AppError::Crm(CrmError::PreconditionFailed { .. } | CrmError::AlreadyExists) => {
-            GraphError::conflict()
-        }
-        other => {
-            tracing::error!(error = %other, "Graph write failed");
-            GraphError::new(500, "UnknownError", "An internal error occurred.")
-        }
-    }
+    graph::exec_error(&crate::view::write::ExecFailure::of(e))
 }
 
 /// `POST /oauth2/v2.0/token`: the password grant for crmgate's own users.

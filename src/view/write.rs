@@ -87,7 +87,7 @@ pub enum Plan {
 }
 
 /// Why an executed write failed at the CRM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExecFailure {
     /// The CRM is down or throttling; retry after this many milliseconds.
     Unavailable {
@@ -96,8 +96,54 @@ pub enum ExecFailure {
     },
     /// The record changed between planning and writing.
     Conflict,
+    /// The CRM refused a value (it cannot store it, or its own checks failed): which field,
+    /// and why. Nothing was written.
+    Refused {
+        /// The field at fault (`middle_name`, `emails`, `companies`, …), or `contact`.
+        field: String,
+        /// The reason, safe to show to the client.
+        reason: String,
+    },
+    /// The record is gone from the CRM (deleted there between planning and writing).
+    NotFound,
     /// Anything else (logged).
     Internal,
+}
+
+impl ExecFailure {
+    /// How a CRM failure reaches the faces: the one mapping site (each face then renders an
+    /// `ExecFailure` in its protocol's terms).
+    pub fn of(e: &crate::app::AppError) -> ExecFailure {
+        use crate::app::AppError;
+        use crate::crm::CrmError;
+        match e {
+            AppError::Crm(CrmError::Unavailable { retry_after, .. }) => ExecFailure::Unavailable {
+                retry_after_ms: retry_after.map(|d| d.as_millis() as u64).unwrap_or(5000),
+            },
+            AppError::Crm(CrmError::PreconditionFailed { .. } | CrmError::AlreadyExists) => {
+                ExecFailure::Conflict
+            }
+            AppError::Crm(CrmError::Invalid(problems)) | AppError::Invalid(problems) => {
+                let field = problems
+                    .first()
+                    .map(|p| p.path.clone())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "contact".into());
+                let reason = problems
+                    .iter()
+                    .take(5)
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                ExecFailure::Refused { field, reason }
+            }
+            AppError::Crm(CrmError::NotFound) => ExecFailure::NotFound,
+            other => {
+                tracing::error!(error = %other, "write failed");
+                ExecFailure::Internal
+            }
+        }
+    }
 }
 
 /// A planned write with what it concerns.

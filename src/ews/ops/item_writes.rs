@@ -4,7 +4,8 @@
 
 use super::Fault;
 use crate::ews::envelope::{
-    close_response, error_message, error_message_with, open_response, open_success,
+    close_response, error_message, error_message_text, error_message_with, open_response,
+    open_success,
 };
 use crate::ews::error::{self, EwsError};
 use crate::ews::xml::{Element, Xml};
@@ -74,6 +75,14 @@ pub fn render(ctx: &Ctx<'_, '_>, op: &Element, results: &[ItemResult], x: &mut X
             }
             ItemResult::Failed(ExecFailure::Conflict) => {
                 error_message(x, &tag, &error::IRRESOLVABLE_CONFLICT)
+            }
+            ItemResult::Failed(ExecFailure::Refused { reason, .. }) => {
+                // The field is named in the text: the CRM cannot hold the value or refused it.
+                let text = format!("The CRM refused the change: {reason}");
+                error_message_text(x, &tag, error::INVALID_PROPERTY_SET_CODE, &text)
+            }
+            ItemResult::Failed(ExecFailure::NotFound) => {
+                error_message(x, &tag, &error::ITEM_NOT_FOUND)
             }
             ItemResult::Failed(ExecFailure::Internal) => error_message(x, &tag, &error::INTERNAL),
             ItemResult::Done(p) => {
