@@ -40,15 +40,14 @@ async fn load(app: &App) -> f64 {
 }
 
 /// The baseline: the same list pages the load reads, fetched by a bare client.
-async fn bare_fetch(base: &str, contacts: usize) -> (f64, u64) {
+async fn bare_fetch(base: &str, refresh: String, contacts: usize) -> (f64, u64) {
     let http = reqwest::Client::new();
     let token: serde_json::Value = http
         .post(format!("{base}/Token"))
+        .header("authorization", Sim::basic_auth())
         .form(&[
             ("grant_type", "refresh_token"),
-            ("refresh_token", Sim::REFRESH_TOKEN),
-            ("client_id", Sim::CLIENT_ID),
-            ("client_secret", Sim::CLIENT_SECRET),
+            ("refresh_token", refresh.as_str()),
         ])
         .send()
         .await
@@ -117,6 +116,8 @@ fn main() {
         let sim = Sim::start().await;
         let t = Instant::now();
         let p = sim.populate(contacts, 42);
+        // Pages of helloHQ's documented v2 size (1000); the tests cover smaller server caps.
+        sim.set_page_cap(1000);
         println!(
             "simulator: {} contacts, {} companies, {} users, {} projects, {} leads (built in {:.1} s)",
             p.contacts.len(),
@@ -147,7 +148,7 @@ fn main() {
 
         // 2. Unbudgeted, against the bare baseline.
         sim.set_faults(sim::Faults::default());
-        let (base_secs, base_requests) = bare_fetch(&sim.base_url, contacts).await;
+        let (base_secs, base_requests) = bare_fetch(&sim.base_url, sim.refresh_token(), contacts).await;
         sim.reset_stats();
         let dir2 = tempfile::tempdir().expect("dir");
         let app = open(

@@ -92,6 +92,15 @@ pub enum HelloHqCredentials {
     File(PathBuf),
 }
 
+/// How client credentials travel in a token request (`crm.hellohq.token_auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// `Authorization: Basic base64(client_id:client_secret)` (the default).
+    Basic,
+    /// `client_id` and `client_secret` as form fields of the body.
+    Body,
+}
+
 /// `[crm.hellohq]`: the helloHQ backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelloHqConfig {
@@ -101,6 +110,10 @@ pub struct HelloHqConfig {
     pub token_url: String,
     /// Where the credentials are read from.
     pub credentials: HelloHqCredentials,
+    /// How the token request carries the client id and secret: HTTP Basic (RFC 6749
+    /// `client_secret_basic`, what helloHQ's developer guide requires) or form fields
+    /// (`client_secret_post`).
+    pub token_auth: TokenAuth,
     /// Client-side request budget per credential and minute.
     pub requests_per_minute: u32,
     /// Time allowed for one HTTP request.
@@ -576,6 +589,17 @@ impl Config {
                 None | Some("env") => HelloHqCredentials::Env,
                 Some(p) => HelloHqCredentials::File(resolve(p.strip_prefix("file:").unwrap_or(p))),
             };
+            let token_auth = match r.string("crm.hellohq.token_auth").as_deref() {
+                None | Some("basic") => TokenAuth::Basic,
+                Some("body") => TokenAuth::Body,
+                Some(other) => {
+                    r.bad(
+                        "crm.hellohq.token_auth",
+                        format!("\"{other}\": expected \"basic\" or \"body\""),
+                    );
+                    TokenAuth::Basic
+                }
+            };
             let requests_per_minute = r
                 .int("crm.hellohq.requests_per_minute", 1, 100_000)
                 .unwrap_or(1000) as u32;
@@ -627,6 +651,7 @@ impl Config {
                 base_url,
                 token_url,
                 credentials,
+                token_auth,
                 requests_per_minute,
                 timeout,
                 page_size,
@@ -871,7 +896,7 @@ mod tests {
     #[test]
     fn hellohq_backend_settings_are_checked_together() {
         let errs = parse(
-            "[crm]\nbackend = \"hellohq\"\n[crm.hellohq]\nv2 = [\"companies\", \"leads\"]\npage_size = 5000\nbogus = 1\n",
+            "[crm]\nbackend = \"hellohq\"\n[crm.hellohq]\nv2 = [\"companies\", \"leads\"]\npage_size = 5000\nbogus = 1\ntoken_auth = \"query\"\n",
         )
         .expect_err("invalid");
         let text = errs.0.join("\n");
@@ -885,6 +910,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("crm.hellohq.bogus: unknown key"), "{text}");
+        assert!(
+            text.contains("crm.hellohq.token_auth: \"query\": expected \"basic\" or \"body\""),
+            "{text}"
+        );
         let errs = parse(
             "[crm]\nbackend = \"hellohq\"\n[crm.hellohq]\nbase_url = \"http://hq.example\"\n",
         )
@@ -898,6 +927,7 @@ mod tests {
         )
         .expect("valid");
         let h = c.crm.hellohq.expect("hellohq settings");
+        assert_eq!(h.token_auth, TokenAuth::Basic, "the developer guide's way by default");
         assert_eq!(h.base_url, "https://api.hellohq.io");
         assert_eq!(h.token_url, "https://api.hellohq.io/Token");
         assert_eq!(h.requests_per_minute, 1000);

@@ -3,8 +3,20 @@
 //! It serves the subset of `fixtures/hellohq/v1-odata-swagger.json` that crmgate uses:
 //! the entity sets `Subsystem`, `Users`, `Companies`, `ContactPersons`, `Projects`, `Leads`,
 //! `CompanyTypes`, `LeadStatuses`, the deleted-entity feed `ConfigSystemEvents/do.GetDeleted()`,
-//! contact-person writes and the `/Token` refresh grant. Objects are kept as JSON in the v1
-//! PascalCase field names; navigation properties are only emitted when named in `$expand`.
+//! contact-person writes, company addresses (`Companies({Id})/Addresses`) and the `/Token`
+//! refresh grant. Objects are kept as JSON in the v1 PascalCase field names.
+//!
+//! Where the published API is silent it takes the strict reading, so crmgate cannot come to
+//! rely on more than the spec promises:
+//! - navigation properties are only emitted when named in `$expand`, write answers included;
+//! - related entities inline in a contact-person POST or PUT (`DefaultAddress`, `Addresses`,
+//!   …) are ignored (OData v4 updates them through their own resources); the scalar
+//!   `DefaultAddressId` links an address of the contact person's company;
+//! - a contact person is created for a company: a POST without `CompanyId` is refused;
+//! - `/Token` takes the client credentials only as HTTP Basic (as helloHQ's developer guide
+//!   requires) and rotates the refresh token: the one used is invalid afterwards;
+//! - lists are capped at [`Sim::set_page_cap`] entities per page (default 500, below crmgate's
+//!   default page size) and carry `@odata.nextLink` when more remain.
 //!
 //! It also serves the v2 REST read endpoints `GET /v2/Subsystems[/{id}]` and
 //! `GET /v2/Companies[/{id}]` of `fixtures/hellohq/v2-rest-openapi.json` from the same stored
@@ -251,9 +263,20 @@ struct TokenInfo {
     expires_ms: i64,
 }
 
+/// An address made through `Companies({Id})/Addresses` (the company's own, populated
+/// addresses stay inline in the company; the populated contacts' inline in the contact).
+struct Addr {
+    company: i32,
+    obj: Value,
+}
+
 struct State {
     tables: HashMap<&'static str, Table>,
     next_address_id: i32,
+    addresses: BTreeMap<i32, Addr>,
+    /// Refresh tokens that may be used (each once: a refresh rotates it).
+    refresh_tokens: std::collections::HashSet<String>,
+    page_cap: usize,
     deleted_events: bool,
     tokens: HashMap<String, TokenInfo>,
     token_seq: u64,
@@ -274,7 +297,10 @@ struct Shared {
 
 /// 2026-11-01T08:00:00Z in unix milliseconds.
 const START_MS: i64 = 1_793_520_000_000;
+/// `$top` a list may ask for (larger values are cut to it).
 const PAGE_CAP: usize = 1000;
+/// Entities the server puts on one page at most, whatever `$top` asks for.
+const DEFAULT_PAGE_CAP: usize = 500;
 const TOKEN_LIFETIME_S: i64 = 1199;
 
 impl Shared {
@@ -378,6 +404,9 @@ impl Sim {
             state: Mutex::new(State {
                 tables,
                 next_address_id: 0,
+                addresses: BTreeMap::new(),
+                refresh_tokens: [Sim::REFRESH_TOKEN.to_owned()].into_iter().collect(),
+                page_cap: DEFAULT_PAGE_CAP,
                 deleted_events: true,
                 tokens: HashMap::new(),
                 token_seq: 0,
@@ -475,16 +504,47 @@ impl Sim {
         st.delete_at(set, id, now)
     }
 
-    /// The full stored object, including stored navigation properties.
+    /// The full stored object, including stored navigation properties (a contact person's
+    /// `DefaultAddress` as its `DefaultAddressId` names it).
     pub fn get(&self, set: &str, id: i32) -> Option<Value> {
         let mut st = self.shared.lock();
-        st.table(set).rows.get(&id).map(|e| e.obj.clone())
+        let obj = st.table(set).rows.get(&id).map(|e| e.obj.clone())?;
+        Some(with_address(&st, set, obj))
     }
 
-    /// All stored objects of a set in Id order.
+    /// All stored objects of a set in Id order (as [`Sim::get`] gives them).
     pub fn list(&self, set: &str) -> Vec<Value> {
         let mut st = self.shared.lock();
-        st.table(set).rows.values().map(|e| e.obj.clone()).collect()
+        let objs: Vec<Value> = st.table(set).rows.values().map(|e| e.obj.clone()).collect();
+        objs.into_iter()
+            .map(|o| with_address(&st, set, o))
+            .collect()
+    }
+
+    /// The most entities one list page holds (default 500).
+    pub fn set_page_cap(&self, n: usize) {
+        self.shared.lock().page_cap = n.max(1);
+    }
+
+    /// A refresh token that is valid now (one that was never used since the last rotation).
+    pub fn refresh_token(&self) -> String {
+        let st = self.shared.lock();
+        let mut valid: Vec<&String> = st.refresh_tokens.iter().collect();
+        valid.sort();
+        valid.first().map(|t| (*t).clone()).unwrap_or_default()
+    }
+
+    /// The `Authorization` header a token request must carry.
+    pub fn basic_auth() -> String {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                Sim::CLIENT_ID,
+                Sim::CLIENT_SECRET
+            ))
+        )
     }
 
     pub fn set_faults(&self, f: Faults) {
@@ -1330,7 +1390,7 @@ fn route(
         if method != Method::POST {
             return odata_error(StatusCode::METHOD_NOT_ALLOWED, "Use POST.");
         }
-        return token(&mut st, now, body);
+        return token(&mut st, now, auth, body);
     }
     if let Some(rest) = path.strip_prefix("/v2/") {
         if !authorized(&st, auth, now) {
@@ -1364,6 +1424,9 @@ fn route(
         Ok(q) => q,
         Err(e) => return odata_error(StatusCode::BAD_REQUEST, &e),
     };
+    if let Some((cid, aid)) = address_route(rest) {
+        return addresses(&mut st, base, method, cid, aid, body);
+    }
     if rest == "ConfigSystemEvents/do.GetDeleted()" {
         if *method != Method::GET {
             return odata_error(
@@ -1371,7 +1434,7 @@ fn route(
                 "The requested resource does not support this HTTP method.",
             );
         }
-        return list(&mut st, base, EVENTS, &q, now);
+        return list(&mut st, base, EVENTS, &q, now, path, query);
     }
     let Some((set, key)) = split_entity(rest) else {
         return odata_error(
@@ -1399,10 +1462,10 @@ fn route(
     };
     let writable = def.name == "ContactPersons";
     match (method.clone(), id) {
-        (Method::GET, None) => list(&mut st, base, def.name, &q, now),
+        (Method::GET, None) => list(&mut st, base, def.name, &q, now, path, query),
         (Method::GET, Some(id)) => single(&mut st, base, def, id, &q),
-        (Method::POST, None) if writable => create_contact(&mut st, base, body, now),
-        (Method::PUT, Some(id)) if writable => replace_contact(&mut st, base, id, body, now),
+        (Method::POST, None) if writable => create_contact(&mut st, base, body, now, &q),
+        (Method::PUT, Some(id)) if writable => replace_contact(&mut st, base, id, body, now, &q),
         (Method::DELETE, Some(id)) if writable => {
             let Some(e) = st.table(def.name).rows.get(&id) else {
                 return not_found(def.name, id);
@@ -1447,18 +1510,42 @@ fn etag_of(e: &Entry) -> String {
     format!("W/\"{}\"", e.updated_ms)
 }
 
-fn token(st: &mut State, now: i64, body: &[u8]) -> Resp {
+/// The refresh grant. Client credentials only as HTTP Basic (the developer guide: "This request
+/// requires the HTTP Basic Authentication header"); credentials in the body as well are a
+/// second method, which RFC 6749 §2.3 forbids. Each refresh token works once: the answer
+/// carries its successor.
+fn token(st: &mut State, now: i64, auth: &str, body: &[u8]) -> Resp {
     let form = parse_form(std::str::from_utf8(body).unwrap_or(""));
     let get = |k: &str| form.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
-    let ok = get("grant_type") == Some("refresh_token")
-        && get("refresh_token") == Some(Sim::REFRESH_TOKEN)
-        && get("client_id") == Some(Sim::CLIENT_ID)
-        && get("client_secret") == Some(Sim::CLIENT_SECRET);
-    if !ok {
+    if get("client_secret").is_some() {
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_request", "error_description": "client credentials go in the Authorization header"}),
+        );
+    }
+    if auth != Sim::basic_auth() {
+        let mut r = json_resp(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "invalid_client"}),
+        );
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+        return r;
+    }
+    if get("grant_type") != Some("refresh_token") {
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "unsupported_grant_type"}),
+        );
+    }
+    let used = get("refresh_token").unwrap_or("").to_owned();
+    if !st.refresh_tokens.remove(&used) {
         return json_resp(StatusCode::BAD_REQUEST, &json!({"error": "invalid_grant"}));
     }
     st.token_seq += 1;
     let t = format!("sim-at-{}-{:016x}", st.token_seq, st.rng.gen::<u64>());
+    let next = format!("sim-rt-{}-{:016x}", st.token_seq, st.rng.gen::<u64>());
+    st.refresh_tokens.insert(next.clone());
     st.tokens.insert(
         t.clone(),
         TokenInfo {
@@ -1468,7 +1555,7 @@ fn token(st: &mut State, now: i64, body: &[u8]) -> Resp {
     );
     json_resp(
         StatusCode::OK,
-        &json!({"access_token": t, "token_type": "bearer", "expires_in": TOKEN_LIFETIME_S, "refresh_token": Sim::REFRESH_TOKEN}),
+        &json!({"access_token": t, "token_type": "bearer", "expires_in": TOKEN_LIFETIME_S, "refresh_token": next}),
     )
 }
 
@@ -1648,12 +1735,39 @@ fn active_user(e: &Entry, now: i64) -> bool {
     }
 }
 
-fn list(st: &mut State, base: &str, set: &'static str, q: &Query, now: i64) -> Resp {
+/// The next link of a capped page: the same request from `skip` on, with what is left of `$top`.
+fn next_link(base: &str, path: &str, raw_query: &str, skip: usize, top: Option<usize>) -> String {
+    let mut parts: Vec<String> = raw_query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let k = pct_decode(p.split('=').next().unwrap_or(""));
+            k != "$skip" && k != "$top"
+        })
+        .map(str::to_owned)
+        .collect();
+    if let Some(t) = top {
+        parts.push(format!("$top={t}"));
+    }
+    parts.push(format!("$skip={skip}"));
+    format!("{base}{path}?{}", parts.join("&"))
+}
+
+fn list(
+    st: &mut State,
+    base: &str,
+    set: &'static str,
+    q: &Query,
+    now: i64,
+    path: &str,
+    raw_query: &str,
+) -> Resp {
     let def = set_def(set).expect("known set");
     if let Err(e) = q.check(def) {
         return odata_error(StatusCode::BAD_REQUEST, &e);
     }
-    let take = q.top.unwrap_or(PAGE_CAP).min(PAGE_CAP);
+    let take = q.top.unwrap_or(PAGE_CAP).min(PAGE_CAP).min(st.page_cap);
+    let st: &State = st;
     let users = set == "Users" && !q.include_deactivated;
     let tables = &st.tables;
     let table = &tables[set];
@@ -1683,16 +1797,15 @@ fn list(st: &mut State, base: &str, set: &'static str, q: &Query, now: i64) -> R
                 page.push(e);
             }
             count += 1;
-            if !q.count && page.len() >= take {
+            // One past the page tells whether more remain (for the next link).
+            if !q.count && page.len() >= take && count > q.skip + take {
                 break;
             }
         }
         page
     };
-    let value: Vec<Value> = page
-        .into_iter()
-        .map(|e| render(tables, def, e, q))
-        .collect();
+    let n = page.len();
+    let value: Vec<Value> = page.into_iter().map(|e| render(st, def, e, q)).collect();
     let mut body = Map::new();
     body.insert(
         "@odata.context".into(),
@@ -1702,6 +1815,20 @@ fn list(st: &mut State, base: &str, set: &'static str, q: &Query, now: i64) -> R
         body.insert("@odata.count".into(), json!(count));
     }
     body.insert("value".into(), Value::Array(value));
+    // Server-driven paging: the server cut the page short of what was asked for.
+    let asked = q.top.unwrap_or(usize::MAX);
+    if n < asked && count > q.skip + n {
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(next_link(
+                base,
+                path,
+                raw_query,
+                q.skip + n,
+                q.top.map(|t| t - n)
+            )),
+        );
+    }
     json_resp(StatusCode::OK, &Value::Object(body))
 }
 
@@ -1709,22 +1836,21 @@ fn single(st: &mut State, base: &str, def: &'static SetDef, id: i32, q: &Query) 
     if let Err(e) = q.check(def) {
         return odata_error(StatusCode::BAD_REQUEST, &e);
     }
-    let tables = &st.tables;
-    let Some(e) = tables[def.name].rows.get(&id) else {
+    let Some(e) = st.tables[def.name].rows.get(&id) else {
         return not_found(def.name, id);
     };
-    entity_resp(tables, base, def, e, q, StatusCode::OK)
+    entity_resp(st, base, def, e, q, StatusCode::OK)
 }
 
 fn entity_resp(
-    tables: &HashMap<&'static str, Table>,
+    st: &State,
     base: &str,
     def: &SetDef,
     e: &Entry,
     q: &Query,
     status: StatusCode,
 ) -> Resp {
-    let mut v = render(tables, def, e, q);
+    let mut v = render(st, def, e, q);
     v["@odata.context"] = json!(format!("{base}/v1/$metadata#{}/$entity", def.name));
     let mut r = json_resp(status, &v);
     if let Ok(h) = HeaderValue::from_str(&etag_of(e)) {
@@ -1733,8 +1859,31 @@ fn entity_resp(
     r
 }
 
+/// A contact person's default address: the address `DefaultAddressId` names, made through
+/// `Companies({Id})/Addresses`, or else the one stored inline (populated data).
+fn contact_address(st: &State, obj: &Value) -> Value {
+    let aid = obj["DefaultAddressId"].as_i64();
+    if let Some(a) = aid.and_then(|a| st.addresses.get(&(a as i32))) {
+        return a.obj.clone();
+    }
+    match &obj["DefaultAddress"] {
+        a @ Value::Object(_) if aid.is_none() || a["Id"].as_i64() == aid => a.clone(),
+        _ => Value::Null,
+    }
+}
+
+/// `obj` of `set` with a contact person's `DefaultAddress` resolved (for the test-side API).
+fn with_address(st: &State, set: &str, mut obj: Value) -> Value {
+    if set == "ContactPersons" {
+        let a = contact_address(st, &obj);
+        obj["DefaultAddress"] = a;
+    }
+    obj
+}
+
 /// The wire form of a stored object: scalars (declared ones null when unset), plus expanded navs.
-fn render(tables: &HashMap<&'static str, Table>, def: &SetDef, e: &Entry, q: &Query) -> Value {
+fn render(st: &State, def: &SetDef, e: &Entry, q: &Query) -> Value {
+    let tables = &st.tables;
     let src = e.obj.as_object();
     let get = |k: &str| src.and_then(|m| m.get(k)).cloned().unwrap_or(Value::Null);
     let mut out = Map::new();
@@ -1758,10 +1907,16 @@ fn render(tables: &HashMap<&'static str, Table>, def: &SetDef, e: &Entry, q: &Qu
             }
         }
     }
+    let contact = def.name == "ContactPersons";
     for x in &q.expand {
         let (name, many) = *def.navs.iter().find(|(n, _)| n == x).expect("checked");
         let stored = src.and_then(|m| m.get(name)).cloned();
         let v = match (stored, name) {
+            (_, "DefaultAddress") if contact => contact_address(st, &e.obj),
+            (_, "Addresses") if contact => match contact_address(st, &e.obj) {
+                Value::Null => json!([]),
+                a => json!([a]),
+            },
             (Some(v), _) if !v.is_null() => v,
             (_, "Addresses") => match get("DefaultAddress") {
                 Value::Null => json!([]),
@@ -1781,14 +1936,172 @@ fn render(tables: &HashMap<&'static str, Table>, def: &SetDef, e: &Entry, q: &Qu
 }
 
 // ---------------------------------------------------------------------------------------------
+// Company addresses
+
+/// `Companies({Id})/Addresses[({AddressId})]` → (company id, address id).
+fn address_route(rest: &str) -> Option<(String, Option<String>)> {
+    let inner = rest.strip_prefix("Companies(")?;
+    let (cid, tail) = inner.split_once(")/Addresses")?;
+    match tail {
+        "" => Some((cid.to_owned(), None)),
+        t => Some((
+            cid.to_owned(),
+            Some(t.strip_prefix('(')?.strip_suffix(')')?.to_owned()),
+        )),
+    }
+}
+
+/// The `CompanyAddress` properties a client may set, with their JSON types.
+const ADDRESS_STRINGS: &[&str] = &[
+    "City",
+    "Street",
+    "HouseNumber",
+    "ZipCode",
+    "AddressLine2",
+    "Description",
+    "Country",
+    "Phone",
+    "Fax",
+    "Email",
+    "Website",
+    "DefaultForDocumentType",
+];
+
+fn address_body(body: &[u8]) -> Result<Map<String, Value>, String> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+    let Value::Object(m) = v else {
+        return Err("The request body must be a CompanyAddress object.".into());
+    };
+    let mut out = Map::new();
+    for (k, x) in m {
+        let ok = match k.as_str() {
+            "IsStandard" => x.is_null() || x.is_boolean(),
+            "Id" | "CreatedBy" | "UpdatedBy" => x.is_null() || x.is_i64(),
+            "CreatedOn" | "UpdatedOn" => x.is_null() || x.is_string(),
+            k if ADDRESS_STRINGS.contains(&k) => x.is_null() || x.is_string(),
+            _ => {
+                return Err(format!(
+                    "The property '{k}' does not exist on type 'HQ.CompanyAddress'."
+                ))
+            }
+        };
+        if !ok {
+            return Err(format!("Cannot convert the value of property '{k}': {x}"));
+        }
+        if !x.is_null() && (k == "IsStandard" || ADDRESS_STRINGS.contains(&k.as_str())) {
+            out.insert(k, x);
+        }
+    }
+    Ok(out)
+}
+
+fn addresses(
+    st: &mut State,
+    base: &str,
+    method: &Method,
+    cid: String,
+    aid: Option<String>,
+    body: &[u8],
+) -> Resp {
+    let bad_key = |k: &str| {
+        odata_error(
+            StatusCode::BAD_REQUEST,
+            &format!("The key value '{k}' is not a valid Edm.Int32."),
+        )
+    };
+    let Ok(cid) = cid.parse::<i32>() else {
+        return bad_key(&cid);
+    };
+    let aid = match aid.as_deref().map(|a| (a, a.parse::<i32>())) {
+        None => None,
+        Some((_, Ok(a))) => Some(a),
+        Some((a, Err(_))) => return bad_key(a),
+    };
+    let Some(company) = st.table("Companies").rows.get(&cid) else {
+        return not_found("Companies", cid);
+    };
+    let own = company.obj["DefaultAddress"].clone();
+    let context = format!("{base}/v1/$metadata#Companies({cid})/Addresses");
+    let one = |a: &Value, status: StatusCode| {
+        let mut v = a.clone();
+        v["@odata.context"] = json!(format!("{context}/$entity"));
+        json_resp(status, &v)
+    };
+    match (method.clone(), aid) {
+        (Method::GET, None) => {
+            let mut value: Vec<Value> = own.is_object().then(|| own.clone()).into_iter().collect();
+            value.extend(
+                st.addresses
+                    .values()
+                    .filter(|a| a.company == cid)
+                    .map(|a| a.obj.clone()),
+            );
+            json_resp(
+                StatusCode::OK,
+                &json!({"@odata.context": context, "value": value}),
+            )
+        }
+        (Method::GET, Some(aid)) => match st.addresses.get(&aid) {
+            Some(a) if a.company == cid => one(&a.obj, StatusCode::OK),
+            _ if own["Id"].as_i64() == Some(i64::from(aid)) => one(&own, StatusCode::OK),
+            _ => not_found("Addresses", aid),
+        },
+        (Method::POST, None) => {
+            let mut m = match address_body(body) {
+                Ok(m) => m,
+                Err(e) => return odata_error(StatusCode::BAD_REQUEST, &e),
+            };
+            let aid = st.new_address_id();
+            m.insert("Id".into(), json!(aid));
+            let obj = Value::Object(m);
+            st.addresses.insert(
+                aid,
+                Addr {
+                    company: cid,
+                    obj: obj.clone(),
+                },
+            );
+            one(&obj, StatusCode::CREATED)
+        }
+        (Method::PUT, Some(aid)) => {
+            let mut m = match address_body(body) {
+                Ok(m) => m,
+                Err(e) => return odata_error(StatusCode::BAD_REQUEST, &e),
+            };
+            match st.addresses.get_mut(&aid) {
+                Some(a) if a.company == cid => {
+                    m.insert("Id".into(), json!(aid));
+                    a.obj = Value::Object(m);
+                    one(&a.obj, StatusCode::OK)
+                }
+                _ => not_found("Addresses", aid),
+            }
+        }
+        (Method::DELETE, Some(aid)) => match st.addresses.get(&aid) {
+            Some(a) if a.company == cid => {
+                st.addresses.remove(&aid);
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+            _ => not_found("Addresses", aid),
+        },
+        _ => odata_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The requested resource does not support this HTTP method.",
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Writes
 
-/// Validates a contact-person body and returns the scalar values present in it plus the
-/// `DefaultAddress` if given.
-fn contact_body(
-    st: &mut State,
-    body: &[u8],
-) -> Result<(Map<String, Value>, Option<Value>), String> {
+/// Validates a contact-person body and returns the scalar values present in it. Navigation
+/// properties sent inline (`DefaultAddress`, `Addresses`, `CustomFields`, `Company`) are
+/// type-checked and then ignored: OData v4 changes related entities through their own
+/// resources, not through the parent's POST or PUT.
+fn contact_body(st: &mut State, body: &[u8]) -> Result<Map<String, Value>, String> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
     let Value::Object(m) = v else {
@@ -1818,84 +2131,100 @@ fn contact_body(
             return Err(format!("The company with Id {cid} does not exist."));
         }
     }
-    let addr = match m.get("DefaultAddress") {
-        None => None,
-        Some(Value::Null) => Some(Value::Null),
-        Some(Value::Object(a)) => {
-            let mut out = Map::new();
-            for (k, x) in a {
-                let ok = match k.as_str() {
-                    "Id" | "CreatedBy" | "UpdatedBy" => x.is_null() || x.is_i64(),
-                    "IsStandard" => x.is_null() || x.is_boolean(),
-                    _ => x.is_null() || x.is_string(),
-                };
-                if !ok {
-                    return Err(format!(
-                        "Cannot convert the value of property 'DefaultAddress.{k}': {x}"
-                    ));
-                }
-                if !x.is_null()
-                    && !matches!(
-                        k.as_str(),
-                        "CreatedBy" | "UpdatedBy" | "CreatedOn" | "UpdatedOn"
-                    )
-                {
-                    out.insert(k.clone(), x.clone());
-                }
-            }
-            Some(Value::Object(out))
+    for (k, many) in [
+        ("DefaultAddress", false),
+        ("Addresses", true),
+        ("Company", false),
+        ("CustomFields", true),
+    ] {
+        match m.get(k) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(_)) if !many => {}
+            Some(Value::Array(_)) if many => {}
+            Some(x) => return Err(format!("Cannot convert the value of property '{k}': {x}")),
         }
-        Some(x) => {
-            return Err(format!(
-                "Cannot convert the value of property 'DefaultAddress': {x}"
-            ))
-        }
-    };
-    Ok((scalars, addr))
+    }
+    Ok(scalars)
 }
 
-fn create_contact(st: &mut State, base: &str, body: &[u8], now: i64) -> Resp {
-    let (scalars, addr) = match contact_body(st, body) {
-        Ok(x) => x,
-        Err(e) => return odata_error(StatusCode::BAD_REQUEST, &e),
-    };
-    let mut obj = Value::Object(scalars);
-    if let Some(Value::Object(mut a)) = addr {
-        let aid = st.new_address_id();
-        a.insert("Id".into(), json!(aid));
-        obj["DefaultAddressId"] = json!(aid);
-        obj["DefaultAddress"] = Value::Object(a);
-    } else {
-        obj["DefaultAddressId"] = Value::Null;
+/// Checks the `DefaultAddressId` of a contact person of company `cid` whose current default
+/// address is `current`: an address of that company made through its `Addresses`, or the one
+/// it has.
+fn check_address_link(
+    st: &State,
+    cid: Option<i64>,
+    aid: Option<i64>,
+    current: Option<i64>,
+) -> Result<(), String> {
+    let Some(aid) = aid else { return Ok(()) };
+    if Some(aid) == current {
+        return Ok(());
     }
-    let id = st.insert_at("ContactPersons", obj, now, now);
+    match st.addresses.get(&(aid as i32)) {
+        Some(a) if Some(i64::from(a.company)) == cid => Ok(()),
+        Some(_) => Err(format!(
+            "The address with Id {aid} is not an address of the contact person's company."
+        )),
+        None => Err(format!("The address with Id {aid} does not exist.")),
+    }
+}
+
+fn create_contact(st: &mut State, base: &str, body: &[u8], now: i64, q: &Query) -> Resp {
     let def = set_def("ContactPersons").expect("set");
-    let q = Query {
-        expand: vec!["DefaultAddress".into()],
-        ..Query::default()
-    };
-    let e = &st.tables["ContactPersons"].rows[&id];
-    entity_resp(&st.tables, base, def, e, &q, StatusCode::CREATED)
-}
-
-fn replace_contact(st: &mut State, base: &str, id: i32, body: &[u8], now: i64) -> Resp {
-    if !st.table("ContactPersons").rows.contains_key(&id) {
-        return not_found("ContactPersons", id);
+    if let Err(e) = q.check(def) {
+        return odata_error(StatusCode::BAD_REQUEST, &e);
     }
-    let (scalars, addr) = match contact_body(st, body) {
+    let scalars = match contact_body(st, body) {
         Ok(x) => x,
         Err(e) => return odata_error(StatusCode::BAD_REQUEST, &e),
     };
-    let new_aid = match &addr {
-        Some(Value::Object(_)) => {
-            let old = st.tables["ContactPersons"].rows[&id].obj["DefaultAddressId"].as_i64();
-            Some(match old {
-                Some(a) => a as i32,
-                None => st.new_address_id(),
-            })
-        }
-        _ => None,
+    // v2's create: "Creates a new contact person for the company with the given CompanyId".
+    let cid = scalars.get("CompanyId").and_then(Value::as_i64);
+    if cid.is_none() {
+        return odata_error(
+            StatusCode::BAD_REQUEST,
+            "A contact person is created for a company: CompanyId is required.",
+        );
+    }
+    let aid = scalars.get("DefaultAddressId").and_then(Value::as_i64);
+    if let Err(e) = check_address_link(st, cid, aid, None) {
+        return odata_error(StatusCode::BAD_REQUEST, &e);
+    }
+    let mut obj = Value::Object(scalars);
+    obj["DefaultAddressId"] = aid.map(Value::from).unwrap_or(Value::Null);
+    let id = st.insert_at("ContactPersons", obj, now, now);
+    let e = &st.tables["ContactPersons"].rows[&id];
+    entity_resp(st, base, def, e, q, StatusCode::CREATED)
+}
+
+fn replace_contact(st: &mut State, base: &str, id: i32, body: &[u8], now: i64, q: &Query) -> Resp {
+    let def = set_def("ContactPersons").expect("set");
+    if let Err(e) = q.check(def) {
+        return odata_error(StatusCode::BAD_REQUEST, &e);
+    }
+    let Some(old) = st
+        .table("ContactPersons")
+        .rows
+        .get(&id)
+        .map(|e| e.obj.clone())
+    else {
+        return not_found("ContactPersons", id);
     };
+    let scalars = match contact_body(st, body) {
+        Ok(x) => x,
+        Err(e) => return odata_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let cid = scalars.get("CompanyId").and_then(Value::as_i64);
+    if cid.is_none() && old["CompanyId"].as_i64().is_some() {
+        return odata_error(
+            StatusCode::BAD_REQUEST,
+            "A contact person belongs to a company: CompanyId cannot be removed.",
+        );
+    }
+    let aid = scalars.get("DefaultAddressId").and_then(Value::as_i64);
+    if let Err(e) = check_address_link(st, cid, aid, old["DefaultAddressId"].as_i64()) {
+        return odata_error(StatusCode::BAD_REQUEST, &e);
+    }
     let now_s = now - now.rem_euclid(1000);
     let e = st
         .table("ContactPersons")
@@ -1903,11 +2232,8 @@ fn replace_contact(st: &mut State, base: &str, id: i32, body: &[u8], now: i64) -
         .get_mut(&id)
         .expect("exists");
     let m = e.obj.as_object_mut().expect("object");
+    // A full replace of the scalars: omitted ones become null.
     for k in CONTACT_SCALARS {
-        // DefaultAddressId follows DefaultAddress; it is not replaced from the body.
-        if *k == "DefaultAddressId" {
-            continue;
-        }
         match scalars.get(*k) {
             Some(v) if !v.is_null() => {
                 m.insert((*k).to_owned(), v.clone());
@@ -1917,29 +2243,15 @@ fn replace_contact(st: &mut State, base: &str, id: i32, body: &[u8], now: i64) -
             }
         }
     }
-    match addr {
-        Some(Value::Object(mut a)) => {
-            let aid = new_aid.expect("address id");
-            a.insert("Id".into(), json!(aid));
-            m.insert("DefaultAddressId".into(), json!(aid));
-            m.insert("DefaultAddress".into(), Value::Object(a));
-        }
-        Some(_) => {
-            m.remove("DefaultAddress");
-            m.remove("DefaultAddressId");
-        }
-        None => {}
+    // The inline address (populated data) stays only while it is the one linked.
+    if m.get("DefaultAddress").and_then(|a| a["Id"].as_i64()) != aid {
+        m.remove("DefaultAddress");
     }
     m.insert("UpdatedOn".into(), json!(fmt_ts(now_s)));
     m.insert("UpdatedBy".into(), json!(1));
     e.updated_ms = now_s;
-    let def = set_def("ContactPersons").expect("set");
-    let q = Query {
-        expand: vec!["DefaultAddress".into()],
-        ..Query::default()
-    };
     let e = &st.tables["ContactPersons"].rows[&id];
-    entity_resp(&st.tables, base, def, e, &q, StatusCode::OK)
+    entity_resp(st, base, def, e, q, StatusCode::OK)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 //! with or without `Retry-After`, time-outs, and a circuit breaker. Each call says whether a
 //! failed request may have taken effect, so writes can re-check before they retry.
 
-use crate::config::{HelloHqConfig, HelloHqCredentials};
+use crate::config::{HelloHqConfig, HelloHqCredentials, TokenAuth};
 use crate::crm::CrmError;
+use crate::store::{KvStore, Store};
 use rand::Rng;
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -78,6 +80,8 @@ pub struct Reply {
     pub date: Option<i64>,
     /// v2's `helloHQ-Count` header: entities matching the query.
     pub count: Option<u64>,
+    /// v2's `helloHQ-NextLink` header: where the next page is.
+    pub next_link: Option<String>,
 }
 
 impl Reply {
@@ -175,13 +179,39 @@ pub struct Client {
     http: reqwest::Client,
     cfg: HelloHqConfig,
     creds: Credentials,
-    token: tokio::sync::Mutex<Option<String>>,
+    /// The access token and the refresh token in use (helloHQ may rotate the latter).
+    token: tokio::sync::Mutex<Tokens>,
+    /// Where a rotated refresh token is kept (the data dir, files 0600).
+    store: Option<Arc<Store>>,
     bucket: Mutex<Bucket>,
     breaker: Mutex<Breaker>,
     /// helloHQ's clock minus ours, seconds (from `Date` headers).
     skew: AtomicI64,
     /// Counters.
     pub counters: Counters,
+}
+
+/// The tokens of a client.
+struct Tokens {
+    access: Option<String>,
+    refresh: String,
+}
+
+/// Store key of the refresh token in use when helloHQ rotated the configured one.
+const REFRESH_KEY: &[u8] = b"hq/refresh_token";
+
+/// A rotated refresh token, with the configured token it descends from: a new token in the
+/// configuration (an admin authorized crmgate again) wins over the stored one.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Rotated {
+    configured: String,
+    token: String,
+}
+
+fn fingerprint(token: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(token.as_bytes());
+    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 fn unavailable(retry_after: Option<Duration>, reason: impl Into<String>) -> CrmError {
@@ -213,8 +243,26 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
 }
 
 impl Client {
-    /// A client for `cfg` with `creds`.
-    pub fn new(cfg: HelloHqConfig, creds: Credentials) -> Result<Client, String> {
+    /// A client for `cfg` with `creds`. With a `store`, a refresh token helloHQ rotated is
+    /// kept there and used after a restart (unless the configured token changed since).
+    pub fn new(
+        cfg: HelloHqConfig,
+        creds: Credentials,
+        store: Option<Arc<Store>>,
+    ) -> Result<Client, String> {
+        let mut refresh = creds.refresh_token.clone();
+        if let Some(st) = &store {
+            if let Some(b) = st.get(REFRESH_KEY).map_err(|e| e.to_string())? {
+                match serde_json::from_slice::<Rotated>(&b) {
+                    Ok(r) if r.configured == fingerprint(&creds.refresh_token) => refresh = r.token,
+                    Ok(_) => tracing::info!(
+                        "the configured helloHQ refresh token changed; using it instead of the \
+                         rotated one kept in the data dir"
+                    ),
+                    Err(e) => return Err(format!("{}: {e}", String::from_utf8_lossy(REFRESH_KEY))),
+                }
+            }
+        }
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
@@ -226,7 +274,11 @@ impl Client {
         Ok(Client {
             http,
             creds,
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(Tokens {
+                access: None,
+                refresh,
+            }),
+            store,
             bucket: Mutex::new(Bucket {
                 tokens: burst,
                 last: Instant::now(),
@@ -362,28 +414,31 @@ impl Client {
     async fn access_token(&self, refresh: bool) -> Result<String, CrmError> {
         let mut tok = self.token.lock().await;
         if !refresh {
-            if let Some(t) = tok.as_ref() {
+            if let Some(t) = tok.access.as_ref() {
                 return Ok(t.clone());
             }
         }
         self.counters
             .token_refreshes
             .fetch_add(1, Ordering::Relaxed);
-        let resp = self
-            .http
-            .post(&self.cfg.token_url)
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", self.creds.refresh_token.as_str()),
-                ("client_id", self.creds.client_id.as_str()),
-                ("client_secret", self.creds.client_secret.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(|e| {
-                self.record(false);
-                unavailable(None, format!("helloHQ token endpoint: {}", e.without_url()))
-            })?;
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tok.refresh.as_str()),
+        ];
+        let mut req = self.http.post(&self.cfg.token_url);
+        match self.cfg.token_auth {
+            TokenAuth::Basic => {
+                req = req.basic_auth(&self.creds.client_id, Some(&self.creds.client_secret))
+            }
+            TokenAuth::Body => {
+                form.push(("client_id", self.creds.client_id.as_str()));
+                form.push(("client_secret", self.creds.client_secret.as_str()));
+            }
+        }
+        let resp = req.form(&form).send().await.map_err(|e| {
+            self.record(false);
+            unavailable(None, format!("helloHQ token endpoint: {}", e.without_url()))
+        })?;
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status != 200 {
@@ -405,7 +460,42 @@ impl Client {
             .and_then(Value::as_str)
             .ok_or_else(|| unavailable(None, "helloHQ token answer without access_token"))?
             .to_owned();
-        *tok = Some(t.clone());
+        // A new refresh token replaces the one just used, which may no longer work: keep it
+        // (in memory first, so this process goes on working whatever the disk says) and
+        // durably, or a restart would be locked out.
+        if let Some(rotated) = body
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty() && *r != tok.refresh)
+        {
+            tok.refresh = rotated.to_owned();
+            let kept = match &self.store {
+                Some(store) => {
+                    let record = Rotated {
+                        configured: fingerprint(&self.creds.refresh_token),
+                        token: rotated.to_owned(),
+                    };
+                    let store = store.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+                        store.put(REFRESH_KEY, &bytes).map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                }
+                None => Ok(()),
+            };
+            match kept {
+                Ok(()) => tracing::info!("helloHQ rotated the refresh token; the new one is kept"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "helloHQ rotated the refresh token and it could not be saved: after a \
+                     restart crmgate must be authorized again"
+                ),
+            }
+        }
+        tok.access = Some(t.clone());
         Ok(t)
     }
 
@@ -466,6 +556,7 @@ impl Client {
                 .map(|d| d.as_secs() as i64);
             let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
             let count = header("hellohq-count").and_then(|v| v.trim().parse().ok());
+            let next_link = header("hellohq-nextlink").filter(|v| !v.trim().is_empty());
             if status == 401 {
                 refresh = true;
                 continue;
@@ -510,6 +601,7 @@ impl Client {
                 etag,
                 date,
                 count,
+                next_link,
             });
         }
         Err(Failure::NotApplied(unavailable(

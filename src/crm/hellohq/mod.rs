@@ -45,12 +45,49 @@ const LOGIN_PREFIX: &str = "hq/login/";
 /// How long a write waits for the rate limiter before it fails as retryable.
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 
+/// The `CompanyAddress` properties crmgate copies into an address it makes.
+const ADDRESS_FIELDS: [&str; 11] = [
+    "City",
+    "Street",
+    "HouseNumber",
+    "ZipCode",
+    "AddressLine2",
+    "Country",
+    "Phone",
+    "Fax",
+    "Email",
+    "Website",
+    "DefaultForDocumentType",
+];
+
+/// The `Description` of an address crmgate made for a contact person (crmgate id `local`):
+/// only such an address is removed when the contact person moves to a new one.
+fn address_marker(local: &str) -> String {
+    format!("crmgate: contact person {local}")
+}
+
+/// What follows a page of a list.
+enum Next {
+    /// The path of the next link helloHQ sent.
+    Path(String),
+    /// The same query with `$skip` past what was read.
+    Skip,
+    /// Nothing: that was the last page.
+    End,
+}
+
 /// Where the sync stands; persisted after every step.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct SyncState {
     load_done: bool,
     load_set: usize,
     load_skip: u64,
+    /// The next link of the last page loaded, if helloHQ sent one.
+    #[serde(default)]
+    load_next: Option<String>,
+    /// Entities read since the load last built a request itself (see `next_page`).
+    #[serde(default)]
+    load_chain: u64,
     load_total: Option<u64>,
     /// Set name → `UpdatedOn` high-water mark (helloHQ's clock, unix seconds).
     cursors: BTreeMap<String, i64>,
@@ -120,6 +157,8 @@ struct Inner {
     /// helloHQ contact id by crmgate id, for contacts created through crmgate.
     hq_ids: RwLock<HashMap<String, String>>,
     writes: tokio::sync::Mutex<()>,
+    /// helloHQ served shorter pages than asked for (logged once).
+    capped: AtomicBool,
     /// helloHQ time of the newest change applied, unix seconds.
     newest_change: AtomicI64,
     /// Our time at the start of the last cycle that completed.
@@ -152,15 +191,41 @@ fn unavailable(reason: impl Into<String>) -> CrmError {
     }
 }
 
-fn values(reply: &Reply) -> Result<Vec<Value>, CrmError> {
+/// The entities of a list answer, and its `@odata.nextLink` (v1) or `helloHQ-NextLink` (v2).
+fn values(reply: &Reply) -> Result<(Vec<Value>, Option<String>), CrmError> {
     match reply.json()? {
-        Value::Object(mut m) => match m.remove("value") {
-            Some(Value::Array(a)) => Ok(a),
-            _ => Err(unavailable("helloHQ list answer without a value array")),
-        },
-        Value::Array(a) => Ok(a),
+        Value::Object(mut m) => {
+            let next = match m.remove("@odata.nextLink") {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+                _ => reply.next_link.clone(),
+            };
+            match m.remove("value") {
+                Some(Value::Array(a)) => Ok((a, next)),
+                _ => Err(unavailable("helloHQ list answer without a value array")),
+            }
+        }
+        Value::Array(a) => Ok((a, reply.next_link.clone())),
         _ => Err(unavailable("helloHQ list answer is not an object")),
     }
+}
+
+/// The path (below the base URL) a next link names. A link to another origin is refused:
+/// the access token goes with every request, and it is for helloHQ only.
+fn next_path(base_url: &str, api: &str, link: &str) -> Result<String, CrmError> {
+    let link = link.trim();
+    if let Some(rest) = link.strip_prefix(base_url) {
+        if rest.starts_with('/') {
+            return Ok(rest.to_owned());
+        }
+    } else if link.starts_with('/') && !link.starts_with("//") {
+        return Ok(link.to_owned());
+    } else if !link.contains("://") && !link.starts_with("//") {
+        // Relative to the service root (`ContactPersons?$skip=100`).
+        return Ok(format!("/{api}/{link}"));
+    }
+    Err(unavailable(format!(
+        "helloHQ sent a next link outside {base_url}; it is not followed"
+    )))
 }
 
 fn updated_on(v: &Value) -> Option<i64> {
@@ -223,7 +288,7 @@ impl HelloHq {
             Some(p) => read_logins(p)?,
             None => HashMap::new(),
         };
-        let client = Client::new(cfg.clone(), creds)?;
+        let client = Client::new(cfg.clone(), creds, Some(store.clone()))?;
         let mirror = EmbeddedCrm::open(store.clone()).map_err(|e| e.to_string())?;
         let state: SyncState = match store.get(STATE_KEY).map_err(|e| e.to_string())? {
             Some(b) => serde_json::from_slice(&b).map_err(|e| format!("hq/state: {e}"))?,
@@ -293,6 +358,7 @@ impl HelloHq {
                 }),
                 hq_ids: RwLock::new(hq_ids),
                 writes: tokio::sync::Mutex::new(()),
+                capped: AtomicBool::new(false),
                 newest_change: AtomicI64::new(0),
                 last_cycle_start: AtomicI64::new(0),
                 last_cycle_requests: AtomicU64::new(0),
@@ -442,33 +508,72 @@ impl HelloHq {
         p
     }
 
-    /// The entities of a list answer, in v1 shape whichever API answered.
-    fn entities(&self, set: Set, reply: &Reply) -> Result<Vec<Value>, CrmError> {
-        let page = values(reply)?;
+    /// What follows a page of `n` entities of `set` that came with `link`, `chain` being the
+    /// entities read since crmgate last built the request itself (this page included; a next
+    /// link continues the same request): the link's path, the next `$skip` (the request was
+    /// served in full without a link), or the end (it was not).
+    fn next_page(
+        &self,
+        set: Set,
+        n: u64,
+        chain: u64,
+        link: Option<String>,
+    ) -> Result<Next, CrmError> {
+        let asked = u64::from(self.inner.cfg.page_size);
+        match link {
+            Some(link) if n > 0 => {
+                if n < asked && !self.inner.capped.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        set = set.name(),
+                        asked,
+                        served = n,
+                        "helloHQ serves fewer entities per page than crm.hellohq.page_size; \
+                         following its next links"
+                    );
+                }
+                let api = if self.v2(set) { "v2" } else { "v1" };
+                Ok(Next::Path(next_path(&self.inner.cfg.base_url, api, &link)?))
+            }
+            _ if chain < asked || n == 0 => Ok(Next::End),
+            _ => Ok(Next::Skip),
+        }
+    }
+
+    /// The entities of a list answer, in v1 shape whichever API answered, and its next link.
+    fn entities(&self, set: Set, reply: &Reply) -> Result<(Vec<Value>, Option<String>), CrmError> {
+        let (page, next) = values(reply)?;
         Ok(if self.v2(set) {
-            page.into_iter().map(|v| map::v2_to_v1(set, v)).collect()
+            (
+                page.into_iter().map(|v| map::v2_to_v1(set, v)).collect(),
+                next,
+            )
         } else {
-            page
+            (page, next)
         })
     }
 
-    /// Reads every page of a list query.
+    /// Reads every page of a list query. A next link in the answer is followed; without
+    /// one, a page shorter than asked for is the last (a full one may be followed by more).
     async fn read_all(&self, set: Set, q: Query) -> Result<Vec<Value>, CrmError> {
         let mut out = Vec::new();
         let mut skip = 0u64;
+        let mut path = self.list_path(set, &q, skip);
+        let mut chain = 0;
         loop {
-            let reply = self
-                .inner
-                .client
-                .get(&self.list_path(set, &q, skip))
-                .await?;
-            let page = self.entities(set, &reply)?;
+            let reply = self.inner.client.get(&path).await?;
+            let (page, next) = self.entities(set, &reply)?;
             let n = page.len() as u64;
             out.extend(page);
-            if n < u64::from(self.inner.cfg.page_size) {
-                return Ok(out);
-            }
             skip += n;
+            chain += n;
+            path = match self.next_page(set, n, chain, next)? {
+                Next::Path(p) => p,
+                Next::Skip => {
+                    chain = 0;
+                    self.list_path(set, &q, skip)
+                }
+                Next::End => return Ok(out),
+            };
         }
     }
 
@@ -536,7 +641,10 @@ impl HelloHq {
         let mut changed = 0;
         while st.load_set < Set::ALL.len() {
             let set = Set::ALL[st.load_set];
-            let mut path = self.list_path(set, &Query::All, st.load_skip);
+            let mut path = match st.load_next.take() {
+                Some(p) => p,
+                None => self.list_path(set, &Query::All, st.load_skip),
+            };
             if st.load_skip == 0 && !self.v2(set) {
                 path.push_str("&$count=true");
             }
@@ -555,10 +663,15 @@ impl HelloHq {
                         .and_then(|v| v.get("@odata.count").and_then(Value::as_u64))
                 });
             }
-            let page = self.entities(set, &reply)?;
+            let (page, link) = self.entities(set, &reply)?;
             let n = page.len() as u64;
             changed += self.apply(set, page, Vec::new()).await?;
             st.load_skip += n;
+            st.load_chain += n;
+            let next = self.next_page(set, n, st.load_chain, link)?;
+            if !matches!(next, Next::Path(_)) {
+                st.load_chain = 0;
+            }
             let total = st.load_total;
             if let Ok(mut p) = self.inner.progress.lock() {
                 *p = format!(
@@ -568,7 +681,10 @@ impl HelloHq {
                     total.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
                 );
             }
-            if n < u64::from(self.inner.cfg.page_size) {
+            if let Next::Path(p) = &next {
+                st.load_next = Some(p.clone());
+            }
+            if matches!(next, Next::End) {
                 tracing::info!(
                     set = set.name(),
                     records = st.load_skip,
@@ -619,12 +735,16 @@ impl HelloHq {
         let mut skip = 0u64;
         let mut changed = 0;
         let mut high = st.deleted_cursor.unwrap_or(0);
-        loop {
-            let path = format!(
+        let events_path = |skip: u64| {
+            format!(
                 "/v1/ConfigSystemEvents/do.GetDeleted()?$filter=UpdatedOn%20gt%20{}&$orderby=UpdatedOn,Id&$top={}&$skip={skip}",
                 map::format_time(since),
                 self.inner.cfg.page_size
-            );
+            )
+        };
+        let mut path = events_path(skip);
+        let mut chain = 0;
+        loop {
             let reply = self.inner.client.get(&path).await?;
             if matches!(reply.status, 400 | 404 | 405 | 501) {
                 tracing::warn!(
@@ -635,7 +755,7 @@ impl HelloHq {
                 self.save(st).await?;
                 return Ok(0);
             }
-            let events = values(&reply)?;
+            let (events, link) = values(&reply)?;
             let n = events.len() as u64;
             for ev in &events {
                 high = high.max(updated_on(ev).unwrap_or(0));
@@ -648,10 +768,16 @@ impl HelloHq {
                     changed += self.confirm_gone(set, &id.to_string()).await?;
                 }
             }
-            if n < u64::from(self.inner.cfg.page_size) {
-                break;
-            }
             skip += n;
+            chain += n;
+            path = match self.next_page(Set::ContactPersons, n, chain, link)? {
+                Next::Path(p) => p,
+                Next::Skip => {
+                    chain = 0;
+                    events_path(skip)
+                }
+                Next::End => break,
+            };
         }
         if Some(high) != st.deleted_cursor && high > 0 {
             st.deleted_cursor = Some(high);
@@ -707,16 +833,23 @@ impl HelloHq {
         for set in Set::ALL {
             let mut remote = HashSet::new();
             let mut skip = 0u64;
+            let mut path = self.list_path(set, &Query::Ids, skip);
+            let mut chain = 0;
             loop {
-                let path = self.list_path(set, &Query::Ids, skip);
                 let reply = self.inner.client.get(&path).await?;
-                let page = self.entities(set, &reply)?;
+                let (page, link) = self.entities(set, &reply)?;
                 let n = page.len() as u64;
                 remote.extend(page.iter().filter_map(map::id_of));
-                if n < u64::from(self.inner.cfg.page_size) {
-                    break;
-                }
                 skip += n;
+                chain += n;
+                path = match self.next_page(set, n, chain, link)? {
+                    Next::Path(p) => p,
+                    Next::Skip => {
+                        chain = 0;
+                        self.list_path(set, &Query::Ids, skip)
+                    }
+                    Next::End => break,
+                };
             }
             let local: HashSet<String> = self
                 .inner
@@ -802,10 +935,96 @@ impl HelloHq {
             .await
     }
 
+    /// A contact as helloHQ holds it now, with its default address: what a write is
+    /// confirmed against and what the mirror takes (a write answer is not whole: OData v4
+    /// sends navigation properties only when `$expand`ed).
+    async fn reread(&self, hq: &str) -> Result<Value, CrmError> {
+        let r = self
+            .fetch_contact(hq, WRITE_WAIT)
+            .await
+            .map_err(Failure::into_error)?;
+        if r.status != 200 {
+            return Err(self.refused(&r));
+        }
+        let mut v = r.json()?;
+        strip_annotations(&mut v);
+        Ok(v)
+    }
+
+    /// Makes the address `fields` for a contact person of company `cid` through the company's
+    /// `Addresses` (v1 has no other resource for it; a contact person links one by
+    /// `DefaultAddressId`). Returns its id.
+    async fn post_address(&self, cid: i64, local: &str, fields: &Value) -> Result<i64, CrmError> {
+        let mut body = serde_json::Map::new();
+        if let Some(m) = fields.as_object() {
+            for (k, v) in m {
+                if ADDRESS_FIELDS.contains(&k.as_str()) && !v.is_null() {
+                    body.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        body.insert("Description".into(), Value::String(address_marker(local)));
+        let sent = self
+            .inner
+            .client
+            .send(
+                Method::POST,
+                &format!("/v1/Companies({cid})/Addresses"),
+                Some(&Value::Object(body)),
+                None,
+                WRITE_WAIT,
+            )
+            .await
+            .map_err(Failure::into_error)?;
+        if sent.status != 200 && sent.status != 201 {
+            return Err(self.refused(&sent));
+        }
+        sent.json()?
+            .get("Id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| unavailable("helloHQ address answer without Id"))
+    }
+
+    /// Deletes an address crmgate made (best effort: a left-over address is harmless).
+    async fn drop_address(&self, cid: i64, aid: i64) {
+        let r = self
+            .inner
+            .client
+            .send(
+                Method::DELETE,
+                &format!("/v1/Companies({cid})/Addresses({aid})"),
+                None,
+                None,
+                WRITE_WAIT,
+            )
+            .await;
+        if !matches!(&r, Ok(r) if matches!(r.status, 200 | 204 | 404)) {
+            tracing::warn!(
+                cid,
+                aid,
+                "could not delete an address crmgate no longer uses"
+            );
+        }
+    }
+
     async fn create(&self, new: Contact) -> Result<Versioned, CrmError> {
         if self.current(new.id.as_str())?.is_some() {
             return Err(CrmError::AlreadyExists);
         }
+        // helloHQ creates a contact person "for the company with the given CompanyId" (v2);
+        // v1 keeps its e-mail and address on an address of that company. Without one there
+        // is nothing to send.
+        let Some(cid) = new
+            .companies
+            .first()
+            .and_then(|c| c.as_str().parse::<i64>().ok())
+        else {
+            return Err(invalid(
+                "companies",
+                "helloHQ creates contact persons only for a company; give the contact the \
+                 name of a company in your CRM scope, nothing was written",
+            ));
+        };
         let blank = Contact {
             id: new.id.clone(),
             subsystems: new.subsystems.clone(),
@@ -864,23 +1083,70 @@ impl HelloHq {
         };
         let entry_bytes = serde_json::to_vec(&entry).map_err(|e| unavailable(e.to_string()))?;
         self.inner.store.put(key.as_bytes(), &entry_bytes)?;
+        // The address first, through its own resource; then the contact person linking it,
+        // in one request (a failed link leaves only an unused address, which is removed).
+        let mut wire = body.clone();
+        let address = wire
+            .as_object_mut()
+            .and_then(|m| m.remove("DefaultAddress"))
+            .filter(|a| {
+                a.as_object()
+                    .is_some_and(|m| m.values().any(|v| !v.is_null()))
+            });
+        let aid = match &address {
+            Some(a) => match self.post_address(cid, &entry.local, a).await {
+                Ok(aid) => Some(aid),
+                Err(e) => {
+                    self.inner.store.apply(vec![Op::Delete(key.into_bytes())])?;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        if let (Some(aid), Some(m)) = (aid, wire.as_object_mut()) {
+            m.insert("DefaultAddressId".into(), Value::from(aid));
+        }
         let sent = self
             .inner
             .client
             .send(
                 Method::POST,
                 "/v1/ContactPersons",
-                Some(&body),
+                Some(&wire),
                 None,
                 WRITE_WAIT,
             )
             .await;
         let outcome = match sent {
             Ok(reply) if reply.status == 200 || reply.status == 201 => {
-                self.adopt_created(reply.json()?, &entry).await
+                let answer = reply.json()?;
+                let whole = match map::id_of(&answer) {
+                    Some(hq) => self.reread(&hq).await.ok(),
+                    None => None,
+                };
+                // Should the re-read fail, the answer plus the address just made is the
+                // whole contact.
+                let whole = whole.unwrap_or_else(|| {
+                    let mut v = answer;
+                    if let (Some(a), Some(m)) = (&address, v.as_object_mut()) {
+                        m.insert("DefaultAddress".into(), a.clone());
+                    }
+                    v
+                });
+                self.adopt_created(whole, &entry).await
             }
-            Ok(reply) => Err(self.refused(&reply)),
-            Err(Failure::NotApplied(e)) => Err(e),
+            Ok(reply) => {
+                if let Some(aid) = aid {
+                    self.drop_address(cid, aid).await;
+                }
+                Err(self.refused(&reply))
+            }
+            Err(Failure::NotApplied(e)) => {
+                if let Some(aid) = aid {
+                    self.drop_address(cid, aid).await;
+                }
+                Err(e)
+            }
             Err(Failure::Unknown(e)) => match self.find_created(&entry).await {
                 Ok(Some(v)) => self.adopt_created(v, &entry).await,
                 Ok(None) => Err(e),
@@ -1025,55 +1291,141 @@ impl HelloHq {
                 version,
             });
         }
+        // What is sent: the contact person's own properties. Related entities inline would be
+        // ignored (OData v4 changes them through their own resources), so a changed address
+        // is made through the company's `Addresses` and linked by `DefaultAddressId`.
+        let mut wire = body.clone();
+        let address = wire
+            .as_object_mut()
+            .and_then(|m| {
+                for nav in ["Addresses", "Company", "CustomFields"] {
+                    m.remove(nav);
+                }
+                m.remove("DefaultAddress")
+            })
+            .unwrap_or(Value::Null);
+        let old_address = remote.get("DefaultAddress").cloned().unwrap_or(Value::Null);
+        let cid = wire.get("CompanyId").and_then(Value::as_i64);
+        let mut made = None;
+        if address != old_address {
+            let Some(cid) = cid else {
+                return Err(invalid(
+                    "emails",
+                    "helloHQ keeps a contact person's e-mail, web site and postal address on an \
+                     address of its company, and this contact person has none; nothing was written",
+                ));
+            };
+            let aid = self.post_address(cid, new.id.as_str(), &address).await?;
+            made = Some((cid, aid));
+            if let Some(m) = wire.as_object_mut() {
+                m.insert("DefaultAddressId".into(), Value::from(aid));
+            }
+        }
+        let forget_made = |me: &Self| {
+            let me = me.clone();
+            async move {
+                if let Some((cid, aid)) = made {
+                    me.drop_address(cid, aid).await;
+                }
+            }
+        };
         let sent = self
             .inner
             .client
             .send(
                 Method::PUT,
                 &format!("/v1/ContactPersons({hq})"),
-                Some(&body),
+                Some(&wire),
                 None,
                 WRITE_WAIT,
             )
             .await;
-        match sent {
+        // helloHQ's answer (not whole: no navigation properties), or the re-read that found
+        // out whether a write whose answer was lost took effect.
+        let (answer, reread) = match sent {
             Ok(r) if r.status == 200 || r.status == 204 => {
-                if r.status == 200 {
-                    self.adopt(r.json()?).await
+                let mut a = if r.status == 200 { r.json().ok() } else { None };
+                if let Some(a) = a.as_mut() {
+                    strip_annotations(a);
+                }
+                (a, None)
+            }
+            Ok(r) => {
+                forget_made(self).await;
+                return Err(self.refused(&r));
+            }
+            Err(Failure::NotApplied(e)) => {
+                forget_made(self).await;
+                return Err(e);
+            }
+            Err(Failure::Unknown(e)) => {
+                let Ok(v) = self.reread(&hq).await else {
+                    return Err(e);
+                };
+                if self.matches(&v, &new)? {
+                    (None, Some(v))
+                } else if self.unchanged(&v, &old)? {
+                    forget_made(self).await;
+                    return Err(e);
                 } else {
-                    let again = self
-                        .fetch_contact(&hq, WRITE_WAIT)
-                        .await
-                        .map_err(Failure::into_error)?;
-                    self.adopt(again.json()?).await
+                    return Err(self.stale(v).await);
                 }
             }
-            Ok(r) => Err(self.refused(&r)),
-            Err(Failure::NotApplied(e)) => Err(e),
-            Err(Failure::Unknown(e)) => {
-                // The answer was lost: find out whether the write took effect.
-                let Ok(again) = self.fetch_contact(&hq, WRITE_WAIT).await else {
-                    return Err(e);
-                };
-                if again.status != 200 {
-                    return Err(e);
+        };
+        // Confirm against a re-read: an acknowledged edit must be an applied one. Should the
+        // re-read fail, helloHQ's acknowledgement stands, and the mirror takes the answer with
+        // the address crmgate linked (never the answer alone, which lacks the address).
+        let reread = match reread {
+            Some(v) => Ok(v),
+            None => self.reread(&hq).await,
+        };
+        let (v, confirmed) = match reread {
+            Ok(v) => {
+                let ok = self.matches(&v, &new)?;
+                (v, ok)
+            }
+            Err(e) => {
+                tracing::warn!(hq = %hq, error = %e, "could not re-read a contact after its update");
+                let mut v = answer.unwrap_or_else(|| wire.clone());
+                let mut a = address.clone();
+                if let (Some((_, aid)), Some(m)) = (made, a.as_object_mut()) {
+                    m.insert("Id".into(), Value::from(aid));
                 }
-                let v = again.json()?;
-                let ctx_match = {
-                    let ctx = self.inner.ctx.read().map_err(|_| unavailable("ctx lock"))?;
-                    let mut want = new.clone();
-                    want.extra = Default::default();
-                    map::contact_matches(&v, &want, &ctx)
-                };
-                if ctx_match {
-                    self.adopt(v).await
-                } else if self.unchanged(&v, &old)? {
-                    Err(e)
-                } else {
-                    Err(self.stale(v).await)
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("DefaultAddress".into(), a);
                 }
+                (v, true)
+            }
+        };
+        let stored = self.adopt(v).await?;
+        if !confirmed {
+            tracing::error!(hq = %hq, "helloHQ acknowledged a contact update it did not apply");
+            return Err(invalid(
+                "contact",
+                "helloHQ acknowledged the change but did not apply all of it; the contact \
+                 shows what helloHQ holds",
+            ));
+        }
+        // The address this contact person had, if crmgate made it for this contact and no
+        // longer uses it.
+        if made.is_some() {
+            let old_aid = old_address.get("Id").and_then(Value::as_i64);
+            let ours = old_address.get("Description").and_then(Value::as_str)
+                == Some(address_marker(new.id.as_str()).as_str());
+            let old_cid = remote.get("CompanyId").and_then(Value::as_i64);
+            if let (Some(aid), Some(cid), true) = (old_aid, old_cid, ours) {
+                self.drop_address(cid, aid).await;
             }
         }
+        Ok(stored)
+    }
+
+    /// True when helloHQ's `v` holds what `want` asks for (crmgate-side data aside).
+    fn matches(&self, v: &Value, want: &Contact) -> Result<bool, CrmError> {
+        let ctx = self.inner.ctx.read().map_err(|_| unavailable("ctx lock"))?;
+        let mut want = want.clone();
+        want.extra = Default::default();
+        Ok(map::contact_matches(v, &want, &ctx))
     }
 
     async fn remove(&self, id: &str, pre: Precondition) -> Result<(), CrmError> {
