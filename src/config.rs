@@ -927,7 +927,11 @@ mod tests {
         )
         .expect("valid");
         let h = c.crm.hellohq.expect("hellohq settings");
-        assert_eq!(h.token_auth, TokenAuth::Basic, "the developer guide's way by default");
+        assert_eq!(
+            h.token_auth,
+            TokenAuth::Basic,
+            "the developer guide's way by default"
+        );
         assert_eq!(h.base_url, "https://api.hellohq.io");
         assert_eq!(h.token_url, "https://api.hellohq.io/Token");
         assert_eq!(h.requests_per_minute, 1000);
