@@ -70,7 +70,7 @@ impl Drop for IpSlot {
 
 /// How often a write that lost a race against another writer of the same contact is planned
 /// and tried again before the client hears of a conflict.
-pub const REPLAN_ATTEMPTS: u32 = 8;
+pub const REPLAN_ATTEMPTS: u32 = 32;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish
 /// within the configured grace period.
