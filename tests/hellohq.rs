@@ -471,26 +471,8 @@ async fn someone_with_contacts(s: &TestServer) -> (String, String, String) {
     panic!("no user with My contacts")
 }
 
-fn logins_for(sim: &Sim) -> Vec<(String, String, String)> {
-    sim.list("Users")
-        .iter()
-        .map(|u| {
-            (
-                u["EMailWork"].as_str().unwrap_or("").to_lowercase(),
-                "pw".to_owned(),
-                "user".to_owned(),
-            )
-        })
-        .collect()
-}
-
 async fn start_with_logins(sim: &Sim, keys: &str, extra: &str) -> TestServer {
-    let logins = logins_for(sim);
-    let l: Vec<(&str, &str, &str)> = logins
-        .iter()
-        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
-        .collect();
-    TestServer::start_hellohq(&sim.base_url, &l, keys, extra).await
+    TestServer::start_on_sim(sim, keys, extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,9 @@ pub struct Faults {
     pub down: bool,
     /// Per-credential limit over a sliding 60 s window (sim clock); 429 + `Retry-After` beyond it.
     pub rate_limit_per_min: Option<u32>,
+    /// Every write is refused with 422 and an OData error naming a property, as helloHQ
+    /// answers an entity its own validation rejects. Nothing is stored.
+    pub refuse_writes: bool,
 }
 
 impl Default for Faults {
@@ -73,6 +76,7 @@ impl Default for Faults {
             drop_rate: 0.0,
             down: false,
             rate_limit_per_min: None,
+            refuse_writes: false,
         }
     }
 }
@@ -518,6 +522,43 @@ impl Sim {
         let objs: Vec<Value> = st.table(set).rows.values().map(|e| e.obj.clone()).collect();
         objs.into_iter()
             .map(|o| with_address(&st, set, o))
+            .collect()
+    }
+
+    /// Everything stored (entity sets in name order, then company addresses), to show that a
+    /// refused write changed nothing.
+    pub fn snapshot(&self) -> Value {
+        let st = self.shared.lock();
+        let mut sets: Vec<(&str, &Table)> = st.tables.iter().map(|(k, t)| (*k, t)).collect();
+        sets.sort_by_key(|(k, _)| *k);
+        let sets: Vec<Value> = sets
+            .into_iter()
+            .map(|(k, t)| {
+                json!([
+                    k,
+                    t.rows.values().map(|e| e.obj.clone()).collect::<Vec<_>>()
+                ])
+            })
+            .collect();
+        let addresses: Vec<Value> = st
+            .addresses
+            .iter()
+            .map(|(id, a)| json!([id, a.company, a.obj]))
+            .collect();
+        json!({"sets": sets, "addresses": addresses})
+    }
+
+    /// Logins for every helloHQ user: (work e-mail lower-cased, "pw", "user").
+    pub fn logins(&self) -> Vec<(String, String, String)> {
+        self.list("Users")
+            .iter()
+            .map(|u| {
+                (
+                    u["EMailWork"].as_str().unwrap_or("").to_lowercase(),
+                    "pw".to_owned(),
+                    "user".to_owned(),
+                )
+            })
             .collect()
     }
 
@@ -1299,6 +1340,12 @@ async fn handle(
                 d = Decision::Respond(error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "An error has occurred.",
+                ));
+            }
+            if matches!(d, Decision::Go) && f.refuse_writes && is_write {
+                d = Decision::Respond(error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "The entity is not valid: Position exceeds the allowed length.",
                 ));
             }
             if matches!(d, Decision::Go)

@@ -127,6 +127,21 @@ impl TestServer {
         Self::start_in(dir, None, &cfg).await
     }
 
+    /// Starts crmgate on the helloHQ simulator `sim`, every helloHQ user signing in with
+    /// password "pw" ([`hellohq_sim::Sim::logins`]).
+    pub async fn start_on_sim(
+        sim: &hellohq_sim::Sim,
+        hq_keys: &str,
+        extra_config: &str,
+    ) -> TestServer {
+        let logins = sim.logins();
+        let l: Vec<(&str, &str, &str)> = logins
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+            .collect();
+        Self::start_hellohq(&sim.base_url, &l, hq_keys, extra_config).await
+    }
+
     /// Writes `creds.json` (the simulator's credentials) and `logins.json` into `dir`.
     pub fn write_hellohq_files(dir: &Path, logins: &[(&str, &str, &str)]) {
         std::fs::write(
