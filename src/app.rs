@@ -79,8 +79,6 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     /// Lockouts answered.
     pub auth_lockouts: AtomicU64,
-    /// CRM writes done.
-    pub crm_writes: AtomicU64,
 }
 
 /// The gateway.
@@ -122,8 +120,8 @@ pub struct App {
     pub heavy: Arc<tokio::sync::Semaphore>,
     /// Request memory budget in KiB (see `server.max_request_memory_bytes`).
     pub request_memory: Arc<tokio::sync::Semaphore>,
-    /// Tie-breaker for audit keys written in the same microsecond.
-    audit_seq: AtomicU64,
+    /// The write path every face and the admin API use.
+    pub writer: Arc<crate::view::service::Writer>,
 }
 
 const SERVER_KEY: &[u8] = b"meta/server_key";
@@ -179,7 +177,7 @@ impl App {
     /// Like [`App::open`] on a given store (tests use the in-memory one).
     pub fn with_store(config: Config, store: Arc<Store>) -> Result<App, AppError> {
         let mut seeded = None;
-        let crm = match config.crm.backend {
+        let crm = match &config.crm.backend {
             Backend::Embedded => {
                 let e = EmbeddedCrm::open(store.clone())?;
                 if e.is_empty() {
@@ -200,11 +198,15 @@ impl App {
                 }
                 Crm::Embedded(e)
             }
-            Backend::HelloHq => {
-                let cfg = config.crm.hellohq.clone().ok_or_else(|| {
-                    AppError::Io("crm.backend = \"hellohq\" needs [crm.hellohq]".into())
-                })?;
-                Crm::HelloHq(crate::crm::HelloHq::open(cfg, store.clone()).map_err(AppError::Io)?)
+            Backend::HelloHq(cfg) => {
+                let logins = match &cfg.logins {
+                    Some(p) => auth::logins::read_file(p).map_err(AppError::Io)?,
+                    None => Default::default(),
+                };
+                let cfg = (**cfg).clone();
+                Crm::HelloHq(
+                    crate::crm::HelloHq::open(cfg, store.clone(), logins).map_err(AppError::Io)?,
+                )
             }
         };
         let (replica, load_stats) = Replica::open(store.clone(), config.folders.rules.clone())?;
@@ -257,7 +259,11 @@ impl App {
             codec,
             view,
             view_cache: crate::view::ViewCache::default(),
-            audit_seq: AtomicU64::new(0),
+            writer: Arc::new(crate::view::service::Writer::new(
+                crm.clone(),
+                replica.clone(),
+                store.clone(),
+            )),
             tokens,
             graph_limit: crate::auth::limit::Limiter::new(crate::auth::limit::Limits {
                 per_second: config.graph.per_second,
@@ -451,9 +457,7 @@ impl App {
             };
             self.revoke_changed(old, u)?;
         }
-        let v = self.crm.put(record, pre).await?;
-        self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
-        self.catch_up().await?;
+        let v = self.writer.write_record(record, pre).await?;
         Ok((v, existing.is_none()))
     }
 
@@ -464,8 +468,7 @@ impl App {
         id: &str,
         pre: Precondition,
     ) -> Result<(), AppError> {
-        self.crm.delete(kind, id.to_owned(), pre).await?;
-        self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
+        self.writer.delete_record(kind, id, pre).await?;
         if kind == Kind::User {
             // A failure here leaves no live token: the user is gone, and a user created
             // later under this id starts a new token epoch.
@@ -473,108 +476,23 @@ impl App {
                 tracing::error!(error = %e, user = id, "revoking a deleted user's tokens failed");
             }
         }
-        self.catch_up().await?;
         Ok(())
     }
 
-    /// Executes a planned client write: the CRM first (under the plan's precondition), then
-    /// the replica catches up; acknowledged only when both are done. Every attempt is audited.
-    pub async fn execute(
-        &self,
-        who: &Principal,
-        op: &str,
-        planned: &crate::view::write::Planned,
-    ) -> Result<(), AppError> {
-        use crate::view::write::Plan;
-        let result: Result<(), AppError> = async {
-            match &planned.plan {
-                Plan::Nothing => Ok(()),
-                Plan::Hide => {
-                    self.replica.hide(&planned.user, &planned.contact_id)?;
-                    Ok(())
-                }
-                Plan::Put { record, version } => {
-                    let pre = match version {
-                        Some(v) => Precondition::Version(v.clone()),
-                        None => Precondition::MustNotExist,
-                    };
-                    self.crm
-                        .put(Record::Contact((**record).clone()), pre)
-                        .await?;
-                    self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
-                    self.catch_up().await?;
-                    Ok(())
-                }
-                Plan::Delete { version } => {
-                    self.crm
-                        .delete(
-                            Kind::Contact,
-                            planned.contact_id.clone(),
-                            Precondition::Version(version.clone()),
-                        )
-                        .await?;
-                    self.metrics.crm_writes.fetch_add(1, Ordering::Relaxed);
-                    self.catch_up().await?;
-                    Ok(())
-                }
-            }
-        }
-        .await;
-        let outcome = match &result {
-            Ok(()) => "ok".to_owned(),
-            Err(AppError::Crm(CrmError::Unavailable { .. })) => "crm-unavailable".to_owned(),
-            Err(AppError::Crm(CrmError::PreconditionFailed { .. })) => "conflict".to_owned(),
-            Err(e) => format!("error: {e}"),
-        };
-        let action = match &planned.plan {
-            crate::view::write::Plan::Nothing => "none",
-            crate::view::write::Plan::Hide => "hide",
-            crate::view::write::Plan::Put { version: None, .. } => "create",
-            crate::view::write::Plan::Put { .. } => "update",
-            crate::view::write::Plan::Delete { .. } => "delete",
-        };
-        let fields: Vec<String> = planned.fields.iter().map(|f| f.to_string()).collect();
-        if let Err(e) = self.audit(who, op, action, &planned.contact_id, &fields, &outcome) {
-            tracing::error!(error = %e, "audit log write failed");
-        }
-        result
+    /// The grant of a valid Graph bearer token (see [`Tokens::verify`]); the store reads and
+    /// a possible revocation run off the async worker.
+    pub fn verify_token(&self, token: &str) -> Option<crate::auth::tokens::TokenInfo> {
+        off_runtime(|| self.tokens.verify(token))
     }
 
-    /// Appends an audit record (durable before it returns).
-    pub fn audit(
-        &self,
-        who: &Principal,
-        op: &str,
-        action: &str,
-        contact: &str,
-        fields: &[String],
-        outcome: &str,
-    ) -> Result<(), AppError> {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0);
-        let n = self.audit_seq.fetch_add(1, Ordering::Relaxed);
-        let rec = serde_json::json!({
-            "at_us": at as u64, "user": who.login, "op": op, "action": action,
-            "contact": contact, "fields": fields, "result": outcome,
-        });
-        let key = format!("audit/{at:020}-{n:06}").into_bytes();
-        self.store.put(&key, rec.to_string().as_bytes())?;
-        Ok(())
+    /// The CRM backend's own metrics, in the Prometheus text format.
+    pub fn crm_metrics(&self) -> String {
+        self.crm.metrics()
     }
 
     /// The newest audit records, newest last.
     pub fn audit_tail(&self, limit: usize) -> Result<Vec<serde_json::Value>, AppError> {
-        let mut all = Vec::new();
-        self.store.scan_prefix(b"audit/", &mut |_, v| {
-            if let Ok(j) = serde_json::from_slice(v) {
-                all.push(j);
-            }
-            Ok(true)
-        })?;
-        let skip = all.len().saturating_sub(limit);
-        Ok(all.split_off(skip))
+        Ok(self.writer.audit_tail(limit)?)
     }
 
     /// Formats every phone number of the replica once, so that first syncs do not pay for
@@ -643,7 +561,6 @@ impl App {
     }
 }
 
-/// Runs CPU-heavy `f` (argon2) without stalling the async worker it is called on: through
 /// Runs a request's heavy part on the blocking pool once one of the `server.heavy_workers`
 /// slots is free (waiting in arrival order). The slots keep the async workers' share of the CPU:
 /// however many users send expensive requests, at most that many threads do such work, so
@@ -657,6 +574,7 @@ pub async fn heavy<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.ok()
 }
 
+/// Runs CPU-heavy `f` (argon2) without stalling the async worker it is called on: through
 /// `block_in_place` on a multi-thread runtime, inline elsewhere (a current-thread runtime,
 /// where `block_in_place` panics, or no runtime at all).
 fn off_runtime<T>(f: impl FnOnce() -> T) -> T {

@@ -73,69 +73,25 @@ pub struct EwsConfig {
     pub concurrent: u32,
 }
 
-/// Which CRM backend feeds the replica.
+pub use crate::crm::hellohq::config::{HelloHqConfig, HelloHqCredentials, TokenAuth};
+
+/// Which CRM backend feeds the replica, with that backend's own settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// The embedded CRM in crmgate's own store.
     Embedded,
     /// helloHQ over its public API (`[crm.hellohq]`).
-    HelloHq,
+    HelloHq(Box<HelloHqConfig>),
 }
 
-/// Where the helloHQ OAuth2 credentials come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HelloHqCredentials {
-    /// `CRMGATE_HELLOHQ_CLIENT_ID`, `CRMGATE_HELLOHQ_CLIENT_SECRET`,
-    /// `CRMGATE_HELLOHQ_REFRESH_TOKEN` (read at start-up).
-    Env,
-    /// A JSON file `{"client_id", "client_secret", "refresh_token"}`.
-    File(PathBuf),
-}
-
-/// How client credentials travel in a token request (`crm.hellohq.token_auth`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenAuth {
-    /// `Authorization: Basic base64(client_id:client_secret)` (the default).
-    Basic,
-    /// `client_id` and `client_secret` as form fields of the body.
-    Body,
-}
-
-/// `[crm.hellohq]`: the helloHQ backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HelloHqConfig {
-    /// API root, e.g. `https://api.hellohq.io` (the `/v1/…` paths are appended).
-    pub base_url: String,
-    /// OAuth2 token endpoint (default `{base_url}/Token`).
-    pub token_url: String,
-    /// Where the credentials are read from.
-    pub credentials: HelloHqCredentials,
-    /// How the token request carries the client id and secret: HTTP Basic (RFC 6749
-    /// `client_secret_basic`, what helloHQ's developer guide requires) or form fields
-    /// (`client_secret_post`).
-    pub token_auth: TokenAuth,
-    /// Client-side request budget per credential and minute.
-    pub requests_per_minute: u32,
-    /// Time allowed for one HTTP request.
-    pub timeout: Duration,
-    /// Entities per list request (`$top`).
-    pub page_size: u32,
-    /// How far each `UpdatedOn` poll reaches back behind its cursor.
-    pub overlap: Duration,
-    /// How often all ids are listed to find hard deletes.
-    pub reconcile_interval: Duration,
-    /// How often membership collections are re-read in full.
-    pub membership_interval: Duration,
-    /// Consecutive failures that open the circuit breaker.
-    pub breaker_failures: u32,
-    /// How long the open breaker fails calls fast before one probe.
-    pub breaker_cooldown: Duration,
-    /// v2 REST resources read instead of v1 (`"subsystems"`, `"companies"`: the ones where v2
-    /// carries every field crmgate maps).
-    pub v2: Vec<String>,
-    /// Local sign-in data for helloHQ users (passwords, roles), a JSON file
-    /// `{"users":[{"login","password"|"password_hash","role"}]}`.
-    pub logins: Option<PathBuf>,
+impl Backend {
+    /// The name `crm.backend` takes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::HelloHq(_) => "hellohq",
+        }
+    }
 }
 
 /// CRM settings.
@@ -147,8 +103,6 @@ pub struct CrmConfig {
     pub seed: Option<PathBuf>,
     /// How often the replica polls the CRM's change feed.
     pub poll_interval: Duration,
-    /// helloHQ settings (`crm.backend = "hellohq"`).
-    pub hellohq: Option<HelloHqConfig>,
 }
 
 /// Folder settings.
@@ -159,9 +113,9 @@ pub struct FolderConfig {
     /// Whether clients may write into Global (`folders.global_direction`).
     pub global_writable: bool,
     /// Delete policy of My (`folders.my_delete`).
-    pub my_delete: crate::view::write::DeletePolicy,
+    pub my_delete: crate::domain::rules::DeletePolicy,
     /// Delete policy of Global (`folders.global_delete`).
-    pub global_delete: crate::view::write::DeletePolicy,
+    pub global_delete: crate::domain::rules::DeletePolicy,
     /// Contact mapping (`[mapping]`).
     pub mapping: crate::domain::mapping::MappingRules,
     /// Membership rules.
@@ -174,26 +128,7 @@ pub struct FolderConfig {
     pub placeholder_email_domain: Option<String>,
 }
 
-/// Login throttling.
-#[derive(Clone, Debug)]
-pub struct AuthConfig {
-    /// Failures from one source before it is locked out.
-    pub max_failures: u32,
-    /// Window in which failures are counted.
-    pub failure_window: Duration,
-    /// How long a lockout lasts.
-    pub lockout: Duration,
-    /// Delay added per recent failure before answering (capped at 2 s).
-    pub failure_delay: Duration,
-    /// Failures against one login (from sources it never signed in from) before the login
-    /// is locked for those sources.
-    pub account_max_failures: u32,
-    /// How long the first lock of a login lasts; each further lock within the failure
-    /// window doubles it, up to 16 times.
-    pub account_lockout: Duration,
-    /// Bearer tokens one user may hold; issuing one more revokes the oldest.
-    pub max_tokens_per_user: usize,
-}
+pub use crate::auth::throttle::AuthConfig;
 
 /// Graph face settings (`[graph]`).
 #[derive(Clone, Debug)]
@@ -497,7 +432,7 @@ impl Config {
         let max_answer_bytes = r
             .int("server.max_answer_bytes", 65536, 1 << 31)
             .unwrap_or(32 << 20) as usize;
-        let per_byte = crate::server::http::BUDGET_PER_BODY_BYTE;
+        let per_byte = crate::http::BUDGET_PER_BODY_BYTE;
         let least = max_body_bytes.saturating_mul(per_byte);
         let max_request_memory_bytes = r
             .int("server.max_request_memory_bytes", 1 << 20, 1 << 40)
@@ -543,20 +478,18 @@ impl Config {
         };
 
         // [crm]
-        let backend = match r.string("crm.backend").as_deref() {
-            None | Some("embedded") => Backend::Embedded,
-            Some("hellohq") => Backend::HelloHq,
+        let is_hellohq = match r.string("crm.backend").as_deref() {
+            None | Some("embedded") => false,
+            Some("hellohq") => true,
             Some(other) => {
                 r.bad(
                     "crm.backend",
                     format!("unknown backend \"{other}\" (known: embedded, hellohq)"),
                 );
-                Backend::Embedded
+                false
             }
         };
-        let hellohq = if backend == Backend::HelloHq
-            || root.get("crm").and_then(|c| c.get("hellohq")).is_some()
-        {
+        let hellohq = if is_hellohq || root.get("crm").and_then(|c| c.get("hellohq")).is_some() {
             let base_url = r.string("crm.hellohq.base_url");
             let base_url = match base_url {
                 None => {
@@ -671,6 +604,11 @@ impl Config {
             .clone()
             .or_else(|| r.string("crm.seed").map(|p| resolve(&p)));
         let poll_interval = secs(&mut r, "crm.poll_interval_secs", 30, 86400);
+        // A [crm.hellohq] section is checked even when another backend is chosen.
+        let backend = match hellohq {
+            Some(h) if is_hellohq => Backend::HelloHq(Box::new(h)),
+            _ => Backend::Embedded,
+        };
 
         // [folders]
         let global_scope = match r.string("folders.global_scope").as_deref() {
@@ -734,7 +672,7 @@ impl Config {
                 }
             };
         let delete = |r: &mut Reader<'_>, key: &str| {
-            use crate::view::write::DeletePolicy;
+            use crate::domain::rules::DeletePolicy;
             match r.string(key).as_deref() {
                 None | Some("hide") => DeletePolicy::Hide,
                 Some("crm") => DeletePolicy::Crm,
@@ -859,7 +797,6 @@ impl Config {
                 backend,
                 seed,
                 poll_interval,
-                hellohq,
             },
             folders: FolderConfig {
                 my_delete,
@@ -926,7 +863,9 @@ mod tests {
             "[crm]\nbackend = \"hellohq\"\n[crm.hellohq]\nbase_url = \"https://api.hellohq.io/\"\nv2 = [\"Companies\"]\n",
         )
         .expect("valid");
-        let h = c.crm.hellohq.expect("hellohq settings");
+        let Backend::HelloHq(h) = c.crm.backend else {
+            panic!("hellohq settings")
+        };
         assert_eq!(
             h.token_auth,
             TokenAuth::Basic,

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod ews;
 pub mod gen;
 pub mod graph;
+pub mod http;
 pub mod replica;
 pub mod server;
 pub mod store;

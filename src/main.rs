@@ -399,11 +399,11 @@ fn run() -> Result<()> {
         Cmd::CheckConfig { common } => {
             let cfg = load_config(&common, Overrides::default())?;
             println!(
-                "config ok: listen {} tls {:?}, data dir {}, backend {:?}, global scope {:?}",
+                "config ok: listen {} tls {:?}, data dir {}, backend {}, global scope {:?}",
                 cfg.server.listen,
                 cfg.server.tls,
                 cfg.data_dir.display(),
-                cfg.crm.backend,
+                cfg.crm.backend.name(),
                 cfg.folders.rules.global_scope
             );
             Ok(())

@@ -31,10 +31,10 @@ use crmgate::crm::hellohq::map as hq;
 use crmgate::domain::dataset::{check_record, Dataset};
 use crmgate::domain::rules::VirtualFolder;
 use crmgate::domain::{Kind, Record, Role};
-use crmgate::ews::ops::item_writes::ItemResult;
+use crmgate::ews::ops::item_writes::{ItemError, ItemResult};
 use crmgate::ews::xml::{Element, XmlError};
 use crmgate::graph::{self, Scopes};
-use crmgate::view::write::ExecFailure;
+use crmgate::view::write::WriteError;
 use crmgate::view::{FolderRef, IdCodec, IdKind, Session};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -2331,9 +2331,16 @@ fn ews_exec(w: &World, input: &[u8]) {
                         .into_iter()
                         .enumerate()
                         .map(|(n, p)| match p {
-                            Err(e) => ItemResult::Refused(e),
-                            Ok(p) if n % 2 == 0 => ItemResult::Done(Box::new(p)),
-                            Ok(_) => ItemResult::Failed(ExecFailure::Conflict),
+                            Err(e) => ItemResult::Failed(e),
+                            Ok(p) if n % 3 == 0 => ItemResult::Done(Box::new(p)),
+                            Ok(_) if n % 3 == 1 => {
+                                ItemResult::Failed(ItemError::Write(WriteError::CONFLICT))
+                            }
+                            // A CRM's reason is text the answer must escape.
+                            Ok(_) => ItemResult::Failed(ItemError::Write(WriteError::Refused {
+                                field: "contact".into(),
+                                reason: "a <b> & \"c\" ]]>".into(),
+                            })),
                         })
                         .collect();
                     let a = crmgate::ews::answer_write(s, &req, &results, limits);

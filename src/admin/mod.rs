@@ -19,7 +19,7 @@ use crate::auth::Principal;
 use crate::crm::{CrmBackend, CrmError, Precondition};
 use crate::domain::rules::VirtualFolder;
 use crate::domain::{Kind, Record};
-use crate::server::http::{error, json, read_body, Resp};
+use crate::http::{error, json, read_body, Resp};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ETAG, IF_MATCH, IF_NONE_MATCH, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};

@@ -9,6 +9,7 @@
 //! May import domain and replica (the user directory lives in the replica).
 
 pub mod limit;
+pub mod logins;
 pub mod throttle;
 pub mod tokens;
 

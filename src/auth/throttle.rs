@@ -15,12 +15,32 @@
 //!
 //! Every map is bounded; when one is full, stale entries go first.
 
-use crate::config::AuthConfig;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Login throttling.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Failures from one source before it is locked out.
+    pub max_failures: u32,
+    /// Window in which failures are counted.
+    pub failure_window: Duration,
+    /// How long a lockout lasts.
+    pub lockout: Duration,
+    /// Delay added per recent failure before answering (capped at 2 s).
+    pub failure_delay: Duration,
+    /// Failures against one login (from sources it never signed in from) before the login
+    /// is locked for those sources.
+    pub account_max_failures: u32,
+    /// How long the first lock of a login lasts; each further lock within the failure
+    /// window doubles it, up to 16 times.
+    pub account_lockout: Duration,
+    /// Bearer tokens one user may hold; issuing one more revokes the oldest.
+    pub max_tokens_per_user: usize,
+}
 
 /// What to do with a login attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -477,3 +477,13 @@ pub fn display_name(c: &Contact) -> String {
         .map(|e| e.address.clone())
         .unwrap_or_else(|| c.id.0.clone())
 }
+
+/// Local sign-in data for a user whose record lives in a remote CRM: what crmgate keeps
+/// itself (the CRM knows nothing of crmgate passwords or roles).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignIn {
+    /// Argon2 PHC string.
+    pub password_hash: Option<String>,
+    /// Role.
+    pub role: Role,
+}

@@ -136,3 +136,15 @@ pub fn compute_folders(ds: &Dataset, rules: &FolderRules) -> BTreeMap<UserId, Fo
     }
     out
 }
+
+/// What happens when a client deletes a contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletePolicy {
+    /// Gone for this user only; the CRM keeps it.
+    Hide,
+    /// Deleted in the CRM.
+    Crm,
+    /// Refused.
+    Deny,
+}

@@ -195,7 +195,7 @@ pub fn plan_write(
     session: &Session<'_>,
     req: &envelope::Request,
     limits: Limits,
-) -> Result<Vec<Result<crate::view::write::Planned, EwsError>>, Answer> {
+) -> Result<Vec<Result<crate::view::write::Planned, ops::item_writes::ItemError>>, Answer> {
     let ctx = context(session, req, limits)?;
     ops::item_writes::plan(&ctx, &req.op).map_err(|f| fault_answer(&f))
 }

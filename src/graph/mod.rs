@@ -556,13 +556,13 @@ fn delta(
     Ok(a)
 }
 
-/// Maps a refused write (the single mapping site for Graph write refusals).
-pub fn refused(e: &WriteError) -> GraphError {
+/// How the write path's errors reach Graph clients: the one mapping site.
+pub fn write_error(e: &WriteError) -> GraphError {
     match e {
         WriteError::Malformed => GraphError::malformed(),
         WriteError::NotFound | WriteError::FolderNotFound => GraphError::not_found(),
-        WriteError::AccessDenied => GraphError::denied(),
-        WriteError::Conflict => GraphError::conflict(),
+        WriteError::Forbidden => GraphError::denied(),
+        WriteError::Conflict { .. } => GraphError::conflict(),
         WriteError::Invalid(errs) => GraphError::new(
             400,
             "ErrorInvalidProperty",
@@ -571,28 +571,17 @@ pub fn refused(e: &WriteError) -> GraphError {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-    }
-}
-
-/// Maps a write that failed at the CRM (the single mapping site for Graph).
-pub fn exec_error(e: &crate::view::write::ExecFailure) -> GraphError {
-    use crate::view::write::ExecFailure;
-    match e {
-        ExecFailure::Unavailable { .. } => GraphError::new(
-            503,
-            "ServiceNotAvailable",
-            "The CRM is unavailable; retry later.",
-        ),
-        ExecFailure::Conflict => GraphError::conflict(),
-        ExecFailure::Refused { reason, .. } => GraphError::new(
+        WriteError::Refused { reason, .. } => GraphError::new(
             400,
             "ErrorInvalidProperty",
             format!("The CRM refused the change: {reason}"),
         ),
-        ExecFailure::NotFound => GraphError::not_found(),
-        ExecFailure::Internal => {
-            GraphError::new(500, "UnknownError", "An internal error occurred.")
-        }
+        WriteError::Unavailable { .. } => GraphError::new(
+            503,
+            "ServiceNotAvailable",
+            "The CRM is unavailable; retry later.",
+        ),
+        WriteError::Internal => GraphError::new(500, "UnknownError", "An internal error occurred."),
     }
 }
 
@@ -627,7 +616,9 @@ pub fn plan_write(session: &Session<'_>, req: &Request<'_>) -> Result<WritePlan,
         ("POST", Target::Contacts(f)) => {
             let fr = folder(&mb, &f)?;
             let edits = json::edits(&body()?)?;
-            let planned = mb.plan_create(fr, &edits, None).map_err(|e| refused(&e))?;
+            let planned = mb
+                .plan_create(fr, &edits, None)
+                .map_err(|e| write_error(&e))?;
             Ok(WritePlan {
                 planned,
                 status: 201,
@@ -645,7 +636,7 @@ pub fn plan_write(session: &Session<'_>, req: &Request<'_>) -> Result<WritePlan,
             let (key, mode) = conflict();
             let planned = mb
                 .plan_update(&id, key.as_deref(), mode, &edits)
-                .map_err(|e| refused(&e))?;
+                .map_err(|e| write_error(&e))?;
             Ok(WritePlan {
                 planned,
                 status: 200,
@@ -661,7 +652,7 @@ pub fn plan_write(session: &Session<'_>, req: &Request<'_>) -> Result<WritePlan,
             }
             let planned = mb
                 .plan_delete(&id, &session.cfg.policies)
-                .map_err(|e| refused(&e))?;
+                .map_err(|e| write_error(&e))?;
             Ok(WritePlan {
                 planned,
                 status: 204,

@@ -4,12 +4,12 @@
 
 use super::authenticate;
 use super::http::{read_body_within, text, BodyError, Resp};
-use crate::app::{App, AppError};
+use crate::app::App;
 use crate::auth::Principal;
-use crate::crm::CrmError;
 use crate::ews;
-use crate::ews::ops::item_writes::ItemResult;
-use crate::view::write::ExecFailure;
+use crate::ews::ops::item_writes::{ItemError, ItemResult};
+use crate::view::service::Failed;
+use crate::view::write::WriteError;
 use crate::view::Session;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -189,25 +189,9 @@ fn with_session<T>(
     Some(f(&session))
 }
 
-/// True when an update or delete lost a race against another writer of the same contact.
-fn is_race(e: &AppError, planned: &crate::view::write::Planned) -> bool {
-    use crate::view::write::Plan;
-    matches!(e, AppError::Crm(CrmError::PreconditionFailed { .. }))
-        && matches!(
-            planned.plan,
-            Plan::Put {
-                version: Some(_),
-                ..
-            } | Plan::Delete { .. }
-        )
-}
-
-fn exec_failure(e: &AppError) -> ExecFailure {
-    ExecFailure::of(e)
-}
-
-/// CreateItem, UpdateItem, DeleteItem: plan under the replica lock, execute against the CRM
-/// without it (one item at a time, each acknowledged only when durable), answer under it.
+/// CreateItem, UpdateItem, DeleteItem: plan under the replica lock, execute through the write
+/// service without it (one item at a time, each acknowledged only when durable), answer under
+/// it.
 async fn write(app: &App, principal: &Principal, req: &ews::envelope::Request) -> Resp {
     let plans = match with_session(app, principal, |s| ews::plan_write(s, req, limits(app))) {
         None => return server_busy(),
@@ -217,37 +201,41 @@ async fn write(app: &App, principal: &Principal, req: &ews::envelope::Request) -
     let op = req.op.name.clone();
     let mut results = Vec::with_capacity(plans.len());
     for (n, p) in plans.into_iter().enumerate() {
-        let mut p = p;
-        let mut attempt = 0;
-        let result = loop {
-            match p {
-                Err(e) => {
-                    let _ = app.audit(principal, &op, "refused", "", &[], e.code);
-                    break ItemResult::Refused(e);
-                }
-                Ok(planned) => match app.execute(principal, &op, &planned).await {
-                    Ok(()) => break ItemResult::Done(Box::new(planned)),
-                    // The CRM version moved between planning and writing (a concurrent
-                    // writer). The plan is what checks the client's own precondition (its
-                    // change key and ConflictResolution), so planning again against the new
-                    // version answers exactly what the client asked for.
-                    Err(e) if is_race(&e, &planned) && attempt < super::REPLAN_ATTEMPTS => {
-                        attempt += 1;
-                        // The replica first learns of the other write, then the plan is
-                        // made against it.
-                        let _ = app.catch_up().await;
-                        let again =
-                            with_session(app, principal, |s| ews::plan_write(s, req, limits(app)));
-                        p = match again {
-                            Some(Ok(v)) => match v.into_iter().nth(n) {
-                                Some(p) => p,
-                                None => break ItemResult::Failed(ExecFailure::Conflict),
-                            },
-                            _ => break ItemResult::Failed(exec_failure(&e)),
-                        };
+        let result = match p {
+            Err(e) => {
+                let _ = app
+                    .writer
+                    .audit(principal, &op, "refused", "", &[], e.code())
+                    .await;
+                ItemResult::Failed(e)
+            }
+            Ok(planned) => {
+                // A re-plan after a lost race plans the whole request again and takes item n.
+                let replan =
+                    || match with_session(app, principal, |s| ews::plan_write(s, req, limits(app)))
+                    {
+                        Some(Ok(v)) => match v.into_iter().nth(n) {
+                            Some(Ok(p)) => Ok(p),
+                            Some(Err(e)) => Err(Failed::Plan(e)),
+                            None => Err(Failed::Write(WriteError::CONFLICT)),
+                        },
+                        _ => Err(Failed::Write(WriteError::CONFLICT)),
+                    };
+                match app
+                    .writer
+                    .commit(principal, &op, planned, |p| p, replan)
+                    .await
+                {
+                    Ok(planned) => ItemResult::Done(Box::new(planned)),
+                    Err(Failed::Plan(e)) => {
+                        let _ = app
+                            .writer
+                            .audit(principal, &op, "refused", "", &[], e.code())
+                            .await;
+                        ItemResult::Failed(e)
                     }
-                    Err(e) => break ItemResult::Failed(exec_failure(&e)),
-                },
+                    Err(Failed::Write(e)) => ItemResult::Failed(ItemError::Write(e)),
+                }
             }
         };
         results.push(result);

@@ -4,11 +4,12 @@
 //! users). The JSON work is `crate::graph`.
 
 use super::http::{read_body, read_body_within, BodyError, Resp};
-use crate::app::{App, AppError, AuthFailure};
+use crate::app::{App, AuthFailure};
 use crate::auth::tokens::{parse_scopes, TokenInfo};
 use crate::auth::Principal;
 use crate::domain::Role;
 use crate::graph::{self, error::GraphError, Scopes};
+use crate::view::service::Failed;
 use crate::view::Session;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -131,7 +132,7 @@ pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp
         })
         .map(str::trim)
         .map(str::to_owned);
-    let Some(info) = token.as_deref().and_then(|t| app.tokens.verify(t)) else {
+    let Some(info) = token.as_deref().and_then(|t| app.verify_token(t)) else {
         let msg = if token.is_none() {
             "Access token is empty."
         } else {
@@ -285,11 +286,10 @@ pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp
         }
     } else {
         let greq = owned.request();
-        // Plan under the lock, execute against the CRM without it, answer under it. A write
-        // that lost a race against another writer is planned again: the plan checks the
-        // client's own If-Match, so only a client that sent one can see 412.
-        let mut attempt = 0;
-        loop {
+        // Plan under the lock, execute through the write service without it, answer under
+        // it. A write that lost a race against another writer is planned again: the plan
+        // checks the client's own If-Match, so only a client that sent one can see 412.
+        let plan = || {
             let mut plan = None;
             let planned = with_session(app, &principal, &mut |s| {
                 plan = Some(graph::plan_write(s, &greq)?);
@@ -300,32 +300,29 @@ pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp
                     headers: Vec::new(),
                 })
             });
-            let p = match (planned, plan) {
-                (Err(e), _) => break Err(e),
-                (Ok(_), None) => break Err(GraphError::new(500, "UnknownError", "No plan.")),
-                (Ok(_), Some(p)) => p,
-            };
-            match app
-                .execute(&principal, &format!("graph {}", owned.method), &p.planned)
-                .await
-            {
-                Ok(()) => {
-                    break with_session(app, &principal, &mut |s| graph::answer_write(s, &greq, &p))
-                }
-                Err(AppError::Crm(crate::crm::CrmError::PreconditionFailed { .. }))
-                    if attempt < super::REPLAN_ATTEMPTS
-                        && !matches!(
-                            p.planned.plan,
-                            crate::view::write::Plan::Put { version: None, .. }
-                        ) =>
-                {
-                    attempt += 1;
-                    // The replica first learns of the other write, then the plan is made
-                    // against it.
-                    let _ = app.catch_up().await;
-                }
-                Err(e) => break Err(exec_error(&e)),
+            match (planned, plan) {
+                (Err(e), _) => Err(Failed::Plan(e)),
+                (Ok(_), None) => Err(Failed::Plan(GraphError::new(
+                    500,
+                    "UnknownError",
+                    "No plan.",
+                ))),
+                (Ok(_), Some(p)) => Ok(p),
             }
+        };
+        let op = format!("graph {}", owned.method);
+        let committed = match plan() {
+            Err(e) => Err(e),
+            Ok(first) => {
+                app.writer
+                    .commit(&principal, &op, first, |p| &p.planned, plan)
+                    .await
+            }
+        };
+        match committed {
+            Ok(p) => with_session(app, &principal, &mut |s| graph::answer_write(s, &greq, &p)),
+            Err(Failed::Plan(e)) => Err(e),
+            Err(Failed::Write(e)) => Err(graph::write_error(&e)),
         }
     };
     match result {
@@ -384,10 +381,6 @@ fn with_session(
         admin: principal.role == Role::Admin,
     };
     f(&s)
-}
-
-fn exec_error(e: &AppError) -> GraphError {
-    graph::exec_error(&crate::view::write::ExecFailure::of(e))
 }
 
 /// `POST /oauth2/v2.0/token`: the password grant for crmgate's own users.

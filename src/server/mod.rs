@@ -8,7 +8,7 @@
 
 pub mod ews_routes;
 pub mod graph_routes;
-pub mod http;
+pub use crate::http;
 pub mod tls;
 
 use crate::app::{App, AuthFailure};
@@ -67,10 +67,6 @@ impl Drop for IpSlot {
         }
     }
 }
-
-/// How often a write that lost a race against another writer of the same contact is planned
-/// and tried again before the client hears of a conflict.
-pub const REPLAN_ATTEMPTS: u32 = 32;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish
 /// within the configured grace period.
@@ -394,13 +390,13 @@ fn metrics(app: &App) -> String {
     let _ = writeln!(
         s,
         "# TYPE crmgate_crm_writes_total counter\ncrmgate_crm_writes_total {}",
-        m.crm_writes.load(Ordering::Relaxed)
+        app.writer.writes()
     );
     let _ = writeln!(
         s,
         "# TYPE crmgate_uptime_seconds gauge\ncrmgate_uptime_seconds {}",
         app.started.elapsed().as_secs()
     );
-    s.push_str(&crate::crm::CrmBackend::metrics(&app.crm));
+    s.push_str(&app.crm_metrics());
     s
 }

@@ -3,8 +3,10 @@
 //! keys and resumable sync pages. Everything a client presents (ids, sync states) is checked
 //! against what this user can see now; anything else is "not found".
 //!
-//! May import domain and replica; never a protocol.
+//! May import domain, replica, and (for the write service, [`service`]) the CRM, the store
+//! and the signed-in principal; never a protocol face (`ews`, `graph`, `server`).
 
+pub mod service;
 pub mod wire_id;
 pub mod write;
 

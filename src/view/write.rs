@@ -13,19 +13,8 @@ use crate::domain::mapping::card;
 use crate::domain::patch::{self, card_value, Edit, EditError, Field};
 use crate::domain::rules::VirtualFolder;
 use crate::domain::{CompanyId, Contact, ContactId};
-use serde::{Deserialize, Serialize};
 
-/// What happens when a client deletes a contact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeletePolicy {
-    /// Gone for this user only; the CRM keeps it.
-    Hide,
-    /// Deleted in the CRM.
-    Crm,
-    /// Refused.
-    Deny,
-}
+pub use crate::domain::rules::DeletePolicy;
 
 /// How to treat a write based on an older version (EWS `ConflictResolution`, Graph If-Match).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,21 +27,95 @@ pub enum ConflictMode {
     AlwaysOverwrite,
 }
 
-/// Why a write was refused before reaching the CRM.
+/// Why a client write was not done: the one error of the write path, whether the plan refused
+/// it or the CRM did. Each face renders it in exactly one function. Nothing was written in any
+/// of these cases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteError {
     /// The item or folder id is no id.
     Malformed,
-    /// No such item for this user.
+    /// No such item for this user (or the CRM no longer has it).
     NotFound,
     /// No such folder for this user.
     FolderNotFound,
-    /// The folder or policy does not allow it.
-    AccessDenied,
-    /// The contact changed since the client's version, in the fields it writes.
-    Conflict,
-    /// Values the CRM cannot take.
+    /// The folder's direction or a policy forbids it.
+    Forbidden,
+    /// The contact changed since the client's version, in the fields it writes; `current`:
+    /// the CRM version it has now, when known.
+    Conflict {
+        /// Current CRM version.
+        current: Option<String>,
+    },
+    /// Bad input: which fields, and why.
     Invalid(Vec<EditError>),
+    /// The CRM refused it (it cannot hold a value, or its own checks failed): which field,
+    /// and the reason, safe to show to the client.
+    Refused {
+        /// The field at fault (`middle_name`, `emails`, `companies`, …), or `contact`.
+        field: String,
+        /// The reason.
+        reason: String,
+    },
+    /// The CRM is down or throttling; retry after this many milliseconds.
+    Unavailable {
+        /// Suggested back-off.
+        retry_after_ms: u64,
+    },
+    /// Anything else (logged where it happened).
+    Internal,
+}
+
+impl WriteError {
+    /// A conflict whose current version is not known.
+    pub const CONFLICT: WriteError = WriteError::Conflict { current: None };
+
+    /// A short code for the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WriteError::Malformed => "malformed",
+            WriteError::NotFound => "not-found",
+            WriteError::FolderNotFound => "folder-not-found",
+            WriteError::Forbidden => "forbidden",
+            WriteError::Conflict { .. } => "conflict",
+            WriteError::Invalid(_) => "invalid",
+            WriteError::Refused { .. } => "crm-refused",
+            WriteError::Unavailable { .. } => "crm-unavailable",
+            WriteError::Internal => "internal",
+        }
+    }
+
+    /// How a CRM failure reaches the faces: the one site that reads CRM errors.
+    pub fn from_crm(e: &crate::crm::CrmError) -> WriteError {
+        use crate::crm::CrmError;
+        match e {
+            CrmError::Unavailable { retry_after, .. } => WriteError::Unavailable {
+                retry_after_ms: retry_after.map(|d| d.as_millis() as u64).unwrap_or(5000),
+            },
+            CrmError::PreconditionFailed { current } => WriteError::Conflict {
+                current: current.clone(),
+            },
+            CrmError::AlreadyExists => WriteError::CONFLICT,
+            CrmError::Invalid(problems) => {
+                let field = problems
+                    .first()
+                    .map(|p| p.path.clone())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "contact".into());
+                let reason = problems
+                    .iter()
+                    .take(5)
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                WriteError::Refused { field, reason }
+            }
+            CrmError::NotFound => WriteError::NotFound,
+            other => {
+                tracing::error!(error = %other, "write failed at the CRM");
+                WriteError::Internal
+            }
+        }
+    }
 }
 
 impl From<ViewError> for WriteError {
@@ -84,66 +147,6 @@ pub enum Plan {
     Hide,
     /// Nothing changes (the client wrote what is there).
     Nothing,
-}
-
-/// Why an executed write failed at the CRM.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExecFailure {
-    /// The CRM is down or throttling; retry after this many milliseconds.
-    Unavailable {
-        /// Suggested back-off.
-        retry_after_ms: u64,
-    },
-    /// The record changed between planning and writing.
-    Conflict,
-    /// The CRM refused a value (it cannot store it, or its own checks failed): which field,
-    /// and why. Nothing was written.
-    Refused {
-        /// The field at fault (`middle_name`, `emails`, `companies`, …), or `contact`.
-        field: String,
-        /// The reason, safe to show to the client.
-        reason: String,
-    },
-    /// The record is gone from the CRM (deleted there between planning and writing).
-    NotFound,
-    /// Anything else (logged).
-    Internal,
-}
-
-impl ExecFailure {
-    /// How a CRM failure reaches the faces: the one mapping site (each face then renders an
-    /// `ExecFailure` in its protocol's terms).
-    pub fn of(e: &crate::app::AppError) -> ExecFailure {
-        use crate::app::AppError;
-        use crate::crm::CrmError;
-        match e {
-            AppError::Crm(CrmError::Unavailable { retry_after, .. }) => ExecFailure::Unavailable {
-                retry_after_ms: retry_after.map(|d| d.as_millis() as u64).unwrap_or(5000),
-            },
-            AppError::Crm(CrmError::PreconditionFailed { .. } | CrmError::AlreadyExists) => {
-                ExecFailure::Conflict
-            }
-            AppError::Crm(CrmError::Invalid(problems)) | AppError::Invalid(problems) => {
-                let field = problems
-                    .first()
-                    .map(|p| p.path.clone())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| "contact".into());
-                let reason = problems
-                    .iter()
-                    .take(5)
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                ExecFailure::Refused { field, reason }
-            }
-            AppError::Crm(CrmError::NotFound) => ExecFailure::NotFound,
-            other => {
-                tracing::error!(error = %other, "write failed");
-                ExecFailure::Internal
-            }
-        }
-    }
 }
 
 /// A planned write with what it concerns.
@@ -192,7 +195,7 @@ impl Mailbox<'_> {
             // A contact created in the default Contacts folder is captured into My.
             FolderRef::Contacts => Ok(VirtualFolder::My),
             FolderRef::Virtual(v) => Ok(v),
-            _ => Err(WriteError::AccessDenied),
+            _ => Err(WriteError::Forbidden),
         }
     }
 
@@ -220,7 +223,7 @@ impl Mailbox<'_> {
     ) -> Result<Planned, WriteError> {
         let v = self.virtual_target(f)?;
         if !self.writable(FolderRef::Virtual(v)) {
-            return Err(WriteError::AccessDenied);
+            return Err(WriteError::Forbidden);
         }
         let mut id = new_id(wanted_id);
         if self.engine.contact_record_by_id(&id).is_some() {
@@ -229,7 +232,7 @@ impl Mailbox<'_> {
         let user = self
             .engine
             .user_record(self.user)
-            .ok_or(WriteError::AccessDenied)?;
+            .ok_or(WriteError::Forbidden)?;
         let base = Contact {
             id: ContactId::from(id.clone()),
             subsystems: user.subsystems.clone(),
@@ -261,7 +264,7 @@ impl Mailbox<'_> {
     ) -> Result<Planned, WriteError> {
         let item = self.item_by_id(item_id)?;
         if !self.writable(FolderRef::Virtual(item.folder)) {
-            return Err(WriteError::AccessDenied);
+            return Err(WriteError::Forbidden);
         }
         let c = self
             .engine
@@ -271,7 +274,11 @@ impl Mailbox<'_> {
         let stale = change_key.is_some_and(|k| k != item.change_key);
         if stale {
             match mode {
-                ConflictMode::NeverOverwrite => return Err(WriteError::Conflict),
+                ConflictMode::NeverOverwrite => {
+                    return Err(WriteError::Conflict {
+                        current: Some(version.to_string()),
+                    })
+                }
                 ConflictMode::AlwaysOverwrite => {}
                 ConflictMode::AutoResolve => {
                     // The version the client read, if still known; then the fields it writes
@@ -284,7 +291,9 @@ impl Mailbox<'_> {
                         .rev()
                         .find(|(ver, _)| self.key_of(ver) == key)
                         .map(|(_, r)| r.clone())
-                        .ok_or(WriteError::Conflict)?;
+                        .ok_or_else(|| WriteError::Conflict {
+                            current: Some(version.to_string()),
+                        })?;
                     let companies: Vec<&crate::domain::Company> = self
                         .engine
                         .contact_companies(c)
@@ -297,7 +306,9 @@ impl Mailbox<'_> {
                         .iter()
                         .any(|e| card_value(&then, e.field()) != card_value(&now, e.field()))
                     {
-                        return Err(WriteError::Conflict);
+                        return Err(WriteError::Conflict {
+                            current: Some(version.to_string()),
+                        });
                     }
                 }
             }
@@ -330,7 +341,7 @@ impl Mailbox<'_> {
     ) -> Result<Planned, WriteError> {
         let item = self.item_by_id(item_id)?;
         if !self.writable(FolderRef::Virtual(item.folder)) {
-            return Err(WriteError::AccessDenied);
+            return Err(WriteError::Forbidden);
         }
         let policy = match item.folder {
             VirtualFolder::My => policies.my_delete,
@@ -342,7 +353,7 @@ impl Mailbox<'_> {
             .ok_or(WriteError::NotFound)?;
         let (_, version) = self.engine.contact_record(c).ok_or(WriteError::NotFound)?;
         let plan = match policy {
-            DeletePolicy::Deny => return Err(WriteError::AccessDenied),
+            DeletePolicy::Deny => return Err(WriteError::Forbidden),
             DeletePolicy::Crm => Plan::Delete {
                 version: version.to_owned(),
             },

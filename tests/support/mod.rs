@@ -192,7 +192,7 @@ impl TestServer {
         };
         let cfg = Config::parse(extra_config, dir.path(), &ov).expect("config");
         let app = Arc::new(App::open(cfg).expect("open"));
-        if app.config.crm.backend == crmgate::config::Backend::HelloHq {
+        if matches!(app.config.crm.backend, crmgate::config::Backend::HelloHq(_)) {
             // The initial load runs in sync cycles; wait until the replica is ready.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
             while !app.replica.is_ready() {

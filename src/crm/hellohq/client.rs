@@ -3,7 +3,7 @@
 //! with or without `Retry-After`, time-outs, and a circuit breaker. Each call says whether a
 //! failed request may have taken effect, so writes can re-check before they retry.
 
-use crate::config::{HelloHqConfig, HelloHqCredentials, TokenAuth};
+use super::config::{HelloHqConfig, HelloHqCredentials, TokenAuth};
 use crate::crm::CrmError;
 use crate::store::{KvStore, Store};
 use rand::Rng;

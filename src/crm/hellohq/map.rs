@@ -140,13 +140,7 @@ pub struct Alias {
 }
 
 /// Local sign-in data for a helloHQ user.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Login {
-    /// Argon2 PHC string.
-    pub password_hash: Option<String>,
-    /// Role.
-    pub role: Role,
-}
+pub type Login = crate::domain::SignIn;
 
 /// What mapping needs besides the entity.
 #[derive(Default)]

@@ -21,14 +21,15 @@
 //! looked up in helloHQ before it is ever sent again.
 
 pub mod client;
+pub mod config;
 pub mod map;
 
 use super::{ChangePage, CrmBackend, CrmError, EmbeddedCrm, Precondition, Versioned};
-use crate::config::HelloHqConfig;
 use crate::domain::dataset::Problem;
 use crate::domain::{Contact, Kind, Record, Role};
 use crate::store::{KvStore, Op, Store};
 use client::{unix_now, Client, Credentials, Failure, Health, Reply};
+use config::HelloHqConfig;
 use map::{Alias, Ctx, Login, Set};
 use reqwest::Method;
 use serde_json::Value;
@@ -240,54 +241,16 @@ fn strip_annotations(v: &mut Value) {
     }
 }
 
-fn read_logins(path: &std::path::Path) -> Result<HashMap<String, Login>, String> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        users: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Entry {
-        login: String,
-        #[serde(default)]
-        password: Option<String>,
-        #[serde(default)]
-        password_hash: Option<String>,
-        #[serde(default)]
-        role: Role,
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("crm.hellohq.logins: {}: {e}", path.display()))?;
-    let f: File = serde_json::from_str(&text)
-        .map_err(|e| format!("crm.hellohq.logins: {}: {e}", path.display()))?;
-    let mut out = HashMap::new();
-    for (i, e) in f.users.into_iter().enumerate() {
-        let hash = match (e.password, e.password_hash) {
-            (Some(p), _) => Some(
-                crate::auth::hash_password(&p)
-                    .map_err(|m| format!("crm.hellohq.logins: users[{i}].password: {m}"))?,
-            ),
-            (None, h) => h,
-        };
-        out.insert(
-            e.login.to_lowercase(),
-            Login {
-                password_hash: hash,
-                role: e.role,
-            },
-        );
-    }
-    Ok(out)
-}
-
 impl HelloHq {
-    /// Opens the backend: credentials, local sign-in data, the mirror and the sync state.
-    pub fn open(cfg: HelloHqConfig, store: Arc<Store>) -> Result<HelloHq, String> {
+    /// Opens the backend: credentials, the mirror and the sync state. `logins`: the local
+    /// sign-in data of helloHQ users from `crm.hellohq.logins` (read by `auth`), by lower-case
+    /// login; changes made through crmgate since are kept in the store and win.
+    pub fn open(
+        cfg: HelloHqConfig,
+        store: Arc<Store>,
+        logins: HashMap<String, Login>,
+    ) -> Result<HelloHq, String> {
         let creds = Credentials::load(&cfg.credentials)?;
-        let logins = match &cfg.logins {
-            Some(p) => read_logins(p)?,
-            None => HashMap::new(),
-        };
         let client = Client::new(cfg.clone(), creds, Some(store.clone()))?;
         let mirror = EmbeddedCrm::open(store.clone()).map_err(|e| e.to_string())?;
         let state: SyncState = match store.get(STATE_KEY).map_err(|e| e.to_string())? {
@@ -384,6 +347,24 @@ impl HelloHq {
 
     fn requests(&self) -> u64 {
         self.inner.client.counters.requests.load(Ordering::Relaxed)
+    }
+
+    /// Writes `ops` to the store off the async threads (each write is durable: an fsync).
+    async fn store_ops(&self, ops: Vec<Op>) -> Result<(), CrmError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.apply(ops))
+            .await
+            .map_err(|e| unavailable(format!("worker failed: {e}")))?
+            .map_err(store_err)
+    }
+
+    /// Reads `key` from the store off the async threads.
+    async fn store_get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, CrmError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.get(&key))
+            .await
+            .map_err(|e| unavailable(format!("worker failed: {e}")))?
+            .map_err(store_err)
     }
 
     async fn save(&self, st: &SyncState) -> Result<(), CrmError> {
@@ -1055,18 +1036,18 @@ impl HelloHq {
             )
         };
         // A create with the same content whose outcome was never learnt: look it up first.
-        if let Some(b) = self.inner.store.get(key.as_bytes())? {
+        if let Some(b) = self.store_get(key.clone().into_bytes()).await? {
             if let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&b) {
                 match self.find_created(&entry).await? {
                     Some(v) => {
                         let r = self.adopt_created(v, &entry).await;
-                        self.inner.store.apply(vec![Op::Delete(key.into_bytes())])?;
+                        self.store_ops(vec![Op::Delete(key.into_bytes())]).await?;
                         return r;
                     }
-                    None => self
-                        .inner
-                        .store
-                        .apply(vec![Op::Delete(key.clone().into_bytes())])?,
+                    None => {
+                        self.store_ops(vec![Op::Delete(key.clone().into_bytes())])
+                            .await?
+                    }
                 }
             }
         }
@@ -1082,7 +1063,8 @@ impl HelloHq {
             since: self.inner.client.server_now() - 5,
         };
         let entry_bytes = serde_json::to_vec(&entry).map_err(|e| unavailable(e.to_string()))?;
-        self.inner.store.put(key.as_bytes(), &entry_bytes)?;
+        self.store_ops(vec![Op::Put(key.clone().into_bytes(), entry_bytes)])
+            .await?;
         // The address first, through its own resource; then the contact person linking it,
         // in one request (a failed link leaves only an unused address, which is removed).
         let mut wire = body.clone();
@@ -1097,7 +1079,7 @@ impl HelloHq {
             Some(a) => match self.post_address(cid, &entry.local, a).await {
                 Ok(aid) => Some(aid),
                 Err(e) => {
-                    self.inner.store.apply(vec![Op::Delete(key.into_bytes())])?;
+                    self.store_ops(vec![Op::Delete(key.into_bytes())]).await?;
                     return Err(e);
                 }
             },
@@ -1158,7 +1140,7 @@ impl HelloHq {
                 }
             },
         };
-        self.inner.store.apply(vec![Op::Delete(key.into_bytes())])?;
+        self.store_ops(vec![Op::Delete(key.into_bytes())]).await?;
         outcome
     }
 
@@ -1195,9 +1177,11 @@ impl HelloHq {
             subsystems: entry.subsystems.clone(),
         };
         let bytes = serde_json::to_vec(&alias).map_err(|e| unavailable(e.to_string()))?;
-        self.inner
-            .store
-            .put(format!("{ALIAS_PREFIX}{hq}").as_bytes(), &bytes)?;
+        self.store_ops(vec![Op::Put(
+            format!("{ALIAS_PREFIX}{hq}").into_bytes(),
+            bytes,
+        )])
+        .await?;
         if let Ok(mut m) = self.inner.hq_ids.write() {
             m.insert(entry.local.clone(), hq.clone());
         }
@@ -1475,10 +1459,14 @@ impl HelloHq {
         u: crate::domain::User,
         pre: Precondition,
     ) -> Result<Versioned, CrmError> {
+        let (mirror, id) = (self.inner.mirror.clone(), u.id.as_str().to_owned());
+        let current = tokio::task::spawn_blocking(move || mirror.read_blocking(Kind::User, &id))
+            .await
+            .map_err(|e| unavailable(format!("worker failed: {e}")))??;
         let Some(Versioned {
             record: Record::User(cur),
             version,
-        }) = self.inner.mirror.read_blocking(Kind::User, u.id.as_str())?
+        }) = current
         else {
             return Err(match pre {
                 Precondition::MustNotExist | Precondition::None => invalid(
@@ -1533,22 +1521,23 @@ impl HelloHq {
         };
         let bytes = serde_json::to_vec(&(&login.password_hash, &login.role))
             .map_err(|e| unavailable(e.to_string()))?;
-        self.inner
-            .store
-            .put(format!("{LOGIN_PREFIX}{}", cur.login).as_bytes(), &bytes)?;
+        let key = format!("{LOGIN_PREFIX}{}", cur.login).into_bytes();
+        self.store_ops(vec![Op::Put(key, bytes)]).await?;
         if let Ok(mut ctx) = self.inner.ctx.write() {
             ctx.logins.insert(cur.login.clone(), login);
         }
         let mut next = cur;
         next.password_hash = u.password_hash;
         next.role = u.role;
-        self.inner
-            .mirror
-            .mirror_blocking(vec![Record::User(next)], &[])?;
-        self.inner
-            .mirror
-            .read_blocking(Kind::User, u.id.as_str())?
-            .ok_or(CrmError::NotFound)
+        let (mirror, id) = (self.inner.mirror.clone(), u.id.as_str().to_owned());
+        tokio::task::spawn_blocking(move || {
+            mirror.mirror_blocking(vec![Record::User(next)], &[])?;
+            mirror
+                .read_blocking(Kind::User, &id)?
+                .ok_or(CrmError::NotFound)
+        })
+        .await
+        .map_err(|e| unavailable(format!("worker failed: {e}")))?
     }
 
     /// Prometheus lines for `/metrics`.

@@ -3,10 +3,10 @@
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/createitem-operation-contact>.
 
-use super::item_writes::{refused, saved_folder};
+use super::item_writes::{saved_folder, ItemError};
 use super::{required_ids, Fault};
 use crate::ews::contact_in::create_edits;
-use crate::ews::error::{EwsError, ACCESS_DENIED};
+use crate::ews::error::ACCESS_DENIED;
 use crate::ews::xml::Element;
 use crate::ews::Ctx;
 use crate::view::write::Planned;
@@ -15,7 +15,7 @@ use crate::view::write::Planned;
 const MAX_ITEMS: usize = 100;
 
 /// Plans each contact of a CreateItem.
-pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsError>>, Fault> {
+pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, ItemError>>, Fault> {
     let items = required_ids(op, "Items", ctx.limits.max_item_ids)?;
     if items.len() > MAX_ITEMS {
         return Err(super::schema(&format!(
@@ -28,12 +28,12 @@ pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsEr
         .map(|item| {
             let f = folder.clone()?;
             if item.name != "Contact" {
-                return Err(ACCESS_DENIED);
+                return Err(ACCESS_DENIED.into());
             }
             let (edits, wanted) = create_edits(item)?;
             ctx.mailbox
                 .plan_create(f, &edits, wanted.as_deref())
-                .map_err(|e| refused(&e))
+                .map_err(ItemError::Write)
         })
         .collect())
 }

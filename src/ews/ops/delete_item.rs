@@ -3,9 +3,9 @@
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/deleteitem-operation>.
 
-use super::item_writes::refused;
+use super::item_writes::ItemError;
 use super::{required_ids, Fault};
-use crate::ews::error::{EwsError, ID_MALFORMED};
+use crate::ews::error::ID_MALFORMED;
 use crate::ews::xml::Element;
 use crate::ews::Ctx;
 use crate::view::write::Planned;
@@ -14,7 +14,7 @@ use crate::view::write::Planned;
 const MAX_ITEMS: usize = 1000;
 
 /// Plans each id of a DeleteItem.
-pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsError>>, Fault> {
+pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, ItemError>>, Fault> {
     let ids = required_ids(op, "ItemIds", ctx.limits.max_item_ids)?;
     if ids.len() > MAX_ITEMS {
         return Err(super::schema(&format!(
@@ -28,7 +28,7 @@ pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsEr
             let item_id = id.attr("Id").ok_or(ID_MALFORMED)?;
             ctx.mailbox
                 .plan_delete(item_id, &policies)
-                .map_err(|e| refused(&e))
+                .map_err(ItemError::Write)
         })
         .collect())
 }

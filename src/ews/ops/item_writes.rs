@@ -10,18 +10,41 @@ use crate::ews::envelope::{
 use crate::ews::error::{self, EwsError};
 use crate::ews::xml::{Element, Xml};
 use crate::ews::{envelope, Ctx};
-use crate::view::write::{ExecFailure, Planned, WriteError};
+use crate::view::write::{Planned, WriteError};
 use crate::view::FolderRef;
+
+/// Why one item of a write request was not written.
+#[derive(Debug)]
+pub enum ItemError {
+    /// EWS's own checks of the request refused it.
+    Request(EwsError),
+    /// The write path refused it, or the CRM did.
+    Write(WriteError),
+}
+
+impl From<EwsError> for ItemError {
+    fn from(e: EwsError) -> Self {
+        ItemError::Request(e)
+    }
+}
+
+impl ItemError {
+    /// A short code for the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ItemError::Request(e) => e.code,
+            ItemError::Write(w) => w.code(),
+        }
+    }
+}
 
 /// The outcome of one item of a write request.
 #[derive(Debug)]
 pub enum ItemResult {
     /// Written (or nothing to write). Boxed: a plan carries a whole record.
     Done(Box<Planned>),
-    /// Refused before the CRM.
-    Refused(EwsError),
-    /// Failed at the CRM.
-    Failed(ExecFailure),
+    /// Not written.
+    Failed(ItemError),
 }
 
 /// True for the operations planned and executed this way.
@@ -29,26 +52,38 @@ pub fn is_item_write(op: &Element) -> bool {
     matches!(op.name.as_str(), "CreateItem" | "UpdateItem" | "DeleteItem")
 }
 
-/// Maps a refused write (the single mapping site for write refusals).
-pub fn refused(e: &WriteError) -> EwsError {
-    match e {
+/// How the write path's errors reach EWS clients: the one mapping site, one response message.
+fn write_error(x: &mut Xml, tag: &str, e: &WriteError) {
+    let fixed = match e {
         WriteError::Malformed => error::ID_MALFORMED,
         WriteError::NotFound => error::ITEM_NOT_FOUND,
         WriteError::FolderNotFound => error::FOLDER_NOT_FOUND,
-        WriteError::AccessDenied => error::ACCESS_DENIED,
-        WriteError::Conflict => error::IRRESOLVABLE_CONFLICT,
-        WriteError::Invalid(errs) => {
-            if errs.iter().any(|e| e.message.contains("read-only")) {
-                error::READ_ONLY_PROPERTY
-            } else {
-                error::INVALID_VALUE
-            }
+        WriteError::Forbidden => error::ACCESS_DENIED,
+        WriteError::Conflict { .. } => error::IRRESOLVABLE_CONFLICT,
+        WriteError::Invalid(errs) if errs.iter().any(|e| e.message.contains("read-only")) => {
+            error::READ_ONLY_PROPERTY
         }
-    }
+        WriteError::Invalid(_) => error::INVALID_VALUE,
+        WriteError::Refused { reason, .. } => {
+            // The field is named in the text: the CRM cannot hold the value or refused it.
+            let text = format!("The CRM refused the change: {reason}");
+            return error_message_text(x, tag, error::INVALID_PROPERTY_SET_CODE, &text);
+        }
+        WriteError::Unavailable { retry_after_ms } => {
+            let ms = retry_after_ms.to_string();
+            return error_message_with(x, tag, &error::SERVER_BUSY, |x| {
+                x.open("m:MessageXml", &[]);
+                x.text("t:Value", &[("Name", "BackOffMilliseconds")], &ms);
+                x.close("m:MessageXml");
+            });
+        }
+        WriteError::Internal => error::INTERNAL,
+    };
+    error_message(x, tag, &fixed)
 }
 
 /// Plans every item of a write request (under the replica's read lock).
-pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsError>>, Fault> {
+pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, ItemError>>, Fault> {
     match op.name.as_str() {
         "CreateItem" => super::create_item::plan(ctx, op),
         "UpdateItem" => super::update_item::plan(ctx, op),
@@ -64,27 +99,8 @@ pub fn render(ctx: &Ctx<'_, '_>, op: &Element, results: &[ItemResult], x: &mut X
     open_response(x, name);
     for r in results {
         match r {
-            ItemResult::Refused(e) => error_message(x, &tag, e),
-            ItemResult::Failed(ExecFailure::Unavailable { retry_after_ms }) => {
-                let ms = retry_after_ms.to_string();
-                error_message_with(x, &tag, &error::SERVER_BUSY, |x| {
-                    x.open("m:MessageXml", &[]);
-                    x.text("t:Value", &[("Name", "BackOffMilliseconds")], &ms);
-                    x.close("m:MessageXml");
-                });
-            }
-            ItemResult::Failed(ExecFailure::Conflict) => {
-                error_message(x, &tag, &error::IRRESOLVABLE_CONFLICT)
-            }
-            ItemResult::Failed(ExecFailure::Refused { reason, .. }) => {
-                // The field is named in the text: the CRM cannot hold the value or refused it.
-                let text = format!("The CRM refused the change: {reason}");
-                error_message_text(x, &tag, error::INVALID_PROPERTY_SET_CODE, &text)
-            }
-            ItemResult::Failed(ExecFailure::NotFound) => {
-                error_message(x, &tag, &error::ITEM_NOT_FOUND)
-            }
-            ItemResult::Failed(ExecFailure::Internal) => error_message(x, &tag, &error::INTERNAL),
+            ItemResult::Failed(ItemError::Request(e)) => error_message(x, &tag, e),
+            ItemResult::Failed(ItemError::Write(e)) => write_error(x, &tag, e),
             ItemResult::Done(p) => {
                 open_success(x, &tag);
                 if name != "DeleteItem" {

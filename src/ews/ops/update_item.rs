@@ -4,10 +4,10 @@
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/updateitem-operation>.
 
-use super::item_writes::refused;
+use super::item_writes::ItemError;
 use super::{required_ids, Fault};
 use crate::ews::contact_in::update_edits;
-use crate::ews::error::{EwsError, ID_MALFORMED};
+use crate::ews::error::ID_MALFORMED;
 use crate::ews::xml::Element;
 use crate::ews::Ctx;
 use crate::view::write::{ConflictMode, Planned};
@@ -16,7 +16,7 @@ use crate::view::write::{ConflictMode, Planned};
 const MAX_ITEMS: usize = 100;
 
 /// Plans each ItemChange of an UpdateItem.
-pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsError>>, Fault> {
+pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, ItemError>>, Fault> {
     let mode = match op.attr("ConflictResolution") {
         Some("NeverOverwrite") => ConflictMode::NeverOverwrite,
         Some("AlwaysOverwrite") => ConflictMode::AlwaysOverwrite,
@@ -43,7 +43,7 @@ pub fn plan(ctx: &Ctx<'_, '_>, op: &Element) -> Result<Vec<Result<Planned, EwsEr
             }
             ctx.mailbox
                 .plan_update(item_id, id.attr("ChangeKey"), mode, &edits)
-                .map_err(|e| refused(&e))
+                .map_err(ItemError::Write)
         })
         .collect())
 }

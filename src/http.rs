@@ -1,4 +1,5 @@
-//! Small HTTP helpers shared by the routes: bounded body reading and JSON error answers.
+//! Small HTTP helpers shared by the routes and the admin API: bounded body reading and JSON
+//! error answers.
 
 // Handlers return a ready response as their error: it is built once, on the way out.
 #![allow(clippy::result_large_err)]
