@@ -254,6 +254,7 @@ impl App {
                 my_delete: config.folders.my_delete,
                 global_delete: config.folders.global_delete,
             },
+            capabilities: crm.capabilities(),
         };
         Ok(App {
             codec,
@@ -385,6 +386,25 @@ impl App {
         Ok(())
     }
 
+    /// Refuses writes of record kinds the CRM does not take from crmgate (its capabilities),
+    /// before anything is sent.
+    fn check_writable(&self, kind: Kind) -> Result<(), AppError> {
+        let caps = &self.view.capabilities;
+        if caps.can_write(kind) {
+            return Ok(());
+        }
+        let writable: Vec<&str> = caps.writable.iter().map(|k| k.plural()).collect();
+        Err(AppError::Invalid(vec![Problem {
+            path: kind.plural().into(),
+            message: format!(
+                "with crm.backend = \"{}\" {kind}s are changed in {}; crmgate writes {} only",
+                self.config.crm.backend.name(),
+                caps.crm,
+                writable.join(" and ")
+            ),
+        }]))
+    }
+
     fn known(&self, kind: Kind, id: &str) -> bool {
         self.replica
             .read()
@@ -399,8 +419,9 @@ impl App {
         mut record: Record,
         pre: Precondition,
     ) -> Result<(Versioned, bool), AppError> {
-        let mut problems = Vec::new();
         let kind = record.kind();
+        self.check_writable(kind)?;
+        let mut problems = Vec::new();
         check_record(
             &record,
             "",
@@ -468,6 +489,7 @@ impl App {
         id: &str,
         pre: Precondition,
     ) -> Result<(), AppError> {
+        self.check_writable(kind)?;
         self.writer.delete_record(kind, id, pre).await?;
         if kind == Kind::User {
             // A failure here leaves no live token: the user is gone, and a user created

@@ -1,7 +1,8 @@
 //! Every CRM outcome of a write reaches each face as that protocol's own answer, on both
 //! backends, and leaves the CRM exactly as it was:
 //! - a field helloHQ cannot hold (middle name, department, notes): EWS per-item
-//!   `ErrorInvalidPropertySet`, Graph 400 `ErrorInvalidProperty`, each naming the field;
+//!   `ErrorInvalidPropertySet`, Graph 400 `ErrorInvalidProperty`, each naming the field, and
+//!   refused before any request reaches helloHQ (the backend's declared capabilities);
 //! - helloHQ's own 422 for an entity it rejects: the same two answers, with helloHQ's reason;
 //! - a contact deleted in the CRM after the client read it and before it wrote: EWS per-item
 //!   `ErrorItemNotFound`, Graph 404 `ErrorItemNotFound` (helloHQ and the embedded CRM).
@@ -180,7 +181,9 @@ async fn hellohq_refusals_and_deletes_reach_ews_and_graph_as_their_own_answers()
 
     // Fields helloHQ contact persons cannot hold, on both faces.
     let before = sim.snapshot();
-    let writes = sim.stats().write_bodies.len();
+    // The item ids first: the refusals below must cost helloHQ no request at all.
+    let (item0, ck0) = c.item(&ids[0]).await;
+    let requests = sim.stats().requests;
     let cases: [(&str, &str, Value, &str); 3] = [
         (
             "contacts:MiddleName",
@@ -202,14 +205,14 @@ async fn hellohq_refusals_and_deletes_reach_ews_and_graph_as_their_own_answers()
         ),
     ];
     for (uri, xml_value, graph_body, field) in cases {
-        assert_ews_refused(&c.ews_set(&ids[0], uri, xml_value).await, field);
-        assert_graph_refused(&c.graph_patch(&ids[0], graph_body).await, field);
+        assert_ews_refused(&c.ews_set_item(&item0, &ck0, uri, xml_value).await, field);
+        assert_graph_refused(&c.graph_patch_item(&item0, graph_body).await, field);
     }
     assert_eq!(sim.snapshot(), before, "helloHQ unchanged");
     assert_eq!(
-        sim.stats().write_bodies.len(),
-        writes,
-        "nothing was sent to helloHQ"
+        sim.stats().requests,
+        requests,
+        "refused before anything was sent to helloHQ (its capabilities)"
     );
 
     // helloHQ's own 422.

@@ -434,6 +434,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl CrmBackend for EmbeddedCrm {
+    fn capabilities(&self) -> super::Capabilities {
+        super::Capabilities::everything("the embedded CRM")
+    }
+
     async fn changes(&self, cursor: Option<String>, max: usize) -> Result<ChangePage, CrmError> {
         let me = self.clone();
         blocking(move || me.changes_blocking(cursor.as_deref(), max)).await

@@ -12,6 +12,7 @@ use crate::domain::{Kind, Record};
 use std::future::Future;
 use std::time::Duration;
 
+pub use crate::domain::capabilities::Capabilities;
 pub use embedded::EmbeddedCrm;
 pub use hellohq::HelloHq;
 
@@ -134,6 +135,9 @@ pub trait CrmBackend: Send + Sync + 'static {
     fn metrics(&self) -> String {
         String::new()
     }
+    /// What the CRM can hold: contact fields, values per kind, writable record kinds. The
+    /// write path refuses what does not fit before anything is sent.
+    fn capabilities(&self) -> Capabilities;
 }
 
 /// The backend chosen at start-up (static dispatch).
@@ -180,6 +184,12 @@ impl CrmBackend for Crm {
         match self {
             Crm::Embedded(b) => b.metrics(),
             Crm::HelloHq(b) => b.metrics(),
+        }
+    }
+    fn capabilities(&self) -> Capabilities {
+        match self {
+            Crm::Embedded(b) => b.capabilities(),
+            Crm::HelloHq(b) => b.capabilities(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! May import only std and small value crates (serde); no I/O, no protocol, no async.
 
+pub mod capabilities;
 pub mod dataset;
 pub mod ids;
 pub mod mapping;

@@ -244,6 +244,8 @@ pub struct ViewConfig {
     pub global_writable: bool,
     /// Delete policies.
     pub policies: write::WritePolicies,
+    /// What the CRM can hold (planned writes that need more are refused).
+    pub capabilities: crate::domain::capabilities::Capabilities,
 }
 
 /// One page of changes.
@@ -1030,6 +1032,7 @@ mod tests {
                 my_delete: write::DeletePolicy::Hide,
                 global_delete: write::DeletePolicy::Hide,
             },
+            capabilities: crate::domain::capabilities::Capabilities::everything("test"),
         }
     }
 

@@ -84,6 +84,22 @@ impl WriteError {
         }
     }
 
+    /// The CRM cannot take these values (declared by its capabilities, or said by the CRM).
+    pub fn refused(problems: &[crate::domain::dataset::Problem]) -> WriteError {
+        let field = problems
+            .first()
+            .map(|p| p.path.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "contact".into());
+        let reason = problems
+            .iter()
+            .take(5)
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        WriteError::Refused { field, reason }
+    }
+
     /// How a CRM failure reaches the faces: the one site that reads CRM errors.
     pub fn from_crm(e: &crate::crm::CrmError) -> WriteError {
         use crate::crm::CrmError;
@@ -95,20 +111,7 @@ impl WriteError {
                 current: current.clone(),
             },
             CrmError::AlreadyExists => WriteError::CONFLICT,
-            CrmError::Invalid(problems) => {
-                let field = problems
-                    .first()
-                    .map(|p| p.path.clone())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| "contact".into());
-                let reason = problems
-                    .iter()
-                    .take(5)
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                WriteError::Refused { field, reason }
-            }
+            CrmError::Invalid(problems) => WriteError::refused(problems),
             CrmError::NotFound => WriteError::NotFound,
             other => {
                 tracing::error!(error = %other, "write failed at the CRM");
@@ -242,6 +245,10 @@ impl Mailbox<'_> {
         let (mut record, fields) =
             patch::apply(&base, edits, &self.cfg.mapping).map_err(WriteError::Invalid)?;
         self.link_company(&mut record, edits);
+        let problems = self.cfg.capabilities.check_create(&base, &record);
+        if !problems.is_empty() {
+            return Err(WriteError::refused(&problems));
+        }
         Ok(Planned {
             user: self.user_id.clone(),
             plan: Plan::Put {
@@ -319,6 +326,10 @@ impl Mailbox<'_> {
         let plan = if fields.is_empty() && record == **current {
             Plan::Nothing
         } else {
+            let problems = self.cfg.capabilities.check_contact(current, &record);
+            if !problems.is_empty() {
+                return Err(WriteError::refused(&problems));
+            }
             Plan::Put {
                 record: Box::new(record),
                 version: Some(version.to_owned()),

@@ -16,6 +16,7 @@
 //! unchanged entity yields an equal record (de-duplication on id and `UpdatedOn`) and a write
 //! can tell whether helloHQ changed since crmgate last saw the entity.
 
+use crate::domain::capabilities::{Capabilities, ContactField, Multi};
 use crate::domain::dataset::Problem;
 use crate::domain::*;
 use serde_json::{json, Map, Value};
@@ -515,71 +516,43 @@ fn problem(path: &str, message: &str) -> Problem {
     }
 }
 
+/// What a helloHQ v1 contact person can hold: no middle name, department, notes, categories,
+/// types or own subsystems; one e-mail, web site and address (its `DefaultAddress`), one
+/// company, one landline and one mobile number; addresses without a region. Contact persons
+/// are created for a company. crmgate writes contact persons, and users' sign-in data.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        crm: "helloHQ",
+        writable: vec![Kind::Contact, Kind::User],
+        unstorable: vec![
+            ContactField::MiddleName,
+            ContactField::Department,
+            ContactField::Notes,
+            ContactField::Categories,
+            ContactField::Types,
+            ContactField::Subsystems,
+        ],
+        max_values: vec![
+            (Multi::Emails, 1),
+            (Multi::Websites, 1),
+            (Multi::Addresses, 1),
+            (Multi::Companies, 1),
+            (Multi::Phones(PhoneKind::Work), 1),
+            (Multi::Phones(PhoneKind::Mobile), 1),
+            (Multi::Phones(PhoneKind::Home), 0),
+            (Multi::Phones(PhoneKind::Fax), 0),
+            (Multi::Phones(PhoneKind::Other), 0),
+        ],
+        address_region: false,
+        create_needs_company: true,
+    }
+}
+
 /// Writes the fields of `new` that differ from `old` onto `base`, a helloHQ ContactPerson
 /// as read from helloHQ (or `{}` for a create). Fields `new` leaves as they were keep
 /// helloHQ's exact text; fields helloHQ cannot hold are refused, never dropped.
 pub fn contact_onto(old: &Contact, new: &Contact, base: &mut Value) -> Result<(), Vec<Problem>> {
-    let mut problems = Vec::new();
-    let unsupported: [(&str, bool); 6] = [
-        ("middle_name", old.middle_name != new.middle_name),
-        ("department", old.department != new.department),
-        ("notes", old.notes != new.notes),
-        ("categories", old.categories != new.categories),
-        ("types", old.types != new.types),
-        ("subsystems", old.subsystems != new.subsystems),
-    ];
-    for (f, changed) in unsupported {
-        if changed {
-            problems.push(problem(
-                f,
-                "helloHQ contact persons have no such field; nothing was written",
-            ));
-        }
-    }
-    let slots: [(&str, usize, usize); 4] = [
-        ("emails", old.emails.len().max(1), new.emails.len()),
-        ("websites", old.websites.len().max(1), new.websites.len()),
-        ("addresses", old.addresses.len().max(1), new.addresses.len()),
-        ("companies", old.companies.len().max(1), new.companies.len()),
-    ];
-    for (f, room, n) in slots {
-        if n > room {
-            problems.push(problem(
-                f,
-                "helloHQ keeps one of these per contact person; nothing was written",
-            ));
-        }
-    }
-    let extra_phones = |c: &Contact| {
-        c.phones
-            .iter()
-            .filter(|p| !matches!(p.kind, PhoneKind::Work | PhoneKind::Mobile))
-            .count()
-            + c.phones
-                .iter()
-                .filter(|p| p.kind == PhoneKind::Work)
-                .count()
-                .saturating_sub(1)
-            + c.phones
-                .iter()
-                .filter(|p| p.kind == PhoneKind::Mobile)
-                .count()
-                .saturating_sub(1)
-    };
-    if extra_phones(new) > extra_phones(old) {
-        problems.push(problem(
-            "phones",
-            "helloHQ keeps one landline and one mobile number per contact person; nothing was written",
-        ));
-    }
-    if let Some(a) = new.addresses.first() {
-        if a.region.is_some() && old.addresses.first().map(|o| &o.region) != Some(&a.region) {
-            problems.push(problem(
-                "addresses[0].region",
-                "helloHQ addresses have no region; nothing was written",
-            ));
-        }
-    }
+    let mut problems = capabilities().check_contact(old, new);
     let company_id = match new.companies.first() {
         Some(c) if old.companies.first() != Some(c) => match c.as_str().parse::<i64>() {
             Ok(n) => Some(Some(n)),

@@ -1611,6 +1611,10 @@ impl HelloHq {
 }
 
 impl CrmBackend for HelloHq {
+    fn capabilities(&self) -> crate::crm::Capabilities {
+        map::capabilities()
+    }
+
     async fn changes(&self, cursor: Option<String>, max: usize) -> Result<ChangePage, CrmError> {
         if !self.is_loaded() {
             return Err(CrmError::Unavailable {
