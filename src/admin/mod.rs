@@ -393,8 +393,16 @@ pub fn preview_json(app: &App, u: u32, limit: usize) -> Value {
         let mut entries: Vec<(String, String)> = engine
             .list(u, f)
             .into_iter()
-            .filter_map(|c| engine.contact_record(c))
-            .map(|(r, _)| (crate::domain::display_name(r), r.id.0.clone()))
+            .filter_map(|c| {
+                let (r, _) = engine.contact_record(c)?;
+                let companies: Vec<&crate::domain::Company> = engine
+                    .contact_companies(c)
+                    .into_iter()
+                    .map(|k| &**k)
+                    .collect();
+                let (name, _) = crate::domain::mapping::display_names(r, &companies);
+                Some((name, r.id.0.clone()))
+            })
             .collect();
         entries.sort();
         let first: Vec<Value> = entries

@@ -301,14 +301,10 @@ pub fn names(c: &Contact, company_name: Option<&str>) -> (String, String) {
     (display, file_as)
 }
 
-/// Maps a CRM contact (with its companies) to a card.
-pub fn card(c: &Contact, companies: &[&Company], rules: &MappingRules) -> Card {
-    let title = clean(&c.title);
-    let given_name = clean(&c.first_name);
-    let middle_name = clean(&c.middle_name);
-    let surname = clean(&c.last_name);
-    // A linked company's name, else the company text a client wrote (kept on the contact).
-    let company_name = companies
+/// The company a contact is shown with: a linked company's name, else the company text a
+/// client wrote (kept on the contact).
+pub fn company_name(c: &Contact, companies: &[&Company]) -> Option<String> {
+    companies
         .first()
         .map(|k| k.name.trim().to_owned())
         .or_else(|| {
@@ -317,7 +313,22 @@ pub fn card(c: &Contact, companies: &[&Company], rules: &MappingRules) -> Card {
                 .and_then(|v| v.as_str())
                 .map(|s| s.trim().to_owned())
         })
-        .filter(|n| !n.is_empty());
+        .filter(|n| !n.is_empty())
+}
+
+/// The one display-name rule (what every face shows, sorts by, and `preview` lists):
+/// (display name, file-as) of a contact with its companies. See [`names`].
+pub fn display_names(c: &Contact, companies: &[&Company]) -> (String, String) {
+    names(c, company_name(c, companies).as_deref())
+}
+
+/// Maps a CRM contact (with its companies) to a card.
+pub fn card(c: &Contact, companies: &[&Company], rules: &MappingRules) -> Card {
+    let title = clean(&c.title);
+    let given_name = clean(&c.first_name);
+    let middle_name = clean(&c.middle_name);
+    let surname = clean(&c.last_name);
+    let company_name = company_name(c, companies);
     let mut emails: Vec<CardEmail> = c
         .emails
         .iter()
@@ -402,6 +413,40 @@ pub fn card(c: &Contact, companies: &[&Company], rules: &MappingRules) -> Card {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One display-name rule: what a card shows is what views sort by and `preview` lists,
+    /// for named contacts, contacts known by their company (linked or as text), by e-mail
+    /// only, and by id only.
+    #[test]
+    fn the_display_name_rule_is_the_cards() {
+        let company: Company =
+            serde_json::from_value(serde_json::json!({"id": "k1", "name": "Acme"}))
+                .expect("company");
+        let named: Contact = serde_json::from_value(serde_json::json!(
+            {"id": "c1", "first_name": "Eva", "last_name": "Klein"}))
+        .expect("contact");
+        let texted: Contact = serde_json::from_value(serde_json::json!(
+            {"id": "c2", "company_name": "Written Ltd", "emails": [{"address": "x@y.test"}]}))
+        .expect("contact");
+        let mailed: Contact = serde_json::from_value(serde_json::json!(
+            {"id": "c3", "emails": [{"address": "x@y.test"}]}))
+        .expect("contact");
+        let bare: Contact = serde_json::from_value(serde_json::json!({"id": "c4"})).expect("c");
+        let rules = MappingRules::default();
+        let cases: [(&Contact, Vec<&Company>, &str); 5] = [
+            (&named, vec![], "Eva Klein"),
+            (&mailed, vec![&company], "Acme"),
+            (&texted, vec![], "Written Ltd"),
+            (&mailed, vec![], "x@y.test"),
+            (&bare, vec![], "c4"),
+        ];
+        for (c, companies, want) in cases {
+            let shown = card(c, &companies, &rules);
+            let (display, file_as) = display_names(c, &companies);
+            assert_eq!(display, want);
+            assert_eq!((display, file_as), (shown.display_name, shown.file_as));
+        }
+    }
 
     #[test]
     fn phone_memo_checks_the_key_it_finds() {

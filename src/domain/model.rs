@@ -460,24 +460,6 @@ impl Record {
     }
 }
 
-/// The name shown for a contact: title, given, middle and surname; else the first e-mail; else
-/// the id.
-pub fn display_name(c: &Contact) -> String {
-    let parts: Vec<&str> = [&c.title, &c.first_name, &c.middle_name, &c.last_name]
-        .into_iter()
-        .filter_map(|p| p.as_deref())
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
-    if !parts.is_empty() {
-        return parts.join(" ");
-    }
-    c.emails
-        .first()
-        .map(|e| e.address.clone())
-        .unwrap_or_else(|| c.id.0.clone())
-}
-
 /// Local sign-in data for a user whose record lives in a remote CRM: what crmgate keeps
 /// itself (the CRM knows nothing of crmgate passwords or roles).
 #[derive(Clone, Debug, PartialEq, Eq)]

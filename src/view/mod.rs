@@ -10,7 +10,7 @@ pub mod service;
 pub mod wire_id;
 pub mod write;
 
-use crate::domain::mapping::{card, names, Card, MappingRules};
+use crate::domain::mapping::{card, display_names, Card, MappingRules};
 use crate::domain::rules::VirtualFolder;
 use crate::replica::Engine;
 pub use crate::replica::ItemChange;
@@ -354,14 +354,17 @@ impl<'a> Mailbox<'a> {
             .into_iter()
             .filter_map(|c| {
                 let (rec, _) = e.contact_record(c)?;
-                let company = e.contact_companies(c).first().map(|k| k.name.clone());
+                let companies: Vec<&crate::domain::Company> =
+                    e.contact_companies(c).into_iter().map(|k| &**k).collect();
                 let text = match key {
                     OrderKey::Uid => String::new(),
-                    OrderKey::DisplayName => names(rec, company.as_deref()).0,
-                    OrderKey::FileAs => names(rec, company.as_deref()).1,
+                    OrderKey::DisplayName => display_names(rec, &companies).0,
+                    OrderKey::FileAs => display_names(rec, &companies).1,
                     OrderKey::GivenName => rec.first_name.clone().unwrap_or_default(),
                     OrderKey::Surname => rec.last_name.clone().unwrap_or_default(),
-                    OrderKey::CompanyName => company.unwrap_or_default(),
+                    OrderKey::CompanyName => {
+                        crate::domain::mapping::company_name(rec, &companies).unwrap_or_default()
+                    }
                 };
                 Some((text.trim().to_lowercase(), e.contact_uid(c), c))
             })
