@@ -287,3 +287,22 @@ fn unknown_users_have_no_folders() {
     // A referenced but missing user id does not resolve to a mailbox either.
     assert_eq!(e.find_user("u404"), None);
 }
+
+#[test]
+fn modification_times_come_from_the_injected_clock() {
+    let mut e = Engine::new(FolderRules::default());
+    e.set_clock(|| 1_800_000_000);
+    let d = ds();
+    let changes = d
+        .records()
+        .map(|r| {
+            Change::Upsert(Versioned {
+                record: r,
+                version: "1".into(),
+            })
+        })
+        .collect();
+    e.apply(changes);
+    let c = e.find_contact("c1").expect("c1");
+    assert_eq!(e.contact_modified(c), 1_800_000_000);
+}
