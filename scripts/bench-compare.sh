@@ -23,8 +23,10 @@ git worktree add --detach "$wt" "$base_rev" >/dev/null
 trap 'git worktree remove --force "$wt" >/dev/null 2>&1 || true' EXIT
 
 build() { # dir target-dir
-  (cd "$1" && CARGO_TARGET_DIR="$2" cargo bench --locked --no-run --bench ews --bench graph 2>&1 |
-    grep -E '^\s+Executable' | sed -E 's/.*\((.*)\)/\1/')
+  local log
+  log=$(cd "$1" && CARGO_TARGET_DIR="$2" cargo bench --locked --no-run --bench ews --bench graph 2>&1) ||
+    { echo "$log" | tail -30 >&2; echo "build of $1 failed" >&2; return 1; }
+  echo "$log" | grep -E '^\s+Executable' | sed -E 's/.*\((.*)\)/\1/'
 }
 echo "building $base_rev (base) and the working tree (new) ..." >&2
 base_bins=$(build "$wt" "$root/target/bench-base-target")

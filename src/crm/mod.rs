@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod hellohq;
+pub mod mirror;
 
 use crate::domain::dataset::Problem;
 use crate::domain::{Kind, Record};

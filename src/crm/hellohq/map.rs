@@ -128,17 +128,7 @@ impl Set {
     }
 }
 
-/// A contact created through crmgate: the id clients know it by, and its owner.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Alias {
-    /// crmgate's id of the contact.
-    pub local: String,
-    /// The user who created it (keeps it in their My folder).
-    pub owner: Option<String>,
-    /// The creator's subsystems at the time (helloHQ contacts have none of their own).
-    #[serde(default)]
-    pub subsystems: Vec<String>,
-}
+pub use crate::crm::mirror::Alias;
 
 /// Local sign-in data for a helloHQ user.
 pub type Login = crate::domain::SignIn;

@@ -1,6 +1,7 @@
-//! The helloHQ backend. helloHQ is read into a local mirror (an [`EmbeddedCrm`] in crmgate's
-//! store), and the replica is fed from the mirror's change feed, so reads never wait for
-//! helloHQ and a restart does not reload it. A sync cycle ([`HelloHq::sync_once`]) does:
+//! The helloHQ backend: an adapter (HTTP, mapping, sync schedule) over the generic remote-CRM
+//! [`Mirror`]. helloHQ is read into the local mirror in crmgate's store, and the replica is fed
+//! from the mirror's change feed, so reads never wait for helloHQ and a restart does not
+//! reload it. A sync cycle ([`HelloHq::sync_once`]) does:
 //!
 //! 1. the **initial load**, set by set in dependency order and page by page (`$orderby=Id`,
 //!    `$top`/`$skip`), persisting its position after every page, so a restart continues where
@@ -24,10 +25,11 @@ pub mod client;
 pub mod config;
 pub mod map;
 
-use super::{ChangePage, CrmBackend, CrmError, EmbeddedCrm, Precondition, Versioned};
+use super::mirror::{tables, Mirror};
+use super::{ChangePage, CrmBackend, CrmError, Precondition, Versioned};
 use crate::domain::dataset::Problem;
 use crate::domain::{Contact, Kind, Record, Role};
-use crate::store::{KvStore, Op, Store};
+use crate::store::Store;
 use client::{unix_now, Client, Credentials, Failure, Health, Reply};
 use config::HelloHqConfig;
 use map::{Alias, Ctx, Login, Set};
@@ -38,11 +40,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-const STATE_KEY: &[u8] = b"hq/state";
-const ALIAS_PREFIX: &str = "hq/alias/";
-const OUTBOX_PREFIX: &str = "hq/outbox/";
+/// Key prefix of the mirror's side tables (sync state, aliases, outbox, sign-in data).
+const PREFIX: &str = "hq/";
 /// Sign-in data set through the admin API, by lower-case login (overrides the logins file).
-const LOGIN_PREFIX: &str = "hq/login/";
 /// How long a write waits for the rate limiter before it fails as retryable.
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 
@@ -149,10 +149,9 @@ struct Inner {
     /// Sets read through v2.
     v2: HashSet<Set>,
     client: Client,
-    mirror: EmbeddedCrm,
-    store: Arc<Store>,
+    /// The local mirror of helloHQ and its side tables.
+    mirror: Mirror,
     state: tokio::sync::Mutex<SyncState>,
-    loaded: AtomicBool,
     progress: std::sync::Mutex<String>,
     ctx: RwLock<Ctx>,
     /// helloHQ contact id by crmgate id, for contacts created through crmgate.
@@ -172,10 +171,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct HelloHq {
     inner: Arc<Inner>,
-}
-
-fn store_err(e: crate::store::StoreError) -> CrmError {
-    CrmError::Store(e)
 }
 
 fn invalid(path: &str, message: impl Into<String>) -> CrmError {
@@ -252,66 +247,44 @@ impl HelloHq {
     ) -> Result<HelloHq, String> {
         let creds = Credentials::load(&cfg.credentials)?;
         let client = Client::new(cfg.clone(), creds, Some(store.clone()))?;
-        let mirror = EmbeddedCrm::open(store.clone()).map_err(|e| e.to_string())?;
-        let state: SyncState = match store.get(STATE_KEY).map_err(|e| e.to_string())? {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| format!("hq/state: {e}"))?,
-            None => SyncState::default(),
-        };
-        let mut aliases = HashMap::new();
-        let mut hq_ids = HashMap::new();
-        store
-            .scan_prefix(ALIAS_PREFIX.as_bytes(), &mut |k, v| {
-                let hq = String::from_utf8_lossy(&k[ALIAS_PREFIX.len()..]).into_owned();
-                let a: Alias =
-                    serde_json::from_slice(v).map_err(|e| crate::store::StoreError::Corrupt {
-                        key: String::from_utf8_lossy(k).into_owned(),
-                        msg: e.to_string(),
-                    })?;
-                hq_ids.insert(a.local.clone(), hq.clone());
-                aliases.insert(hq, a);
-                Ok(true)
-            })
-            .map_err(|e| e.to_string())?;
+        let mirror = Mirror::open(store, PREFIX)?;
+        let state: SyncState = mirror.load_state()?;
+        let aliases: HashMap<String, Alias> = mirror.load_table(tables::ALIAS)?;
+        let hq_ids: HashMap<String, String> = aliases
+            .iter()
+            .map(|(hq, a)| (a.local.clone(), hq.clone()))
+            .collect();
         let mut logins = logins;
-        store
-            .scan_prefix(LOGIN_PREFIX.as_bytes(), &mut |k, v| {
-                let login = String::from_utf8_lossy(&k[LOGIN_PREFIX.len()..]).into_owned();
-                let (password_hash, role): (Option<String>, Role) = serde_json::from_slice(v)
-                    .map_err(|e| crate::store::StoreError::Corrupt {
-                        key: String::from_utf8_lossy(k).into_owned(),
-                        msg: e.to_string(),
-                    })?;
-                logins.insert(
-                    login,
-                    Login {
-                        password_hash,
-                        role,
-                    },
-                );
-                Ok(true)
-            })
-            .map_err(|e| e.to_string())?;
+        let changed: HashMap<String, (Option<String>, Role)> = mirror.load_table(tables::LOGIN)?;
+        for (login, (password_hash, role)) in changed {
+            logins.insert(
+                login,
+                Login {
+                    password_hash,
+                    role,
+                },
+            );
+        }
         let mut subsystems_by_name = HashMap::new();
         for id in mirror
+            .local()
             .ids_blocking(Kind::Subsystem)
             .map_err(|e| e.to_string())?
         {
             if let Ok(Some(Versioned {
                 record: Record::Subsystem(s),
                 ..
-            })) = mirror.read_blocking(Kind::Subsystem, &id)
+            })) = mirror.local().read_blocking(Kind::Subsystem, &id)
             {
                 subsystems_by_name.insert(s.name, s.id.as_str().to_owned());
             }
         }
-        let loaded = state.load_done;
+        mirror.set_loaded(state.load_done);
         Ok(HelloHq {
             inner: Arc::new(Inner {
                 client,
                 mirror,
-                store,
                 state: tokio::sync::Mutex::new(state),
-                loaded: AtomicBool::new(loaded),
                 progress: std::sync::Mutex::new(String::new()),
                 ctx: RwLock::new(Ctx {
                     aliases,
@@ -342,38 +315,15 @@ impl HelloHq {
 
     /// True once the first full load is complete.
     pub fn is_loaded(&self) -> bool {
-        self.inner.loaded.load(Ordering::Acquire)
+        self.inner.mirror.is_loaded()
     }
 
     fn requests(&self) -> u64 {
         self.inner.client.counters.requests.load(Ordering::Relaxed)
     }
 
-    /// Writes `ops` to the store off the async threads (each write is durable: an fsync).
-    async fn store_ops(&self, ops: Vec<Op>) -> Result<(), CrmError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.apply(ops))
-            .await
-            .map_err(|e| unavailable(format!("worker failed: {e}")))?
-            .map_err(store_err)
-    }
-
-    /// Reads `key` from the store off the async threads.
-    async fn store_get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, CrmError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.get(&key))
-            .await
-            .map_err(|e| unavailable(format!("worker failed: {e}")))?
-            .map_err(store_err)
-    }
-
     async fn save(&self, st: &SyncState) -> Result<(), CrmError> {
-        let bytes = serde_json::to_vec(st).map_err(|e| unavailable(e.to_string()))?;
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.put(STATE_KEY, &bytes))
-            .await
-            .map_err(|e| unavailable(format!("worker failed: {e}")))?
-            .map_err(store_err)
+        self.inner.mirror.save_state(st).await
     }
 
     /// Maps entities and writes the changed ones into the mirror (off the async threads).
@@ -408,7 +358,7 @@ impl HelloHq {
                     }
                 }
             }
-            let n = me.inner.mirror.mirror_blocking(records, &deletes)?;
+            let n = me.inner.mirror.local().mirror_blocking(records, &deletes)?;
             if n > 0 && newest > 0 {
                 me.inner.newest_change.fetch_max(newest, Ordering::Relaxed);
             }
@@ -690,7 +640,7 @@ impl HelloHq {
         st.last_reconcile = 0;
         st.last_membership = unix_now();
         self.save(st).await?;
-        self.inner.loaded.store(true, Ordering::Release);
+        self.inner.mirror.set_loaded(true);
         Ok(changed)
     }
 
@@ -771,11 +721,7 @@ impl HelloHq {
     /// refreshes it instead.
     async fn confirm_gone(&self, set: Set, hq: &str) -> Result<usize, CrmError> {
         let local = self.local_id(set, hq);
-        let known = self
-            .inner
-            .mirror
-            .read_blocking(set.kind(), &local)?
-            .is_some();
+        let known = self.inner.mirror.read(set.kind(), &local).await?.is_some();
         let path = match set.v2_name().filter(|_| self.v2(set)) {
             Some(name) => format!("/v2/{name}/{hq}"),
             None => {
@@ -835,7 +781,8 @@ impl HelloHq {
             let local: HashSet<String> = self
                 .inner
                 .mirror
-                .ids_blocking(set.kind())?
+                .ids(set.kind())
+                .await?
                 .into_iter()
                 .map(|l| self.hq_id(set.kind(), &l))
                 .collect();
@@ -866,8 +813,8 @@ impl HelloHq {
 
     // ---- writes -------------------------------------------------------------------------
 
-    fn current(&self, id: &str) -> Result<Option<(String, Contact)>, CrmError> {
-        match self.inner.mirror.read_blocking(Kind::Contact, id)? {
+    async fn current(&self, id: &str) -> Result<Option<(String, Contact)>, CrmError> {
+        match self.inner.mirror.read(Kind::Contact, id).await? {
             Some(Versioned {
                 record: Record::Contact(c),
                 version,
@@ -899,7 +846,8 @@ impl HelloHq {
         let local = self.local_id(Set::ContactPersons, &hq);
         self.inner
             .mirror
-            .read_blocking(Kind::Contact, &local)?
+            .read(Kind::Contact, &local)
+            .await?
             .ok_or_else(|| unavailable("the written contact is missing from the mirror"))
     }
 
@@ -989,7 +937,7 @@ impl HelloHq {
     }
 
     async fn create(&self, new: Contact) -> Result<Versioned, CrmError> {
-        if self.current(new.id.as_str())?.is_some() {
+        if self.current(new.id.as_str()).await?.is_some() {
             return Err(CrmError::AlreadyExists);
         }
         // helloHQ creates a contact person "for the company with the given CompanyId" (v2);
@@ -1027,28 +975,21 @@ impl HelloHq {
                     .as_bytes(),
             );
             let d = h.finalize();
-            format!(
-                "{OUTBOX_PREFIX}{}",
-                d.iter()
-                    .take(12)
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            )
+            d.iter()
+                .take(12)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         };
         // A create with the same content whose outcome was never learnt: look it up first.
-        if let Some(b) = self.store_get(key.clone().into_bytes()).await? {
-            if let Ok(entry) = serde_json::from_slice::<OutboxEntry>(&b) {
-                match self.find_created(&entry).await? {
-                    Some(v) => {
-                        let r = self.adopt_created(v, &entry).await;
-                        self.store_ops(vec![Op::Delete(key.into_bytes())]).await?;
-                        return r;
-                    }
-                    None => {
-                        self.store_ops(vec![Op::Delete(key.clone().into_bytes())])
-                            .await?
-                    }
+        let outbox = &self.inner.mirror;
+        if let Some(entry) = outbox.get::<OutboxEntry>(tables::OUTBOX, &key).await? {
+            match self.find_created(&entry).await? {
+                Some(v) => {
+                    let r = self.adopt_created(v, &entry).await;
+                    outbox.remove(tables::OUTBOX, &key).await?;
+                    return r;
                 }
+                None => outbox.remove(tables::OUTBOX, &key).await?,
             }
         }
         let entry = OutboxEntry {
@@ -1062,9 +1003,7 @@ impl HelloHq {
                 .collect(),
             since: self.inner.client.server_now() - 5,
         };
-        let entry_bytes = serde_json::to_vec(&entry).map_err(|e| unavailable(e.to_string()))?;
-        self.store_ops(vec![Op::Put(key.clone().into_bytes(), entry_bytes)])
-            .await?;
+        outbox.put(tables::OUTBOX, &key, &entry).await?;
         // The address first, through its own resource; then the contact person linking it,
         // in one request (a failed link leaves only an unused address, which is removed).
         let mut wire = body.clone();
@@ -1079,7 +1018,7 @@ impl HelloHq {
             Some(a) => match self.post_address(cid, &entry.local, a).await {
                 Ok(aid) => Some(aid),
                 Err(e) => {
-                    self.store_ops(vec![Op::Delete(key.into_bytes())]).await?;
+                    outbox.remove(tables::OUTBOX, &key).await?;
                     return Err(e);
                 }
             },
@@ -1140,7 +1079,7 @@ impl HelloHq {
                 }
             },
         };
-        self.store_ops(vec![Op::Delete(key.into_bytes())]).await?;
+        outbox.remove(tables::OUTBOX, &key).await?;
         outcome
     }
 
@@ -1176,12 +1115,7 @@ impl HelloHq {
             owner: entry.owner.clone(),
             subsystems: entry.subsystems.clone(),
         };
-        let bytes = serde_json::to_vec(&alias).map_err(|e| unavailable(e.to_string()))?;
-        self.store_ops(vec![Op::Put(
-            format!("{ALIAS_PREFIX}{hq}").into_bytes(),
-            bytes,
-        )])
-        .await?;
+        self.inner.mirror.put(tables::ALIAS, &hq, &alias).await?;
         if let Ok(mut m) = self.inner.hq_ids.write() {
             m.insert(entry.local.clone(), hq.clone());
         }
@@ -1219,7 +1153,7 @@ impl HelloHq {
     /// (otherwise the mirror is refreshed and the write is a conflict). `None`: helloHQ no
     /// longer has it (the mirror drops it too).
     async fn fresh(&self, id: &str, pre: &Precondition) -> Result<Option<Fresh>, CrmError> {
-        let Some((version, old)) = self.current(id)? else {
+        let Some((version, old)) = self.current(id).await? else {
             return Err(CrmError::NotFound);
         };
         if let Precondition::Version(v) = pre {
@@ -1459,10 +1393,7 @@ impl HelloHq {
         u: crate::domain::User,
         pre: Precondition,
     ) -> Result<Versioned, CrmError> {
-        let (mirror, id) = (self.inner.mirror.clone(), u.id.as_str().to_owned());
-        let current = tokio::task::spawn_blocking(move || mirror.read_blocking(Kind::User, &id))
-            .await
-            .map_err(|e| unavailable(format!("worker failed: {e}")))??;
+        let current = self.inner.mirror.read(Kind::User, u.id.as_str()).await?;
         let Some(Versioned {
             record: Record::User(cur),
             version,
@@ -1519,25 +1450,26 @@ impl HelloHq {
             password_hash: u.password_hash.clone(),
             role: u.role,
         };
-        let bytes = serde_json::to_vec(&(&login.password_hash, &login.role))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let key = format!("{LOGIN_PREFIX}{}", cur.login).into_bytes();
-        self.store_ops(vec![Op::Put(key, bytes)]).await?;
+        self.inner
+            .mirror
+            .put(
+                tables::LOGIN,
+                &cur.login,
+                &(&login.password_hash, &login.role),
+            )
+            .await?;
         if let Ok(mut ctx) = self.inner.ctx.write() {
             ctx.logins.insert(cur.login.clone(), login);
         }
         let mut next = cur;
         next.password_hash = u.password_hash;
         next.role = u.role;
-        let (mirror, id) = (self.inner.mirror.clone(), u.id.as_str().to_owned());
-        tokio::task::spawn_blocking(move || {
-            mirror.mirror_blocking(vec![Record::User(next)], &[])?;
-            mirror
-                .read_blocking(Kind::User, &id)?
-                .ok_or(CrmError::NotFound)
-        })
-        .await
-        .map_err(|e| unavailable(format!("worker failed: {e}")))?
+        let mirror = &self.inner.mirror;
+        mirror.apply(vec![Record::User(next)], Vec::new()).await?;
+        mirror
+            .read(Kind::User, u.id.as_str())
+            .await?
+            .ok_or(CrmError::NotFound)
     }
 
     /// Prometheus lines for `/metrics`.
@@ -1616,17 +1548,12 @@ impl CrmBackend for HelloHq {
     }
 
     async fn changes(&self, cursor: Option<String>, max: usize) -> Result<ChangePage, CrmError> {
-        if !self.is_loaded() {
-            return Err(CrmError::Unavailable {
-                retry_after: Some(Duration::from_secs(5)),
-                reason: format!("initial load from helloHQ in progress ({})", self.status()),
-            });
-        }
-        self.inner.mirror.changes(cursor, max).await
+        let progress = || format!("initial load from helloHQ in progress ({})", self.status());
+        self.inner.mirror.changes(cursor, max, progress).await
     }
 
     async fn get(&self, kind: Kind, id: String) -> Result<Option<Versioned>, CrmError> {
-        self.inner.mirror.read_blocking(kind, &id)
+        self.inner.mirror.read(kind, &id).await
     }
 
     async fn put(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
