@@ -501,10 +501,21 @@ impl App {
         Ok(())
     }
 
-    /// The grant of a valid Graph bearer token (see [`Tokens::verify`]); the store reads and
-    /// a possible revocation run off the async worker.
-    pub fn verify_token(&self, token: &str) -> Option<crate::auth::tokens::TokenInfo> {
-        off_runtime(|| self.tokens.verify(token))
+    /// The grant of a valid Graph bearer token (see [`Tokens::verify`]): from memory for a
+    /// token verified before, else the store is read (and a possible revocation written) on
+    /// the blocking pool, never on the async worker.
+    pub async fn verify_token(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Option<crate::auth::tokens::TokenInfo> {
+        if let Some(answer) = self.tokens.verify_cached(token) {
+            return answer;
+        }
+        let (app, token) = (self.clone(), token.to_owned());
+        tokio::task::spawn_blocking(move || app.tokens.verify(&token))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The CRM backend's own metrics, in the Prometheus text format.

@@ -81,7 +81,24 @@ pub struct Tokens {
     max_per_user: usize,
     /// Serialises the read-count-write of issuing and revoking, so the cap holds.
     write: Mutex<()>,
+    /// Grants and epochs as last read from the store, so verifying a known token touches no
+    /// store (see [`Tokens::verify_cached`]). Every token write clears it.
+    cache: std::sync::RwLock<Cache>,
 }
+
+/// Store reads of [`Tokens::verify`], kept until the next token write.
+#[derive(Default)]
+struct Cache {
+    /// Bumped by every token write; a read that began before a write is not cached.
+    generation: u64,
+    /// Token hash → grant.
+    rows: std::collections::HashMap<String, TokenInfo>,
+    /// User id → current epoch (`None`: the user has none).
+    epochs: std::collections::HashMap<String, Option<String>>,
+}
+
+/// Cached grants beyond this many are dropped (the cache starts over).
+const CACHE_MAX: usize = 100_000;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
@@ -175,7 +192,73 @@ impl Tokens {
             directory,
             max_per_user: max_per_user.max(1),
             write: Mutex::new(()),
+            cache: std::sync::RwLock::new(Cache::default()),
         }
+    }
+
+    /// Applies token writes, then forgets every cached read (after the store write: a
+    /// verification that read the store before it cannot cache what it read).
+    fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let r = self.store.apply(ops);
+        self.forget();
+        r
+    }
+
+    fn forget(&self) {
+        let mut c = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        c.generation += 1;
+        c.rows.clear();
+        c.epochs.clear();
+    }
+
+    fn generation(&self) -> u64 {
+        self.cache.read().map(|c| c.generation).unwrap_or(u64::MAX)
+    }
+
+    /// Caches what [`Tokens::verify`] read, unless a token write happened since `generation`.
+    fn remember(&self, generation: u64, h: String, info: &TokenInfo, epoch: &Option<String>) {
+        let Ok(mut c) = self.cache.write() else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        if c.rows.len() >= CACHE_MAX {
+            c.rows.clear();
+            c.epochs.clear();
+        }
+        c.rows.insert(h, info.clone());
+        c.epochs.insert(info.user.to_string(), epoch.clone());
+    }
+
+    /// [`Tokens::verify`] from memory, for a token verified before: `Some(answer)`, or `None`
+    /// when the store must be read (an unknown token, or the user is now inactive, which
+    /// revokes). Touches no store, so it runs on an async worker.
+    pub fn verify_cached(&self, token: &str) -> Option<Option<TokenInfo>> {
+        if token.len() > 200 {
+            return Some(None);
+        }
+        let h = token_hash(token);
+        let (info, epoch) = {
+            let c = self.cache.read().ok()?;
+            let info = c.rows.get(&h)?.clone();
+            let epoch = c.epochs.get(info.user.as_str())?.clone();
+            (info, epoch)
+        };
+        if info.exp <= now() || info.epoch.is_empty() || epoch.as_deref() != Some(&info.epoch) {
+            return Some(None);
+        }
+        let user = match (self.directory)(&info.user) {
+            Some(u) => u,
+            None => return Some(None),
+        };
+        if !user.active {
+            return None;
+        }
+        Some(
+            (user.id.as_str() == info.user && fingerprint(&info.epoch, &user) == info.ident)
+                .then_some(info),
+        )
     }
 
     fn current_epoch(&self, user: &str) -> Result<Option<String>, StoreError> {
@@ -252,7 +335,7 @@ impl Tokens {
         ops.push(Op::Put(exp_key(info.exp, &h), uk.clone()));
         ops.push(Op::Put(uk, Vec::new()));
         ops.push(Op::Put(row_key(&h), body));
-        self.store.apply(ops)?;
+        self.apply(ops)?;
         Ok((token, info))
     }
 
@@ -282,11 +365,15 @@ impl Tokens {
         if token.len() > 200 {
             return None;
         }
-        let info = self.row(&token_hash(token)).ok()??;
+        let generation = self.generation();
+        let h = token_hash(token);
+        let info = self.row(&h).ok()??;
         if info.exp <= now() || info.epoch.is_empty() {
             return None;
         }
-        if self.current_epoch(&info.user).ok()?? != info.epoch {
+        let epoch = self.current_epoch(&info.user).ok()?;
+        self.remember(generation, h, &info, &epoch);
+        if epoch? != info.epoch {
             return None;
         }
         let user = (self.directory)(&info.user)?;
@@ -314,7 +401,7 @@ impl Tokens {
             }
             Err(_) => vec![Op::Delete(row_key(&h))],
         };
-        self.store.apply(ops)?;
+        self.apply(ops)?;
         Ok(true)
     }
 
@@ -338,7 +425,7 @@ impl Tokens {
                 None => ops.push(Op::Delete(k)),
             }
         }
-        self.store.apply(ops)?;
+        self.apply(ops)?;
         Ok(n)
     }
 
@@ -368,7 +455,7 @@ impl Tokens {
                 Ok(true)
             })?;
         if !ops.is_empty() {
-            self.store.apply(ops)?;
+            self.apply(ops)?;
         }
         Ok(n)
     }
@@ -393,7 +480,7 @@ impl Tokens {
         })?;
         let n = doomed.len();
         for chunk in doomed.chunks(1000) {
-            self.store.apply(chunk.to_vec())?;
+            self.apply(chunk.to_vec())?;
         }
         self.store.put(DONE, b"1")?;
         Ok(n)
@@ -469,6 +556,45 @@ mod tests {
 
     fn set(users: &Users, u: User) {
         users.lock().expect("lock").insert(u.id.0.clone(), u);
+    }
+
+    /// A token verified once is answered from memory, and every revocation, identity change
+    /// or deactivation is seen at once: the memory never outlives a token write.
+    #[test]
+    fn verified_tokens_are_answered_from_memory_until_any_token_write() {
+        let u = user("u1", "a@x", "$h1");
+        let (t, users) = tokens(100, std::slice::from_ref(&u));
+        let (tok, info) = t.issue("u1", "a@x", &[], 3600).expect("issue");
+        assert_eq!(
+            t.verify_cached(&tok),
+            None,
+            "not read yet: the store decides"
+        );
+        assert_eq!(t.verify(&tok), Some(info.clone()));
+        assert_eq!(t.verify_cached(&tok), Some(Some(info.clone())));
+        // A password change (identity) is seen from memory too.
+        set(&users, user("u1", "a@x", "$h2"));
+        assert_eq!(t.verify_cached(&tok), Some(None));
+        set(&users, u.clone());
+        assert_eq!(t.verify_cached(&tok), Some(Some(info.clone())));
+        // Deactivation goes to the store, which revokes.
+        let mut off = u.clone();
+        off.active = false;
+        set(&users, off);
+        assert_eq!(t.verify_cached(&tok), None);
+        set(&users, u.clone());
+        // Revocations clear the memory.
+        let (tok2, info2) = t.issue("u1", "a@x", &[], 3600).expect("issue");
+        assert_eq!(t.verify(&tok2), Some(info2));
+        assert!(t.revoke(&tok2).expect("revoke"));
+        assert_eq!(t.verify_cached(&tok2), None);
+        assert_eq!(t.verify(&tok2), None);
+        let (tok3, info3) = t.issue("u1", "a@x", &[], 3600).expect("issue");
+        assert_eq!(t.verify(&tok3), Some(info3));
+        t.revoke_user("u1").expect("revoke user");
+        assert_eq!(t.verify_cached(&tok3), None);
+        assert_eq!(t.verify(&tok3), None);
+        assert_eq!(t.verify(&tok), None);
     }
 
     #[test]

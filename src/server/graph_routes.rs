@@ -132,7 +132,11 @@ pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp
         })
         .map(str::trim)
         .map(str::to_owned);
-    let Some(info) = token.as_deref().and_then(|t| app.verify_token(t)) else {
+    let verified = match token.as_deref() {
+        Some(t) => app.verify_token(t).await,
+        None => None,
+    };
+    let Some(info) = verified else {
         let msg = if token.is_none() {
             "Access token is empty."
         } else {
