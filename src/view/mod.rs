@@ -7,6 +7,7 @@
 //! and the signed-in principal; never a protocol face (`ews`, `graph`, `server`).
 
 pub mod service;
+pub mod sync_state;
 pub mod wire_id;
 pub mod write;
 
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use sync_state::{HierarchyState, ItemState, Resume};
 pub use wire_id::{IdCodec, IdError, IdKind, WireId};
 
 /// Bumped when the mapping changes what a contact looks like, so change keys move.
@@ -649,11 +651,12 @@ impl<'a> Mailbox<'a> {
     /// `f`: the change-log entries written since it. `None` for a first sync (it pages the
     /// whole folder) or a state that is not valid here (answered as an error, which is cheap).
     pub fn changes_pending(&self, f: VirtualFolder, state: &str) -> Option<u64> {
-        let st = self.codec.decode(&self.user_id, IdKind::Sync, state).ok()?;
-        if st.folder != FolderRef::Virtual(f).code() || st.seq2 == u64::MAX {
+        let code = FolderRef::Virtual(f).code();
+        let st = ItemState::decode(self.codec, &self.user_id, code, state).ok()?;
+        if matches!(st.resume, Resume::Initial { .. }) {
             return None;
         }
-        Some(self.engine.seq().saturating_sub(st.seq))
+        Some(self.engine.seq().saturating_sub(st.watermark))
     }
 
     /// Builds the item of a contact in a folder.
@@ -737,25 +740,12 @@ impl<'a> Mailbox<'a> {
     /// Sync of a folder that holds no items: always empty, with a state bound to the folder.
     pub fn empty_changes(&self, f: FolderRef, state: Option<&str>) -> Result<SyncPage, ViewError> {
         if let Some(s) = state {
-            let st = self
-                .codec
-                .decode(&self.user_id, IdKind::Sync, s)
+            sync_state::check_empty_state(self.codec, &self.user_id, f.code(), s)
                 .map_err(|_| ViewError::InvalidSyncState)?;
-            if st.folder != f.code() {
-                return Err(ViewError::InvalidSyncState);
-            }
         }
-        let st = WireId {
-            kind: IdKind::Sync,
-            folder: f.code(),
-            contact: String::new(),
-            seq: 0,
-            seq2: 0,
-            tag: 0,
-        };
         Ok(SyncPage {
             changes: Vec::new(),
-            state: self.codec.encode(&self.user_id, &st),
+            state: sync_state::empty_state(self.codec, &self.user_id, f.code()),
             last: true,
         })
     }
@@ -808,44 +798,34 @@ impl<'a> Mailbox<'a> {
         let changes = match state {
             None => folders.into_iter().map(|f| (true, f)).collect(),
             Some(s) => {
-                let st = self
-                    .codec
-                    .decode(&self.user_id, IdKind::Sync, s)
+                let st = HierarchyState::decode(self.codec, &self.user_id, top.code(), s)
                     .map_err(|_| ViewError::InvalidSyncState)?;
-                if st.folder != top.code() {
-                    return Err(ViewError::InvalidSyncState);
-                }
-                match st.seq2 {
+                match st {
                     // Per-folder versions: only the folders that changed.
-                    2 => folders
+                    HierarchyState::Versions { my, global } => folders
                         .into_iter()
                         .filter(|f| match f {
-                            FolderRef::Virtual(VirtualFolder::My) => st.seq != my_version,
-                            FolderRef::Virtual(VirtualFolder::Global) => st.tag != global_version,
+                            FolderRef::Virtual(VirtualFolder::My) => my != my_version,
+                            FolderRef::Virtual(VirtualFolder::Global) => global != global_version,
                             _ => false,
                         })
                         .map(|f| (false, f))
                         .collect(),
                     // States of earlier releases: one version for the whole tree.
-                    1 if st.seq == version => Vec::new(),
-                    1 => folders
+                    HierarchyState::Whole(v) if v == version => Vec::new(),
+                    HierarchyState::Whole(_) => folders
                         .into_iter()
                         .filter(|f| matches!(f, FolderRef::Virtual(_)))
                         .map(|f| (false, f))
                         .collect(),
-                    _ => return Err(ViewError::InvalidSyncState),
                 }
             }
         };
-        let st = WireId {
-            kind: IdKind::Sync,
-            folder: top.code(),
-            contact: String::new(),
-            seq: my_version,
-            seq2: 2,
-            tag: global_version,
+        let st = HierarchyState::Versions {
+            my: my_version,
+            global: global_version,
         };
-        Ok((changes, self.codec.encode(&self.user_id, &st)))
+        Ok((changes, st.encode(self.codec, &self.user_id, top.code())))
     }
 
     /// One page of the changes of folder `f` since `state` (`None`: from the start), at most
@@ -870,21 +850,16 @@ impl<'a> Mailbox<'a> {
         let (w, kseq, kuid) = match state {
             None => (self.engine.seq(), INITIAL, 0u64),
             Some(s) => {
-                let st = self
-                    .codec
-                    .decode(&self.user_id, IdKind::Sync, s)
+                let st = ItemState::decode(self.codec, &self.user_id, code, s)
                     .map_err(|_| ViewError::InvalidSyncState)?;
-                if st.folder != code || st.seq > self.engine.seq() || st.tag != binding {
+                if st.watermark > self.engine.seq() || st.binding != binding {
                     return Err(ViewError::InvalidSyncState);
                 }
-                let kuid = if st.contact.is_empty() {
-                    0
-                } else {
-                    st.contact
-                        .parse()
-                        .map_err(|_| ViewError::InvalidSyncState)?
-                };
-                (st.seq, st.seq2, kuid)
+                match st.resume {
+                    Resume::Done => (st.watermark, 0, 0),
+                    Resume::Initial { after_uid } => (st.watermark, INITIAL, after_uid),
+                    Resume::After { seq, uid } => (st.watermark, seq, uid),
+                }
             }
         };
         let e = self.engine;
@@ -954,39 +929,35 @@ impl<'a> Mailbox<'a> {
                 }
             }
         }
-        let state = if last {
+        let (watermark, resume) = if last {
             // Caught up: everything up to W (first sync) or now is in the client's hands.
             let now = if kseq == INITIAL { w } else { e.seq() };
-            WireId {
-                kind: IdKind::Sync,
-                folder: code,
-                contact: String::new(),
-                seq: now,
-                seq2: 0,
-                tag: binding,
-            }
+            (now, Resume::Done)
         } else if kseq == INITIAL {
-            WireId {
-                kind: IdKind::Sync,
-                folder: code,
-                contact: last_key.1.to_string(),
-                seq: w,
-                seq2: INITIAL,
-                tag: binding,
-            }
+            (
+                w,
+                Resume::Initial {
+                    after_uid: last_key.1,
+                },
+            )
         } else {
-            WireId {
-                kind: IdKind::Sync,
-                folder: code,
-                contact: last_key.1.to_string(),
-                seq: w,
-                seq2: last_key.0,
-                tag: binding,
-            }
+            (
+                w,
+                Resume::After {
+                    seq: last_key.0,
+                    uid: last_key.1,
+                },
+            )
+        };
+        let state = ItemState {
+            folder: code,
+            watermark,
+            resume,
+            binding,
         };
         Ok(SyncPage {
             changes,
-            state: self.codec.encode(&self.user_id, &state),
+            state: state.encode(self.codec, &self.user_id),
             last,
         })
     }
