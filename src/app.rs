@@ -3,7 +3,7 @@
 //! Protocol front ends get an `Arc<App>`.
 
 use crate::auth::tokens::{Directory, Tokens};
-use crate::auth::{self, CredentialCache, Principal, Throttle, Verdict};
+use crate::auth::{self, Principal, Throttle};
 use crate::config::{Backend, Config};
 use crate::crm::{Crm, CrmBackend, CrmError, EmbeddedCrm, Precondition, Versioned};
 use crate::domain::dataset::{check_record, Dataset, Problem};
@@ -12,9 +12,9 @@ use crate::replica::{LoadStats, Replica, ReplicaError};
 use crate::store::{Store, StoreError};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Why the gateway could not start or an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,22 +49,7 @@ fn problems_text(p: &[Problem]) -> String {
     s
 }
 
-/// Why a request's credentials were not accepted.
-#[derive(Debug, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// No usable `Authorization` header.
-    Missing,
-    /// Wrong login or password; answer after `delay`.
-    Invalid {
-        /// Slow-down before answering.
-        delay: Duration,
-    },
-    /// The source, or the login from this source, is locked out.
-    Locked {
-        /// Time left.
-        retry_after: Duration,
-    },
-}
+pub use crate::auth::AuthFailure;
 
 /// Counters exported at `/metrics`.
 #[derive(Default)]
@@ -75,10 +60,6 @@ pub struct Metrics {
     pub requests_4xx: AtomicU64,
     /// 5xx answers.
     pub requests_5xx: AtomicU64,
-    /// Failed logins.
-    pub auth_failures: AtomicU64,
-    /// Lockouts answered.
-    pub auth_lockouts: AtomicU64,
 }
 
 /// The gateway.
@@ -91,10 +72,8 @@ pub struct App {
     pub crm: Crm,
     /// Replica (shared with the token directory).
     pub replica: Arc<Replica>,
-    /// Login throttle.
-    pub throttle: Throttle,
-    /// Verified credentials.
-    pub creds: CredentialCache,
+    /// Basic sign-in: verified-credential cache and login throttling.
+    pub auth: crate::auth::Authenticator,
     /// Counters.
     pub metrics: Metrics,
     /// Start time.
@@ -279,12 +258,11 @@ impl App {
                 per_second: u32::MAX,
                 concurrent: config.ews.concurrent,
             }),
-            throttle: Throttle::new(config.auth.clone()),
+            auth: crate::auth::Authenticator::new(Throttle::new(config.auth.clone())),
             config,
             store,
             crm,
             replica,
-            creds: CredentialCache::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             load_stats,
@@ -310,52 +288,17 @@ impl App {
         self.catch_up().await
     }
 
-    /// Checks Basic credentials from `authorization` for a request from `ip`. A failure
-    /// costs one argon2 verification whether or not the login exists; on a multi-thread
-    /// runtime the verification runs in `block_in_place`, so the worker's other tasks move on.
+    /// Checks Basic credentials against the replica's users (see
+    /// [`crate::auth::Authenticator::check_basic`]).
     pub fn authenticate(
         &self,
         authorization: Option<&str>,
         ip: IpAddr,
     ) -> Result<Principal, AuthFailure> {
-        if let Verdict::Locked(retry_after) = self.throttle.check(ip) {
-            self.metrics.auth_lockouts.fetch_add(1, Ordering::Relaxed);
-            return Err(AuthFailure::Locked { retry_after });
-        }
-        let Some((login, password)) = authorization.and_then(auth::parse_basic) else {
-            return Err(AuthFailure::Missing);
-        };
-        if let Verdict::Locked(retry_after) = self.throttle.check_account(ip, &login) {
-            self.metrics.auth_lockouts.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%ip, login = %login, "login locked after failures from other sources");
-            return Err(AuthFailure::Locked { retry_after });
-        }
-        let user = self
-            .replica
-            .read()
-            .ok()
-            .and_then(|e| e.find_login(&login).and_then(|u| e.user_record(u).cloned()));
-        let user = user.as_deref();
-        let ok = user
-            .filter(|u| u.active)
-            .is_some_and(|u| self.creds.cached(u, &login, &password))
-            || off_runtime(|| self.creds.verify_login(user, &login, &password));
-        match user.filter(|_| ok) {
-            Some(u) => {
-                self.throttle.success(ip, &login);
-                Ok(Principal {
-                    user: u.id.clone(),
-                    login: u.login.clone(),
-                    role: u.role,
-                })
-            }
-            None => {
-                self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-                let delay = self.throttle.failure(ip, &login);
-                tracing::info!(%ip, login = %login, "login failed");
-                Err(AuthFailure::Invalid { delay })
-            }
-        }
+        self.auth.check_basic(authorization, ip, |login| {
+            let e = self.replica.read().ok()?;
+            e.find_login(login).and_then(|u| e.user_record(u).cloned())
+        })
     }
 
     /// The live record of the user with id `id`.
@@ -605,16 +548,4 @@ pub async fn heavy<T: Send + 'static>(
 ) -> Option<T> {
     let _slot = app.heavy.clone().acquire_owned().await.ok()?;
     tokio::task::spawn_blocking(f).await.ok()
-}
-
-/// Runs CPU-heavy `f` (argon2) without stalling the async worker it is called on: through
-/// `block_in_place` on a multi-thread runtime, inline elsewhere (a current-thread runtime,
-/// where `block_in_place` panics, or no runtime at all).
-fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
 }

@@ -6,8 +6,9 @@
 //! inactive or password-less login is checked against a dummy hash), so the answer time does
 //! not tell which logins are real.
 //!
-//! May import domain and replica (the user directory lives in the replica).
+//! May import domain and store; the user directory is passed in (it lives in the replica).
 
+pub mod basic;
 pub mod limit;
 pub mod logins;
 pub mod throttle;
@@ -24,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use basic::{AuthFailure, Authenticator};
 pub use throttle::{Throttle, Verdict};
 
 /// A signed-in user.

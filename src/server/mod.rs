@@ -380,12 +380,12 @@ fn metrics(app: &App) -> String {
     let _ = writeln!(
         s,
         "# TYPE crmgate_auth_failures_total counter\ncrmgate_auth_failures_total {}",
-        m.auth_failures.load(Ordering::Relaxed)
+        app.auth.failures()
     );
     let _ = writeln!(
         s,
         "# TYPE crmgate_auth_lockouts_total counter\ncrmgate_auth_lockouts_total {}",
-        m.auth_lockouts.load(Ordering::Relaxed)
+        app.auth.lockouts()
     );
     let _ = writeln!(
         s,
