@@ -234,6 +234,7 @@ impl App {
                 global_delete: config.folders.global_delete,
             },
             capabilities: crm.capabilities(),
+            extra_folders: crate::ews::folders::WELL_KNOWN,
         };
         Ok(App {
             codec,

@@ -279,7 +279,10 @@ fn layers_keep_their_imports() {
         ],
     ));
     bad.extend(check("config", &["view", "server", "app"]));
-    bad.extend(check("auth", &["config", "server", "app", "replica", "view"]));
+    bad.extend(check(
+        "auth",
+        &["config", "server", "app", "replica", "view"],
+    ));
     bad.extend(check(
         "replica",
         &["server", "admin", "ews", "graph", "view"],

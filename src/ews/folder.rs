@@ -18,7 +18,7 @@ fn ctag_time(ctag: u64) -> String {
 fn extended(f: &FolderInfo, ctag: u64, key: &ExtKey) -> Option<String> {
     let ExtKey::Tag(t) = key else { return None };
     Some(match *t {
-        0x3613 => f.class.to_owned(),
+        0x3613 => super::folders::class(f).to_owned(),
         0x3602 => f.total.to_string(),
         0x3603 => "0".into(),
         0x360a => (f.child_count > 0).to_string(),
@@ -34,7 +34,7 @@ pub fn values(f: &FolderInfo, p: &Path) -> Vec<String> {
     match p {
         Path::Field(u) => match u.as_str() {
             "folder:DisplayName" => vec![f.display_name.clone()],
-            "folder:FolderClass" => vec![f.class.to_owned()],
+            "folder:FolderClass" => vec![super::folders::class(f).to_owned()],
             "folder:TotalCount" => vec![f.total.to_string()],
             "folder:ChildFolderCount" => vec![f.child_count.to_string()],
             _ => Vec::new(),
@@ -60,8 +60,9 @@ pub fn write(x: &mut Xml, f: &FolderInfo, ctag: u64, shape: &Shape) {
             x.empty("t:ParentFolderId", &[("Id", pid)]);
         }
     }
-    if want("folder:FolderClass", false) && !f.class.is_empty() {
-        x.text("t:FolderClass", &[], f.class);
+    let class = super::folders::class(f);
+    if want("folder:FolderClass", false) && !class.is_empty() {
+        x.text("t:FolderClass", &[], class);
     }
     if want("folder:DisplayName", true) {
         x.text("t:DisplayName", &[], &f.display_name);
@@ -89,7 +90,7 @@ pub fn write(x: &mut Xml, f: &FolderInfo, ctag: u64, shape: &Shape) {
         write_rights(x, f.writable, true);
     }
     if want("folder:DistinguishedFolderId", false) || shape.base == BaseShape::AllProperties {
-        if let Some(d) = f.folder.distinguished() {
+        if let Some(d) = f.distinguished {
             x.text("t:DistinguishedFolderId", &[], d);
         }
     }

@@ -10,6 +10,7 @@ pub mod contact_in;
 pub mod envelope;
 pub mod error;
 pub mod folder;
+pub mod folders;
 pub mod ops;
 pub mod restriction;
 pub mod shape;

@@ -25,86 +25,22 @@ pub use wire_id::{IdCodec, IdError, IdKind, WireId};
 /// Bumped when the mapping changes what a contact looks like, so change keys move.
 pub const MAPPING_VERSION: u32 = 1;
 
-/// A well-known folder that exists so clients' logins succeed; always empty.
+/// A folder a face adds to the mailbox so its clients find what they look for (EWS: the
+/// distinguished folders of an Exchange mailbox); always empty and read-only. The face
+/// supplies the table ([`ViewConfig::extra_folders`]); the view only hosts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WellKnown {
-    /// Distinguished id.
+pub struct ExtraFolder {
+    /// Distinguished name.
     pub name: &'static str,
     /// Display name.
     pub display: &'static str,
-    /// Folder class.
+    /// The face's own class label (EWS: the IPF folder class).
     pub class: &'static str,
+    /// Kind, for rendering.
+    pub kind: FolderKind,
     /// Child of the root (true) or of the message folder root.
     pub under_root: bool,
 }
-
-const fn wk(
-    name: &'static str,
-    display: &'static str,
-    class: &'static str,
-    under_root: bool,
-) -> WellKnown {
-    WellKnown {
-        name,
-        display,
-        class,
-        under_root,
-    }
-}
-
-/// Every distinguished folder exchangelib, DavMail and Outlook for Mac ask for.
-pub const WELL_KNOWN: &[WellKnown] = &[
-    wk("inbox", "Inbox", "IPF.Note", false),
-    wk("calendar", "Calendar", "IPF.Appointment", false),
-    wk("sentitems", "Sent Items", "IPF.Note", false),
-    wk("drafts", "Drafts", "IPF.Note", false),
-    wk("deleteditems", "Deleted Items", "IPF.Note", false),
-    wk("junkemail", "Junk Email", "IPF.Note", false),
-    wk("outbox", "Outbox", "IPF.Note", false),
-    wk("tasks", "Tasks", "IPF.Task", false),
-    wk("notes", "Notes", "IPF.StickyNote", false),
-    wk("journal", "Journal", "IPF.Journal", false),
-    wk("conflicts", "Conflicts", "IPF.Note", false),
-    wk(
-        "conversationhistory",
-        "Conversation History",
-        "IPF.Note",
-        false,
-    ),
-    wk("localfailures", "Local Failures", "IPF.Note", false),
-    wk("serverfailures", "Server Failures", "IPF.Note", false),
-    wk("syncissues", "Sync Issues", "IPF.Note", false),
-    wk("archive", "Archive", "IPF.Note", false),
-    wk("voicemail", "Voice Mail", "IPF.Note", false),
-    wk("favorites", "Favorites", "IPF.Note", false),
-    wk("todosearch", "To-Do Search", "IPF.Task", false),
-    wk("searchfolders", "Finder", "", true),
-    wk("directory", "Directory", "", true),
-    wk(
-        "recipientcache",
-        "Recipient Cache",
-        "IPF.Contact.RecipientCache",
-        false,
-    ),
-    wk(
-        "quickcontacts",
-        "Quick Contacts",
-        "IPF.Contact.MOC.QuickContacts",
-        false,
-    ),
-    wk(
-        "imcontactlist",
-        "IM Contact List",
-        "IPF.Contact.MOC.ImContactList",
-        false,
-    ),
-    wk("peopleconnect", "PeopleConnect", "IPF.Note", false),
-    wk("mycontacts", "My Contacts", "IPF.Note", false),
-    wk("recoverableitemsroot", "Recoverable Items", "", true),
-    wk("recoverableitemsdeletions", "Deletions", "", true),
-    wk("recoverableitemspurges", "Purges", "", true),
-    wk("recoverableitemsversions", "Versions", "", true),
-];
 
 /// A folder of a mailbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -117,8 +53,8 @@ pub enum FolderRef {
     Contacts,
     /// A virtual folder.
     Virtual(VirtualFolder),
-    /// An always-empty well-known folder (index into [`WELL_KNOWN`]).
-    WellKnown(u8),
+    /// An always-empty folder a face adds (index into [`ViewConfig::extra_folders`]).
+    Extra(u8),
 }
 
 impl FolderRef {
@@ -129,7 +65,7 @@ impl FolderRef {
             FolderRef::Contacts => 3,
             FolderRef::Virtual(VirtualFolder::My) => 4,
             FolderRef::Virtual(VirtualFolder::Global) => 5,
-            FolderRef::WellKnown(i) => 16 + i,
+            FolderRef::Extra(i) => 16 + i,
         }
     }
 
@@ -140,20 +76,9 @@ impl FolderRef {
             3 => FolderRef::Contacts,
             4 => FolderRef::Virtual(VirtualFolder::My),
             5 => FolderRef::Virtual(VirtualFolder::Global),
-            c if c >= 16 && ((c - 16) as usize) < WELL_KNOWN.len() => FolderRef::WellKnown(c - 16),
+            c if c >= 16 => FolderRef::Extra(c - 16),
             _ => return None,
         })
-    }
-
-    /// The distinguished id, if the folder has one.
-    pub fn distinguished(self) -> Option<&'static str> {
-        match self {
-            FolderRef::Root => Some("root"),
-            FolderRef::MsgFolderRoot => Some("msgfolderroot"),
-            FolderRef::Contacts => Some("contacts"),
-            FolderRef::Virtual(_) => None,
-            FolderRef::WellKnown(i) => WELL_KNOWN.get(i as usize).map(|w| w.name),
-        }
     }
 }
 
@@ -183,8 +108,11 @@ pub struct FolderInfo {
     pub parent: Option<(FolderRef, String)>,
     /// Display name.
     pub display_name: String,
-    /// Folder class.
+    /// The face's class label of an extra folder (EWS: the IPF folder class); empty for
+    /// crmgate's own folders (the face knows theirs).
     pub class: &'static str,
+    /// Distinguished name, if the folder has one.
+    pub distinguished: Option<&'static str>,
     /// Kind.
     pub kind: FolderKind,
     /// Items in it.
@@ -246,6 +174,9 @@ pub struct ViewConfig {
     pub global_writable: bool,
     /// Delete policies.
     pub policies: write::WritePolicies,
+    /// Always-empty folders a face adds (EWS's distinguished folders); their ids are codes
+    /// 16 + index, so the table only ever grows at its end.
+    pub extra_folders: &'static [ExtraFolder],
     /// What the CRM can hold (planned writes that need more are refused).
     pub capabilities: crate::domain::capabilities::Capabilities,
 }
@@ -423,11 +354,28 @@ impl<'a> Mailbox<'a> {
             "root" => Some(FolderRef::Root),
             "msgfolderroot" => Some(FolderRef::MsgFolderRoot),
             "contacts" => Some(FolderRef::Contacts),
-            n => WELL_KNOWN
+            n => self
+                .cfg
+                .extra_folders
                 .iter()
                 .position(|w| w.name == n)
-                .map(|i| FolderRef::WellKnown(i as u8)),
+                .map(|i| FolderRef::Extra(i as u8)),
         }
+    }
+
+    /// The distinguished name of a folder, if it has one.
+    pub fn distinguished_name(&self, f: FolderRef) -> Option<&'static str> {
+        match f {
+            FolderRef::Root => Some("root"),
+            FolderRef::MsgFolderRoot => Some("msgfolderroot"),
+            FolderRef::Contacts => Some("contacts"),
+            FolderRef::Virtual(_) => None,
+            FolderRef::Extra(i) => self.extra(i).map(|w| w.name),
+        }
+    }
+
+    fn extra(&self, i: u8) -> Option<&'static ExtraFolder> {
+        self.cfg.extra_folders.get(i as usize)
     }
 
     /// The folder an id names, if this user can see it.
@@ -440,12 +388,13 @@ impl<'a> Mailbox<'a> {
                 IdError::NotFound => ViewError::FolderNotFound,
             })?;
         let f = FolderRef::from_code(w.folder).ok_or(ViewError::FolderNotFound)?;
-        if let FolderRef::Virtual(v) = f {
-            if !self.virtual_folders().contains(&v) {
-                return Err(ViewError::FolderNotFound);
+        match f {
+            FolderRef::Virtual(v) if !self.virtual_folders().contains(&v) => {
+                Err(ViewError::FolderNotFound)
             }
+            FolderRef::Extra(i) if self.extra(i).is_none() => Err(ViewError::FolderNotFound),
+            _ => Ok(f),
         }
-        Ok(f)
     }
 
     /// The opaque id of a folder.
@@ -470,7 +419,7 @@ impl<'a> Mailbox<'a> {
             FolderRef::MsgFolderRoot => Some(FolderRef::Root),
             FolderRef::Contacts => Some(FolderRef::MsgFolderRoot),
             FolderRef::Virtual(_) => Some(FolderRef::Contacts),
-            FolderRef::WellKnown(i) => Some(if WELL_KNOWN[i as usize].under_root {
+            FolderRef::Extra(i) => Some(if self.extra(i).is_some_and(|w| w.under_root) {
                 FolderRef::Root
             } else {
                 FolderRef::MsgFolderRoot
@@ -484,22 +433,24 @@ impl<'a> Mailbox<'a> {
             FolderRef::Root => {
                 let mut v = vec![FolderRef::MsgFolderRoot];
                 v.extend(
-                    WELL_KNOWN
+                    self.cfg
+                        .extra_folders
                         .iter()
                         .enumerate()
                         .filter(|(_, w)| w.under_root)
-                        .map(|(i, _)| FolderRef::WellKnown(i as u8)),
+                        .map(|(i, _)| FolderRef::Extra(i as u8)),
                 );
                 v
             }
             FolderRef::MsgFolderRoot => {
                 let mut v = vec![FolderRef::Contacts];
                 v.extend(
-                    WELL_KNOWN
+                    self.cfg
+                        .extra_folders
                         .iter()
                         .enumerate()
                         .filter(|(_, w)| !w.under_root)
-                        .map(|(i, _)| FolderRef::WellKnown(i as u8)),
+                        .map(|(i, _)| FolderRef::Extra(i as u8)),
                 );
                 v
             }
@@ -535,38 +486,27 @@ impl<'a> Mailbox<'a> {
             FolderRef::Root => ("Root".to_owned(), "", FolderKind::Generic, false),
             FolderRef::MsgFolderRoot => (
                 "Top of Information Store".to_owned(),
-                "IPF.Note",
+                "",
                 FolderKind::Generic,
                 false,
             ),
-            FolderRef::Contacts => (
-                "Contacts".to_owned(),
-                "IPF.Contact",
-                FolderKind::Contacts,
-                false,
-            ),
+            FolderRef::Contacts => ("Contacts".to_owned(), "", FolderKind::Contacts, false),
             FolderRef::Virtual(VirtualFolder::My) => (
                 self.cfg.my_name.clone(),
-                "IPF.Contact",
+                "",
                 FolderKind::Contacts,
                 self.cfg.my_writable,
             ),
             FolderRef::Virtual(VirtualFolder::Global) => (
                 self.cfg.global_name.clone(),
-                "IPF.Contact",
+                "",
                 FolderKind::Contacts,
                 self.cfg.global_writable,
             ),
-            FolderRef::WellKnown(i) => {
-                let w = WELL_KNOWN[i as usize];
-                let kind = match w.class {
-                    c if c.starts_with("IPF.Contact") => FolderKind::Contacts,
-                    "IPF.Appointment" => FolderKind::Calendar,
-                    "IPF.Task" => FolderKind::Tasks,
-                    _ => FolderKind::Generic,
-                };
-                (w.display.to_owned(), w.class, kind, false)
-            }
+            FolderRef::Extra(i) => match self.extra(i) {
+                Some(w) => (w.display.to_owned(), w.class, w.kind, false),
+                None => (String::new(), "", FolderKind::Generic, false),
+            },
         };
         let total = self.count(f);
         let ctag = self.folder_ctag(f);
@@ -577,6 +517,7 @@ impl<'a> Mailbox<'a> {
             parent: self.parent(f).map(|p| (p, self.folder_id(p))),
             display_name,
             class,
+            distinguished: self.distinguished_name(f),
             kind,
             total,
             child_count: self.children(f).len(),
@@ -1006,6 +947,7 @@ mod tests {
                 my_delete: write::DeletePolicy::Hide,
                 global_delete: write::DeletePolicy::Hide,
             },
+            extra_folders: &[],
             capabilities: crate::domain::capabilities::Capabilities::everything("test"),
         }
     }
