@@ -103,8 +103,10 @@ fn main() {
         // The server's share: the same folder rendered in process, no HTTP.
         {
             let e = app.replica.read().expect("r");
-            let u = e.find_login(&login).expect("u");
-            let mb = crmgate::view::Mailbox::new(&e, &app.codec, &app.view, u);
+            let session =
+                crmgate::view::Session::open(&app.view_cache, &e, &app.codec, &app.view, &login, false)
+                    .expect("login");
+            let mb = session.mailbox(None).expect("own mailbox");
             let f = crmgate::domain::rules::VirtualFolder::Global;
             let cs = mb.contacts(f);
             let t = Instant::now();

@@ -881,15 +881,15 @@ impl World {
     /// Runs `f` in a session of `who`, as `with_session` in src/server/ews_routes.rs does.
     fn session<T>(&self, who: (&str, bool), f: impl FnOnce(&Session<'_>) -> T) -> T {
         let engine = self.app.replica.read().expect("replica");
-        let user = engine.find_login(who.0).expect("login");
-        let s = Session {
-            cache: &self.app.view_cache,
-            engine: &engine,
-            codec: &self.codec,
-            cfg: &self.app.view,
-            user,
-            admin: who.1,
-        };
+        let s = Session::open(
+            &self.app.view_cache,
+            &engine,
+            &self.codec,
+            &self.app.view,
+            who.0,
+            who.1,
+        )
+        .expect("login");
         f(&s)
     }
 

@@ -177,15 +177,14 @@ fn with_session<T>(
     f: impl FnOnce(&Session<'_>) -> T,
 ) -> Option<T> {
     let engine = app.replica.read().ok()?;
-    let user = engine.find_login(&principal.login)?;
-    let session = Session {
-        cache: &app.view_cache,
-        engine: &engine,
-        codec: &app.codec,
-        cfg: &app.view,
-        user,
-        admin: principal.is_admin(),
-    };
+    let session = Session::open(
+        &app.view_cache,
+        &engine,
+        &app.codec,
+        &app.view,
+        &principal.login,
+        principal.is_admin(),
+    )?;
     Some(f(&session))
 }
 

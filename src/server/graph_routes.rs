@@ -373,17 +373,15 @@ fn with_session(
         .replica
         .read()
         .map_err(|_| GraphError::new(503, "ServiceNotAvailable", "Try again."))?;
-    let user = engine
-        .find_login(&principal.login)
-        .ok_or_else(GraphError::denied)?;
-    let s = Session {
-        cache: &app.view_cache,
-        engine: &engine,
-        codec: &app.codec,
-        cfg: &app.view,
-        user,
-        admin: principal.role == Role::Admin,
-    };
+    let s = Session::open(
+        &app.view_cache,
+        &engine,
+        &app.codec,
+        &app.view,
+        &principal.login,
+        principal.role == Role::Admin,
+    )
+    .ok_or_else(GraphError::denied)?;
     f(&s)
 }
 

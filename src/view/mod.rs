@@ -209,9 +209,15 @@ pub enum OrderKey {
     CompanyName,
 }
 
+/// A contact as the faces hold it: opaque, so the replica's internal index never leaves the
+/// view (a face can only hand it back to the mailbox that gave it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct ContactKey(u32);
+
 type OrderCacheKey = (u32, bool, OrderKey, bool);
 /// A cached listing: the replica sequence it was computed at, and the order.
-type CachedOrder = (u64, Arc<Vec<u32>>);
+type CachedOrder = (u64, Arc<Vec<ContactKey>>);
 
 /// Sorted folder listings, kept until the replica changes (its sequence number moves), so a
 /// client paging through a large folder does not pay for the sort on every page.
@@ -233,6 +239,10 @@ pub struct Mailbox<'a> {
     cache: Option<&'a ViewCache>,
 }
 
+fn keys(v: &[u32]) -> Vec<ContactKey> {
+    v.iter().copied().map(ContactKey).collect()
+}
+
 fn hash_key(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -244,8 +254,8 @@ fn hash_key(parts: &[&[u8]]) -> String {
 }
 
 impl<'a> Mailbox<'a> {
-    /// The mailbox of user index `user`.
-    pub fn new(
+    /// The mailbox of user index `user` (faces get mailboxes from a [`Session`]).
+    pub(crate) fn new(
         engine: &'a Engine,
         codec: &'a IdCodec,
         cfg: &'a ViewConfig,
@@ -269,7 +279,12 @@ impl<'a> Mailbox<'a> {
 
     /// The contacts of a folder in the order of `key` (ties in creation order), descending
     /// when asked; cached until the replica changes.
-    pub fn ordered(&self, f: VirtualFolder, key: OrderKey, descending: bool) -> Arc<Vec<u32>> {
+    pub fn ordered(
+        &self,
+        f: VirtualFolder,
+        key: OrderKey,
+        descending: bool,
+    ) -> Arc<Vec<ContactKey>> {
         let ck = (self.user, f == VirtualFolder::My, key, descending);
         let seq = self.engine.seq();
         if let Some(cache) = self.cache {
@@ -283,7 +298,7 @@ impl<'a> Mailbox<'a> {
         }
         let e = self.engine;
         let mut keyed: Vec<(String, u64, u32)> = self
-            .contacts(f)
+            .members(f)
             .into_iter()
             .filter_map(|c| {
                 let (rec, _) = e.contact_record(c)?;
@@ -307,7 +322,12 @@ impl<'a> Mailbox<'a> {
             let o = if descending { o.reverse() } else { o };
             o.then(a.1.cmp(&b.1))
         });
-        let v = Arc::new(keyed.into_iter().map(|(_, _, c)| c).collect::<Vec<_>>());
+        let v = Arc::new(
+            keyed
+                .into_iter()
+                .map(|(_, _, c)| ContactKey(c))
+                .collect::<Vec<_>>(),
+        );
         if let Some(cache) = self.cache {
             if let Ok(mut m) = cache.orders.lock() {
                 if m.len() >= ORDER_CACHE_MAX {
@@ -543,29 +563,34 @@ impl<'a> Mailbox<'a> {
         }
     }
 
-    /// Contacts of a virtual folder (contact indices).
-    pub fn contacts(&self, f: VirtualFolder) -> Vec<u32> {
+    /// The replica's indices of the contacts of a virtual folder (inside the view only).
+    fn members(&self, f: VirtualFolder) -> Vec<u32> {
         self.engine.list(self.user, f)
     }
 
+    /// Contacts of a virtual folder.
+    pub fn contacts(&self, f: VirtualFolder) -> Vec<ContactKey> {
+        keys(&self.members(f))
+    }
+
     /// True when contact `c` is in folder `f` of this mailbox now.
-    pub fn holds(&self, f: VirtualFolder, c: u32) -> bool {
-        self.engine.folder_of(self.user, c) == Some(f)
+    pub fn holds(&self, f: VirtualFolder, c: ContactKey) -> bool {
+        self.engine.folder_of(self.user, c.0) == Some(f)
     }
 
     /// Contacts (of any folder) whose id, lower-cased, is `lower_id`.
-    pub fn contacts_by_lower_id(&self, lower_id: &str) -> &'a [u32] {
-        self.engine.contacts_by_lower_id(lower_id)
+    pub fn contacts_by_lower_id(&self, lower_id: &str) -> Vec<ContactKey> {
+        keys(self.engine.contacts_by_lower_id(lower_id))
     }
 
     /// The contact (of any folder) with this stable number.
-    pub fn contact_by_uid(&self, uid: u64) -> Option<u32> {
-        self.engine.contact_by_uid(uid)
+    pub fn contact_by_uid(&self, uid: u64) -> Option<ContactKey> {
+        self.engine.contact_by_uid(uid).map(ContactKey)
     }
 
     /// Contacts (of any folder) with this lower-cased e-mail address in their record.
-    pub fn contacts_by_email(&self, lower: &str) -> &'a [u32] {
-        self.engine.contacts_by_email(lower)
+    pub fn contacts_by_email(&self, lower: &str) -> Vec<ContactKey> {
+        keys(self.engine.contacts_by_email(lower))
     }
 
     /// The domain of placeholder e-mail addresses, when the mapping makes them.
@@ -574,18 +599,18 @@ impl<'a> Mailbox<'a> {
     }
 
     /// A contact's stable number (see [`Item::uid`]).
-    pub fn contact_uid(&self, c: u32) -> u64 {
-        self.engine.contact_uid(c)
+    pub fn contact_uid(&self, c: ContactKey) -> u64 {
+        self.engine.contact_uid(c.0)
     }
 
     /// A contact's last change (see [`Item::modified`]).
-    pub fn contact_modified(&self, c: u32) -> u64 {
-        self.engine.contact_modified(c)
+    pub fn contact_modified(&self, c: ContactKey) -> u64 {
+        self.engine.contact_modified(c.0)
     }
 
     /// A contact's CRM id.
-    pub fn contact_id(&self, c: u32) -> &'a str {
-        self.engine.contact_id(c)
+    pub fn contact_id(&self, c: ContactKey) -> &'a str {
+        self.engine.contact_id(c.0)
     }
 
     /// An upper bound on the work of [`Mailbox::changes`] for an incremental `state` of folder
@@ -601,7 +626,11 @@ impl<'a> Mailbox<'a> {
     }
 
     /// Builds the item of a contact in a folder.
-    pub fn item(&self, f: VirtualFolder, c: u32) -> Option<Item> {
+    pub fn item(&self, f: VirtualFolder, c: ContactKey) -> Option<Item> {
+        self.item_at(f, c.0)
+    }
+
+    fn item_at(&self, f: VirtualFolder, c: u32) -> Option<Item> {
         let (rec, _) = self.engine.contact_record(c)?;
         let companies: Vec<&crate::domain::Company> = self
             .engine
@@ -623,7 +652,7 @@ impl<'a> Mailbox<'a> {
                     tag: 0,
                 },
             ),
-            change_key: self.change_key(c),
+            change_key: self.change_key_at(c),
             uid: self.engine.contact_uid(c),
             modified: self.engine.contact_modified(c),
             card: card(rec, &companies, &self.cfg.mapping),
@@ -632,7 +661,11 @@ impl<'a> Mailbox<'a> {
     }
 
     /// The change key of a contact.
-    pub fn change_key(&self, c: u32) -> String {
+    pub fn change_key(&self, c: ContactKey) -> String {
+        self.change_key_at(c.0)
+    }
+
+    fn change_key_at(&self, c: u32) -> String {
         self.key_of(self.engine.contact_version(c))
     }
 
@@ -660,7 +693,7 @@ impl<'a> Mailbox<'a> {
         if self.engine.folder_of(self.user, c) != Some(f) {
             return Err(ViewError::ItemNotFound);
         }
-        self.item(f, c).ok_or(ViewError::ItemNotFound)
+        self.item_at(f, c).ok_or(ViewError::ItemNotFound)
     }
 
     /// The item id a contact would have in a folder (for deletes of items no longer visible).
@@ -806,7 +839,7 @@ impl<'a> Mailbox<'a> {
         let e = self.engine;
         // Rows after the resume key, in (seq, uid) order: (key, contact, change).
         let rows: Vec<((u64, u64), u32, ItemChange)> = if kseq == INITIAL {
-            let order: Arc<Vec<u32>> = if w == e.seq() {
+            let order: Arc<Vec<ContactKey>> = if w == e.seq() {
                 // Nothing changed since W: the folder as of W is today's, in uid order.
                 self.ordered(f, OrderKey::Uid, false)
             } else {
@@ -821,7 +854,7 @@ impl<'a> Mailbox<'a> {
                     .map(|(_, c, _)| *c)
                     .collect();
                 let mut members: Vec<u32> = self
-                    .contacts(f)
+                    .members(f)
                     .into_iter()
                     .filter(|c| !created.contains(c))
                     .collect();
@@ -832,13 +865,13 @@ impl<'a> Mailbox<'a> {
                         .map(|(_, c, _)| *c),
                 );
                 members.sort_unstable_by_key(|c| e.contact_uid(*c));
-                Arc::new(members)
+                Arc::new(keys(&members))
             };
-            let start = order.partition_point(|c| e.contact_uid(*c) <= kuid);
+            let start = order.partition_point(|c| e.contact_uid(c.0) <= kuid);
             order[start..]
                 .iter()
                 .take(max + 1)
-                .map(|c| ((0, e.contact_uid(*c)), *c, ItemChange::Create))
+                .map(|c| ((0, e.contact_uid(c.0)), c.0, ItemChange::Create))
                 .collect()
         } else {
             let mut v: Vec<((u64, u64), u32, ItemChange)> = e
@@ -864,7 +897,7 @@ impl<'a> Mailbox<'a> {
                 ItemChange::Delete => changes.push((ch, Err(id))),
                 _ => {
                     // An item gone from the CRM since the snapshot is deleted next round.
-                    if let Some(item) = self.item(f, c) {
+                    if let Some(item) = self.item_at(f, c) {
                         changes.push((ch, Ok(item)));
                     }
                 }
@@ -1050,18 +1083,14 @@ mod tests {
 /// A signed-in user's access to mailboxes: their own, or another's when they are an admin
 /// (EWS impersonation, Graph `/users/{id}`).
 pub struct Session<'a> {
-    /// Sorted-listing cache.
-    pub cache: &'a ViewCache,
-    /// Replica view.
-    pub engine: &'a Engine,
-    /// Id codec.
-    pub codec: &'a IdCodec,
+    cache: &'a ViewCache,
+    engine: &'a Engine,
+    codec: &'a IdCodec,
     /// View settings.
     pub cfg: &'a ViewConfig,
-    /// The signed-in user.
-    pub user: u32,
-    /// Whether the user is an admin.
-    pub admin: bool,
+    /// The signed-in user (the replica's index: it stays inside the view).
+    user: u32,
+    admin: bool,
 }
 
 /// Why a mailbox could not be opened.
@@ -1074,6 +1103,26 @@ pub enum MailboxError {
 }
 
 impl<'a> Session<'a> {
+    /// The session of the user signed in as `login` over a read view of the replica; `None`
+    /// when the replica has no such login (any more).
+    pub fn open(
+        cache: &'a ViewCache,
+        engine: &'a Engine,
+        codec: &'a IdCodec,
+        cfg: &'a ViewConfig,
+        login: &str,
+        admin: bool,
+    ) -> Option<Session<'a>> {
+        Some(Session {
+            cache,
+            engine,
+            codec,
+            cfg,
+            user: engine.find_login(login)?,
+            admin,
+        })
+    }
+
     /// The login of a user given by id or login.
     pub fn login_of(&self, id_or_login: &str) -> Option<String> {
         let u = self.engine.find_user(id_or_login)?;

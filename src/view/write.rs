@@ -384,6 +384,6 @@ impl Mailbox<'_> {
         let c = self.engine.find_contact(contact_id)?;
         let now = self.engine.folder_of(self.user, c)?;
         let _ = f;
-        self.item(now, c)
+        self.item_at(now, c)
     }
 }

@@ -14,12 +14,12 @@ use crate::ews::shape::Path;
 use crate::ews::shape::Shape;
 use crate::ews::xml::{Element, Xml};
 use crate::ews::Ctx;
-use crate::view::{FolderRef, Item, Mailbox, OrderKey};
+use crate::view::{ContactKey, FolderRef, Item, Mailbox, OrderKey};
 use std::sync::Arc;
 
 /// A folder listing: contacts in answer order; cards are built for the page only.
 struct Listing {
-    order: Arc<Vec<u32>>,
+    order: Arc<Vec<ContactKey>>,
     folder: VirtualFolder,
 }
 
@@ -46,12 +46,12 @@ fn order_key(p: &Path) -> Option<OrderKey> {
 struct Lazy<'m, 'a> {
     mb: &'m Mailbox<'a>,
     folder: VirtualFolder,
-    c: u32,
+    c: ContactKey,
     item: std::cell::OnceCell<Option<Item>>,
 }
 
 impl<'m, 'a> Lazy<'m, 'a> {
-    fn new(mb: &'m Mailbox<'a>, folder: VirtualFolder, c: u32) -> Self {
+    fn new(mb: &'m Mailbox<'a>, folder: VirtualFolder, c: ContactKey) -> Self {
         Lazy {
             mb,
             folder,
@@ -80,7 +80,7 @@ impl<'m, 'a> Lazy<'m, 'a> {
 /// A superset of the contacts (of any folder) an equality restriction can match, found
 /// through the replica's indexes; `None` when the restriction names no indexed property in
 /// a way that bounds its matches.
-fn candidates(mb: &Mailbox<'_>, r: &Restriction) -> Option<Vec<u32>> {
+fn candidates(mb: &Mailbox<'_>, r: &Restriction) -> Option<Vec<ContactKey>> {
     match r {
         Restriction::Compare(p, Cmp::Eq, v) => indexed(mb, p, v),
         // Any bounded conjunct bounds the conjunction.
@@ -102,7 +102,7 @@ fn candidates(mb: &Mailbox<'_>, r: &Restriction) -> Option<Vec<u32>> {
 
 /// Candidates for `path` equal to `value`, compared as restrictions compare (numbers as
 /// numbers, text case-insensitively).
-fn indexed(mb: &Mailbox<'_>, path: &Path, value: &str) -> Option<Vec<u32>> {
+fn indexed(mb: &Mailbox<'_>, path: &Path, value: &str) -> Option<Vec<ContactKey>> {
     let lower = value.to_lowercase();
     match path {
         Path::Extended(x) => match x.key {
@@ -113,7 +113,7 @@ fn indexed(mb: &Mailbox<'_>, path: &Path, value: &str) -> Option<Vec<u32>> {
                 if stem.contains('_') {
                     return None;
                 }
-                Some(mb.contacts_by_lower_id(stem).to_vec())
+                Some(mb.contacts_by_lower_id(stem))
             }
             crate::ews::shape::ExtKey::Tag(0xe23) => {
                 // Compared as numbers when both sides are; the uid always is.
@@ -134,7 +134,7 @@ fn indexed(mb: &Mailbox<'_>, path: &Path, value: &str) -> Option<Vec<u32>> {
     }
 }
 
-fn email(mb: &Mailbox<'_>, lower: &str) -> Option<Vec<u32>> {
+fn email(mb: &Mailbox<'_>, lower: &str) -> Option<Vec<ContactKey>> {
     // Restrictions compare integers as numbers ("007" equals "7"): no index for those.
     if lower.trim().parse::<i64>().is_ok() {
         return None;
@@ -150,7 +150,7 @@ fn email(mb: &Mailbox<'_>, lower: &str) -> Option<Vec<u32>> {
             if local.contains('-') {
                 return None;
             }
-            v.extend_from_slice(mb.contacts_by_lower_id(local));
+            v.extend(mb.contacts_by_lower_id(local));
         }
     }
     Some(v)
@@ -169,7 +169,7 @@ fn listing(
         _ => None,
     };
     let nodes = restriction.map_or(0, Restriction::nodes);
-    let done = |order: Vec<u32>| Listing {
+    let done = |order: Vec<ContactKey>| Listing {
         order: Arc::new(order),
         folder: f,
     };
@@ -209,12 +209,12 @@ fn listing(
 fn filter_and_sort(
     mb: &Mailbox<'_>,
     f: VirtualFolder,
-    cs: Vec<u32>,
+    cs: Vec<ContactKey>,
     restriction: Option<&Restriction>,
     sort: &[SortKey],
-) -> Vec<u32> {
+) -> Vec<ContactKey> {
     // Sort keys computed once per contact, then a stable order: the keys, then the uid.
-    let mut keyed: Vec<(Vec<Vec<String>>, u64, u32)> = cs
+    let mut keyed: Vec<(Vec<Vec<String>>, u64, ContactKey)> = cs
         .into_iter()
         .filter_map(|c| {
             let lazy = Lazy::new(mb, f, c);
