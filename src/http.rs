@@ -5,7 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
@@ -74,6 +74,39 @@ pub fn busy() -> Resp {
     r
 }
 
+/// How much of an over-long body is still read, and dropped, before the 413 goes out: the
+/// client is usually still sending, and closing on it makes it see a broken pipe instead of
+/// the answer (a lingering close). Bodies declared larger get the answer and the close at once.
+const DRAIN_MAX_BYTES: usize = 16 << 20;
+/// How long that reading may take.
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops the rest of `body` (see [`DRAIN_MAX_BYTES`]); `seen`: bytes already read.
+async fn drain(body: &mut Incoming, seen: usize) {
+    let deadline = tokio::time::Instant::now() + DRAIN_MAX_TIME;
+    let mut seen = seen;
+    while seen <= DRAIN_MAX_BYTES {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(d) = frame.into_data() {
+                    seen += d.len();
+                }
+            }
+            _ => break,
+        }
+    }
+}
+
+fn too_large(max: usize) -> Resp {
+    let mut r = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("request body exceeds {max} bytes"),
+    );
+    close_connection(&mut r);
+    r
+}
+
 /// What a request is charged against the memory budget per body byte: the body, and what
 /// parsing it may build. Measured by the fuzz targets (docs/security.md): an XML element tree
 /// reaches about 36 × its text, a JSON value tree 16–42 ×; 48 covers both.
@@ -96,18 +129,12 @@ pub async fn read_body_within(
             .try_acquire_many_owned(n)
             .map_err(|_| BodyError::Busy)
     };
-    let too_large = || {
-        let mut r = error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            &format!("request body exceeds {max} bytes"),
-        );
-        close_connection(&mut r);
-        BodyError::TooLarge(r)
-    };
     let declared = body.size_hint().exact().map(|n| n as usize);
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large());
+    if let Some(n) = declared.filter(|n| *n > max) {
+        if n <= DRAIN_MAX_BYTES {
+            drain(&mut body, 0).await;
+        }
+        return Err(BodyError::TooLarge(too_large(max)));
     }
     let mut permit = charge(declared.unwrap_or(0))?;
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
@@ -121,7 +148,8 @@ pub async fn read_body_within(
         })?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > max {
-                return Err(too_large());
+                drain(&mut body, buf.len() + data.len()).await;
+                return Err(BodyError::TooLarge(too_large(max)));
             }
             buf.extend_from_slice(&data);
             let covered = permit.num_permits() * 1024 / BUDGET_PER_BODY_BYTE;
@@ -137,27 +165,33 @@ pub async fn read_body_within(
 }
 
 /// Reads a request body of at most `max` bytes.
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            let mut r = error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                &format!("request body exceeds {max} bytes"),
-            );
-            close_connection(&mut r);
-            Err(r)
+pub async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, Resp> {
+    use hyper::body::Body as _;
+    let declared = body.size_hint().exact().map(|n| n as usize);
+    if let Some(n) = declared.filter(|n| *n > max) {
+        if n <= DRAIN_MAX_BYTES {
+            drain(&mut body, 0).await;
         }
-        Err(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "could not read the request body",
-        )),
+        return Err(too_large(max));
     }
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "could not read the request body",
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                drain(&mut body, buf.len() + data.len()).await;
+                return Err(too_large(max));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// A JSON response.

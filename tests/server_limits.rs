@@ -202,3 +202,54 @@ async fn readyz_waits_for_the_start_up_warm_up() {
     let r = s.client.get(s.url("/readyz")).send().await.expect("send");
     assert_eq!(r.status(), 200);
 }
+
+/// An upload over `server.max_body_bytes` gets its answer every time (EWS: a SOAP fault with
+/// ErrorSchemaValidation; Graph and the admin API: 413): the server reads (and drops) the rest of a moderately oversized body
+/// before it answers and closes, so the client, still sending, reads the answer instead of
+/// a reset connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_uploads_get_their_413_not_a_reset() {
+    let s = TestServer::start(&fixture("demo.json"), "[server]\nmax_body_bytes = 1048576").await;
+    let big = vec![b' '; 5 << 20];
+    let tok = s
+        .graph_token("anna@example.test", "demo", "Contacts.ReadWrite")
+        .await;
+    for round in 0..8 {
+        let sends = [
+            s.client
+                .post(s.url("/EWS/Exchange.asmx"))
+                .basic_auth("anna@example.test", Some("demo"))
+                .header("content-type", "text/xml")
+                .body(big.clone()),
+            s.client
+                .post(s.url("/v1.0/me/contacts"))
+                .bearer_auth(&tok)
+                .header("content-type", "application/json")
+                .body(big.clone()),
+            s.client
+                .put(s.url("/admin/v1/contacts/cx"))
+                .basic_auth("ben@example.test", Some("demo2"))
+                .header("content-type", "application/json")
+                .body(big.clone()),
+        ];
+        // EWS answers in SOAP's terms: a fault (HTTP 500) with ErrorSchemaValidation.
+        let expected = [
+            (500, "ErrorSchemaValidation"),
+            (413, ""),
+            (413, "payload_too_large"),
+        ];
+        for (n, req) in sends.into_iter().enumerate() {
+            let r = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, endpoint {n}: no answer: {e:?}"));
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            assert_eq!(status, expected[n].0, "round {round}, endpoint {n}: {text}");
+            assert!(
+                text.contains(expected[n].1),
+                "round {round}, endpoint {n}: {text}"
+            );
+        }
+    }
+}
