@@ -312,7 +312,21 @@ mod tests {
                 exercise(&s);
                 s.put(SCHEMA_KEY, b"99").expect("put");
             }
-            match Store::open(dir.path(), kind) {
+            // sled releases its file lock from a background thread shortly after the drop.
+            let reopen = || {
+                let mut r = Store::open(dir.path(), kind);
+                for _ in 0..100 {
+                    match &r {
+                        Err(e) if e.to_string().contains("acquire lock") => {
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            r = Store::open(dir.path(), kind);
+                        }
+                        _ => break,
+                    }
+                }
+                r
+            };
+            match reopen() {
                 Err(StoreError::Schema { found, .. }) => assert_eq!(found, "99"),
                 Err(e) => panic!("wrong error {e}"),
                 Ok(_) => panic!("a foreign schema version must be refused"),
