@@ -1,13 +1,14 @@
-//! The assembled gateway: store, CRM backend, replica, auth; plus the operations the admin API
-//! and the CLI share (record upserts and deletes through the CRM, imports, seeding).
-//! Protocol front ends get an `Arc<App>`.
+//! The assembled gateway: construction (store, CRM backend and its seed, replica, tokens,
+//! limits, the write service) and the shared handles the faces get through an `Arc<App>`.
+//! Record writes of the admin API and the CLI live in `admin::records`; client writes go
+//! through `view::service::Writer`.
 
 use crate::auth::tokens::{Directory, Tokens};
 use crate::auth::{self, Principal, Throttle};
 use crate::config::{Backend, Config};
-use crate::crm::{Crm, CrmBackend, CrmError, EmbeddedCrm, Precondition, Versioned};
-use crate::domain::dataset::{check_record, Dataset, Problem};
-use crate::domain::{Kind, Record, User};
+use crate::crm::{Crm, CrmBackend, CrmError, EmbeddedCrm};
+use crate::domain::dataset::{Dataset, Problem};
+use crate::domain::{Kind, Record};
 use crate::replica::{LoadStats, Replica, ReplicaError};
 use crate::store::{Store, StoreError};
 use std::net::IpAddr;
@@ -302,149 +303,6 @@ impl App {
         })
     }
 
-    /// The live record of the user with id `id`.
-    fn user_by_id(&self, id: &str) -> Option<User> {
-        match self.replica.read().ok()?.record(Kind::User, id)? {
-            Record::User(u) => Some(u),
-            _ => None,
-        }
-    }
-
-    /// Revokes the tokens of users whose identity a write changes: created (an id may be
-    /// reused), deactivated, or with another login or password.
-    fn revoke_changed(&self, old: Option<&User>, new: &User) -> Result<(), AppError> {
-        let changed = match old {
-            None => true,
-            Some(o) => {
-                o.login.to_lowercase() != new.login.to_lowercase()
-                    || o.password_hash != new.password_hash
-                    || (o.active && !new.active)
-            }
-        };
-        if changed {
-            let n = self.tokens.revoke_user(new.id.as_str())?;
-            if n > 0 {
-                tracing::info!(user = %new.id, revoked = n, "user identity changed; tokens revoked");
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses writes of record kinds the CRM does not take from crmgate (its capabilities),
-    /// before anything is sent.
-    fn check_writable(&self, kind: Kind) -> Result<(), AppError> {
-        let caps = &self.view.capabilities;
-        if caps.can_write(kind) {
-            return Ok(());
-        }
-        let writable: Vec<&str> = caps.writable.iter().map(|k| k.plural()).collect();
-        Err(AppError::Invalid(vec![Problem {
-            path: kind.plural().into(),
-            message: format!(
-                "with crm.backend = \"{}\" {kind}s are changed in {}; crmgate writes {} only",
-                self.config.crm.backend.name(),
-                caps.crm,
-                writable.join(" and ")
-            ),
-        }]))
-    }
-
-    fn known(&self, kind: Kind, id: &str) -> bool {
-        self.replica
-            .read()
-            .map(|e| e.record(kind, id).is_some())
-            .unwrap_or(false)
-    }
-
-    /// Creates or replaces a whole record through the CRM; acknowledged once the CRM stored
-    /// it and the replica applied it. Returns the stored version and whether it was created.
-    pub async fn put_record(
-        &self,
-        mut record: Record,
-        pre: Precondition,
-    ) -> Result<(Versioned, bool), AppError> {
-        let kind = record.kind();
-        self.check_writable(kind)?;
-        let mut problems = Vec::new();
-        check_record(
-            &record,
-            "",
-            &|k, id| self.known(k, id) || (k == kind && id == record.id()),
-            &mut problems,
-        );
-        for p in &mut problems {
-            p.path = p.path.trim_start_matches('.').to_owned();
-        }
-        if let Record::User(u) = &record {
-            let taken = self.replica.read().ok().and_then(|e| {
-                e.find_login(&u.login)
-                    .map(|i| e.user_id(i).to_owned())
-                    .filter(|owner| *owner != u.id.0)
-            });
-            if let Some(owner) = taken {
-                problems.push(Problem {
-                    path: "login".into(),
-                    message: format!("login \"{}\" is already used by user \"{owner}\"", u.login),
-                });
-            }
-        }
-        if !problems.is_empty() {
-            return Err(AppError::Invalid(problems));
-        }
-        let existing = self.crm.get(kind, record.id().to_owned()).await?;
-        if let Record::User(u) = &mut record {
-            if let Some(p) = u.password.take() {
-                u.password_hash = Some(auth::hash_password(&p).map_err(|e| {
-                    AppError::Invalid(vec![Problem {
-                        path: "password".into(),
-                        message: e,
-                    }])
-                })?);
-            } else if u.password_hash.is_none() {
-                // The admin API never shows the hash, so a read-modify-write keeps it.
-                if let Some(Versioned {
-                    record: Record::User(old),
-                    ..
-                }) = &existing
-                {
-                    u.password_hash = old.password_hash.clone();
-                }
-            }
-        }
-        if let Record::User(u) = &record {
-            // Before the write, so no window lets an old token meet the new identity.
-            let old = match &existing {
-                Some(Versioned {
-                    record: Record::User(o),
-                    ..
-                }) => Some(o),
-                _ => None,
-            };
-            self.revoke_changed(old, u)?;
-        }
-        let v = self.writer.write_record(record, pre).await?;
-        Ok((v, existing.is_none()))
-    }
-
-    /// Deletes a record through the CRM; acknowledged once the replica applied it.
-    pub async fn delete_record(
-        &self,
-        kind: Kind,
-        id: &str,
-        pre: Precondition,
-    ) -> Result<(), AppError> {
-        self.check_writable(kind)?;
-        self.writer.delete_record(kind, id, pre).await?;
-        if kind == Kind::User {
-            // A failure here leaves no live token: the user is gone, and a user created
-            // later under this id starts a new token epoch.
-            if let Err(e) = self.tokens.revoke_user(id) {
-                tracing::error!(error = %e, user = id, "revoking a deleted user's tokens failed");
-            }
-        }
-        Ok(())
-    }
-
     /// The grant of a valid Graph bearer token (see [`Tokens::verify`]): from memory for a
     /// token verified before, else the store is read (and a possible revocation written) on
     /// the blocking pool, never on the async worker.
@@ -495,46 +353,6 @@ impl App {
             crate::domain::mapping::display_phone(n, region);
         }
         numbers.len()
-    }
-
-    /// Upserts a whole dataset by id (the `import` command), in chunks, reporting progress.
-    pub async fn import(
-        &self,
-        mut ds: Dataset,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<usize, AppError> {
-        let problems = ds.check(&|k, id| self.known(k, id));
-        if !problems.is_empty() {
-            return Err(AppError::Invalid(problems));
-        }
-        hash_passwords(&mut ds)?;
-        for u in &ds.users {
-            self.revoke_changed(self.user_by_id(u.id.as_str()).as_ref(), u)?;
-        }
-        let total = ds.len();
-        let mut done = 0;
-        let records: Vec<Record> = ds.records().collect();
-        for chunk in records.chunks(5000) {
-            match &self.crm {
-                Crm::HelloHq(_) => {
-                    return Err(AppError::Io(
-                        "import writes the embedded CRM; with crm.backend = \"hellohq\" the data \
-                         comes from helloHQ"
-                            .into(),
-                    ))
-                }
-                Crm::Embedded(e) => {
-                    let (e, chunk) = (e.clone(), chunk.to_vec());
-                    tokio::task::spawn_blocking(move || e.put_many_blocking(&chunk))
-                        .await
-                        .map_err(|e| AppError::Io(format!("import worker failed: {e}")))??;
-                }
-            }
-            done += chunk.len();
-            progress(done, total);
-        }
-        self.catch_up().await?;
-        Ok(done)
     }
 }
 

@@ -415,7 +415,7 @@ fn run() -> Result<()> {
             rt.block_on(async {
                 app.catch_up().await?;
                 eprintln!("importing {} records from {}", ds.len(), file.display());
-                let n = app.import(ds, &mut progress_bar).await?;
+                let n = crmgate::admin::records::import(&app, ds, &mut progress_bar).await?;
                 println!("imported {n} records");
                 Ok::<_, anyhow::Error>(())
             })

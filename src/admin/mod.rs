@@ -14,6 +14,7 @@
 // Handlers return a ready response as their error: it is built once, on the way out.
 #![allow(clippy::result_large_err)]
 
+pub mod records;
 use crate::app::{App, AppError};
 use crate::auth::Principal;
 use crate::crm::{CrmBackend, CrmError, Precondition};
@@ -200,7 +201,7 @@ pub async fn handle(app: &App, who: &Principal, req: Request<Incoming>) -> Resp 
                 Method::PUT => put(app, who, k, id, req).await,
                 Method::DELETE => {
                     let pre = precondition(&req);
-                    match app.delete_record(k, &id, pre).await {
+                    match records::delete(app, k, &id, pre).await {
                         Ok(()) => {
                             tracing::info!(admin = %who.login, kind = %k, %id, "deleted");
                             let mut r = json(StatusCode::NO_CONTENT, &Value::Null);
@@ -316,7 +317,7 @@ async fn put(app: &App, who: &Principal, kind: Kind, id: String, req: Request<In
             }]))
         }
     };
-    match app.put_record(record, pre).await {
+    match records::put(app, record, pre).await {
         Ok((stored, created)) => {
             tracing::info!(admin = %who.login, kind = %kind, %id, created, "stored");
             let status = if created {
