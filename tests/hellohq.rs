@@ -1308,3 +1308,42 @@ async fn pages_follow_next_links_and_a_restart_uses_the_rotated_refresh_token() 
     converged(&sim, &s.app, "after the restart").await;
     s.stop().await;
 }
+
+/// A helloHQ whose next links repeat a page (a broken server, or a hostile one) makes the
+/// read fail with a retryable error at once; it never loops, and reads of the replica go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_links_that_repeat_a_page_stop_the_read_instead_of_looping() {
+    let sim = Sim::start().await;
+    sim.populate(60, 9);
+    let s = start_with_logins(&sim, "reconcile_interval_secs = 3600", "").await;
+    let Crm::HelloHq(hq) = &s.app.crm else {
+        panic!("helloHQ backend expected")
+    };
+    // A change for the next poll to read, so its first page is not empty.
+    let hq_id = sim.list("ContactPersons")[0]["Id"].as_i64().expect("id") as i32;
+    assert!(sim.update("ContactPersons", hq_id, |c| c["Position"] =
+        json!("Looping")));
+    sim.set_faults(Faults {
+        next_link_loop: true,
+        ..Faults::default()
+    });
+    sim.reset_stats();
+    let r = tokio::time::timeout(Duration::from_secs(30), hq.sync_once())
+        .await
+        .expect("the read stops by itself");
+    match r {
+        Err(crmgate::crm::CrmError::Unavailable { reason, .. }) => {
+            assert!(reason.contains("repeat a page"), "{reason}")
+        }
+        other => panic!("expected a retryable refusal, got {other:?}"),
+    }
+    assert!(
+        sim.stats().requests < 20,
+        "a handful of requests, not a loop: {}",
+        sim.stats().requests
+    );
+    assert!(!replica(&s.app).await.is_empty(), "reads go on");
+    sim.set_faults(Faults::default());
+    hq.sync_once().await.expect("a healthy helloHQ syncs again");
+    s.stop().await;
+}

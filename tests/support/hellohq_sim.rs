@@ -62,6 +62,8 @@ pub struct Faults {
     /// Every write is refused with 422 and an OData error naming a property, as helloHQ
     /// answers an entity its own validation rejects. Nothing is stored.
     pub refuse_writes: bool,
+    /// Every v1 list page links to itself as `@odata.nextLink` (a broken server).
+    pub next_link_loop: bool,
 }
 
 impl Default for Faults {
@@ -77,6 +79,7 @@ impl Default for Faults {
             down: false,
             rate_limit_per_min: None,
             refuse_writes: false,
+            next_link_loop: false,
         }
     }
 }
@@ -1864,7 +1867,12 @@ fn list(
     body.insert("value".into(), Value::Array(value));
     // Server-driven paging: the server cut the page short of what was asked for.
     let asked = q.top.unwrap_or(usize::MAX);
-    if n < asked && count > q.skip + n {
+    if st.faults.next_link_loop && n > 0 {
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(format!("{base}{path}?{raw_query}")),
+        );
+    } else if n < asked && count > q.skip + n {
         body.insert(
             "@odata.nextLink".into(),
             json!(next_link(

@@ -67,6 +67,36 @@ fn address_marker(local: &str) -> String {
     format!("crmgate: contact person {local}")
 }
 
+/// Most pages one read follows (a backstop: a set of 10 million entities at 100 a page).
+const MAX_PAGES: u64 = 100_000;
+
+/// The pages one read has requested, so a server whose next links repeat, or never end, makes
+/// the read fail (retryable) instead of looping forever.
+#[derive(Default)]
+struct Pager {
+    seen: HashSet<String>,
+    pages: u64,
+}
+
+impl Pager {
+    /// Records that `path` is about to be requested while reading `what`.
+    fn request(&mut self, what: &str, path: &str) -> Result<(), CrmError> {
+        self.pages += 1;
+        if self.pages > MAX_PAGES {
+            return Err(unavailable(format!(
+                "helloHQ served more than {MAX_PAGES} pages for one read of {what}; stopped"
+            )));
+        }
+        if !self.seen.insert(path.to_owned()) {
+            tracing::warn!(what, path, "helloHQ's next links repeat a page");
+            return Err(unavailable(format!(
+                "helloHQ's next links for {what} repeat a page; stopped"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What follows a page of a list.
 enum Next {
     /// The path of the next link helloHQ sent.
@@ -490,7 +520,9 @@ impl HelloHq {
         let mut skip = 0u64;
         let mut path = self.list_path(set, &q, skip);
         let mut chain = 0;
+        let mut pager = Pager::default();
         loop {
+            pager.request(set.name(), &path)?;
             let reply = self.inner.client.get(&path).await?;
             let (page, next) = self.entities(set, &reply)?;
             let n = page.len() as u64;
@@ -570,6 +602,7 @@ impl HelloHq {
 
     async fn load(&self, st: &mut SyncState) -> Result<usize, CrmError> {
         let mut changed = 0;
+        let mut pager = Pager::default();
         while st.load_set < Set::ALL.len() {
             let set = Set::ALL[st.load_set];
             let mut path = match st.load_next.take() {
@@ -579,6 +612,7 @@ impl HelloHq {
             if st.load_skip == 0 && !self.v2(set) {
                 path.push_str("&$count=true");
             }
+            pager.request(set.name(), &path)?;
             let reply = self.inner.client.get(&path).await?;
             if st.load_skip == 0 {
                 // Changes made while the rest of this set loads are polled from here on.
@@ -675,7 +709,9 @@ impl HelloHq {
         };
         let mut path = events_path(skip);
         let mut chain = 0;
+        let mut pager = Pager::default();
         loop {
+            pager.request("ConfigSystemEvents", &path)?;
             let reply = self.inner.client.get(&path).await?;
             if matches!(reply.status, 400 | 404 | 405 | 501) {
                 tracing::warn!(
@@ -762,7 +798,9 @@ impl HelloHq {
             let mut skip = 0u64;
             let mut path = self.list_path(set, &Query::Ids, skip);
             let mut chain = 0;
+            let mut pager = Pager::default();
             loop {
+                pager.request(set.name(), &path)?;
                 let reply = self.inner.client.get(&path).await?;
                 let (page, link) = self.entities(set, &reply)?;
                 let n = page.len() as u64;
