@@ -429,6 +429,14 @@ fn update_body(item: &str, ck: &str, uri: &str, value: &str) -> String {
     )
 }
 
+/// Finds contact `cid` in `login`'s My folder `my`, sets `uri` to the `<t:Contact>` content
+/// `value` with UpdateItem, and asserts it succeeded.
+async fn edit_ok(s: &TestServer, login: &str, my: &str, cid: &str, uri: &str, value: &str) {
+    let (item_id, ck) = item(s, login, my, cid).await;
+    let (r, text) = ews(s, login, update_body(&item_id, &ck, uri, value)).await;
+    assert_eq!(codes(&r), vec!["NoError"], "{text}");
+}
+
 /// A CreateItem; `company` names the contact's company (one in the user's scope links it).
 fn create_body(my: &str, first: &str, last: &str, email: &str, company: Option<&str>) -> String {
     let company = company
@@ -492,19 +500,15 @@ async fn ews_edits_land_in_hellohq_with_unrelated_fields_intact() {
 
     // Update: only Position changes in helloHQ; everything else, unmapped fields included,
     // stays exactly as it was.
-    let (item_id, ck) = item(&s, &login, &my, &cid).await;
-    let (r, text) = ews(
+    edit_ok(
         &s,
         &login,
-        update_body(
-            &item_id,
-            &ck,
-            "contacts:JobTitle",
-            "<t:JobTitle>Chief Tester</t:JobTitle>",
-        ),
+        &my,
+        &cid,
+        "contacts:JobTitle",
+        "<t:JobTitle>Chief Tester</t:JobTitle>",
     )
     .await;
-    assert_eq!(codes(&r), vec!["NoError"], "{text}");
     let after = sim.get("ContactPersons", hq).expect("still there");
     assert_eq!(after["Position"], "Chief Tester");
     for (k, v) in before.as_object().expect("object") {
@@ -1189,19 +1193,15 @@ async fn writes_land_whole_and_confirmed_through_a_strict_hellohq() {
         .expect("populated contacts have an e-mail")
         .to_owned();
 
-    let (item_id, ck) = item(&s, &login, &my, &cid).await;
-    let (r, text) = ews(
+    edit_ok(
         &s,
         &login,
-        update_body(
-            &item_id,
-            &ck,
-            "contacts:JobTitle",
-            "<t:JobTitle>First</t:JobTitle>",
-        ),
+        &my,
+        &cid,
+        "contacts:JobTitle",
+        "<t:JobTitle>First</t:JobTitle>",
     )
     .await;
-    assert_eq!(codes(&r), vec!["NoError"], "{text}");
     let (item_id, ck) = item(&s, &login, &my, &cid).await;
     assert_eq!(shown_email(&s, &login, &item_id).await, real);
     let (r, text) = ews(
