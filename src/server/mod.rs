@@ -394,6 +394,13 @@ fn metrics(app: &App) -> String {
     );
     let _ = writeln!(
         s,
+        "# TYPE crmgate_write_replans_total counter\ncrmgate_write_replans_total {}\n\
+         # TYPE crmgate_write_replan_streak_max gauge\ncrmgate_write_replan_streak_max {}",
+        app.writer.replans(),
+        app.writer.longest_replan_streak()
+    );
+    let _ = writeln!(
+        s,
         "# TYPE crmgate_uptime_seconds gauge\ncrmgate_uptime_seconds {}",
         app.started.elapsed().as_secs()
     );

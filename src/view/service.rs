@@ -12,8 +12,9 @@ use crate::crm::{Crm, CrmBackend, CrmError, Precondition, Versioned};
 use crate::domain::{Kind, Record};
 use crate::replica::Replica;
 use crate::store::{Store, StoreError};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// How often a write that lost a race against another writer of the same contact is planned
 /// and tried again before the client hears of a conflict.
@@ -35,6 +36,12 @@ pub struct Writer {
     store: Arc<Store>,
     audit_seq: AtomicU64,
     writes: AtomicU64,
+    /// One lock per contact being written, so crmgate's own writers of one contact take
+    /// turns (in arrival order) instead of losing races to each other.
+    contact_locks: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Re-plans after lost races, and the longest run of them one write needed.
+    replans: AtomicU64,
+    longest_streak: AtomicU64,
 }
 
 impl Writer {
@@ -46,7 +53,34 @@ impl Writer {
             store,
             audit_seq: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            contact_locks: std::sync::Mutex::new(HashMap::new()),
+            replans: AtomicU64::new(0),
+            longest_streak: AtomicU64::new(0),
         }
+    }
+
+    /// Re-plans after lost races since start.
+    pub fn replans(&self) -> u64 {
+        self.replans.load(Ordering::Relaxed)
+    }
+
+    /// The most re-plans one write needed since start.
+    pub fn longest_replan_streak(&self) -> u64 {
+        self.longest_streak.load(Ordering::Relaxed)
+    }
+
+    /// The write lock of contact `id` (dropped from the table once nobody holds it).
+    fn contact_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.contact_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = m.get(id).and_then(Weak::upgrade) {
+            return l;
+        }
+        if m.len() >= 1024 {
+            m.retain(|_, w| w.strong_count() > 0);
+        }
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        m.insert(id.to_owned(), Arc::downgrade(&l));
+        l
     }
 
     /// CRM writes done since start.
@@ -70,12 +104,20 @@ impl Writer {
     ) -> Result<T, Failed<E>> {
         let mut current = first;
         let mut attempt = 0;
+        // crmgate's writers of one contact take turns: a write waits for the one before it,
+        // so it loses a race only to writers outside crmgate (and, having lost, re-plans and
+        // writes while still holding its turn).
+        let lock = self.contact_lock(&planned(&current).contact_id);
+        let _turn = lock.lock().await;
         loop {
             let p = planned(&current);
             match self.run(who, op, p).await {
                 Ok(()) => return Ok(current),
                 Err(e) if is_race(&e, p) && attempt < REPLAN_ATTEMPTS => {
                     attempt += 1;
+                    self.replans.fetch_add(1, Ordering::Relaxed);
+                    self.longest_streak
+                        .fetch_max(u64::from(attempt), Ordering::Relaxed);
                     if let Err(e) = self.replica.catch_up(&self.crm).await {
                         tracing::warn!(error = %e, "replica catch-up before a re-plan failed");
                     }
