@@ -112,23 +112,15 @@ fn too_large(max: usize) -> Resp {
 /// reaches about 36 × its text, a JSON value tree 16–42 ×; 48 covers both.
 pub const BUDGET_PER_BODY_BYTE: usize = 48;
 
-/// Reads a body of at most `max` bytes, charging it against `budget` (in bytes) as it
-/// arrives; refuses as soon as the budget cannot cover it, so many large requests at once
-/// cannot take more memory than the budget.
-pub async fn read_body_within(
+/// Reads `body`, at most `max` bytes: a body declared or found larger is refused with 413
+/// (after [`drain`]); `on_len` is told the length to hold before reading (the declared one,
+/// or 0) and after each chunk, and may refuse.
+async fn read_limited(
     mut body: Incoming,
     max: usize,
-    budget: &std::sync::Arc<tokio::sync::Semaphore>,
-) -> Result<Body, BodyError> {
+    mut on_len: impl FnMut(usize) -> Result<(), BodyError>,
+) -> Result<Bytes, BodyError> {
     use hyper::body::Body as _;
-    let charge = |n: usize| -> Result<tokio::sync::OwnedSemaphorePermit, BodyError> {
-        let n = u32::try_from(n.saturating_mul(BUDGET_PER_BODY_BYTE).div_ceil(1024))
-            .unwrap_or(u32::MAX);
-        budget
-            .clone()
-            .try_acquire_many_owned(n)
-            .map_err(|_| BodyError::Busy)
-    };
     let declared = body.size_hint().exact().map(|n| n as usize);
     if let Some(n) = declared.filter(|n| *n > max) {
         if n <= DRAIN_MAX_BYTES {
@@ -136,7 +128,7 @@ pub async fn read_body_within(
         }
         return Err(BodyError::TooLarge(too_large(max)));
     }
-    let mut permit = charge(declared.unwrap_or(0))?;
+    on_len(declared.unwrap_or(0))?;
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| {
@@ -152,46 +144,53 @@ pub async fn read_body_within(
                 return Err(BodyError::TooLarge(too_large(max)));
             }
             buf.extend_from_slice(&data);
-            let covered = permit.num_permits() * 1024 / BUDGET_PER_BODY_BYTE;
-            if buf.len() > covered {
-                permit.merge(charge(buf.len() - covered)?);
-            }
-        }
-    }
-    Ok(Body {
-        bytes: buf.freeze(),
-        _permit: permit,
-    })
-}
-
-/// Reads a request body of at most `max` bytes.
-pub async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, Resp> {
-    use hyper::body::Body as _;
-    let declared = body.size_hint().exact().map(|n| n as usize);
-    if let Some(n) = declared.filter(|n| *n > max) {
-        if n <= DRAIN_MAX_BYTES {
-            drain(&mut body, 0).await;
-        }
-        return Err(too_large(max));
-    }
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "could not read the request body",
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
-                drain(&mut body, buf.len() + data.len()).await;
-                return Err(too_large(max));
-            }
-            buf.extend_from_slice(&data);
+            on_len(buf.len())?;
         }
     }
     Ok(buf.freeze())
+}
+
+/// Reads a body of at most `max` bytes, charging it against `budget` (in bytes) as it
+/// arrives; refuses as soon as the budget cannot cover it, so many large requests at once
+/// cannot take more memory than the budget.
+pub async fn read_body_within(
+    body: Incoming,
+    max: usize,
+    budget: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<Body, BodyError> {
+    let charge = |n: usize| -> Result<tokio::sync::OwnedSemaphorePermit, BodyError> {
+        let n = u32::try_from(n.saturating_mul(BUDGET_PER_BODY_BYTE).div_ceil(1024))
+            .unwrap_or(u32::MAX);
+        budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| BodyError::Busy)
+    };
+    let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let bytes = read_limited(body, max, |len| {
+        match &mut permit {
+            None => permit = Some(charge(len)?),
+            Some(p) => {
+                let covered = p.num_permits() * 1024 / BUDGET_PER_BODY_BYTE;
+                if len > covered {
+                    p.merge(charge(len - covered)?);
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    match permit {
+        Some(p) => Ok(Body { bytes, _permit: p }),
+        None => Err(BodyError::Busy),
+    }
+}
+
+/// Reads a request body of at most `max` bytes.
+pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
+    read_limited(body, max, |_| Ok(()))
+        .await
+        .map_err(BodyError::response)
 }
 
 /// A JSON response.

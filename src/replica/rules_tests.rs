@@ -31,7 +31,11 @@ fn ds() -> Dataset {
 }
 
 fn engine(rules: &FolderRules, d: &Dataset) -> Engine {
-    let mut e = Engine::new(rules.clone());
+    load(Engine::new(rules.clone()), d)
+}
+
+/// `e` with every record of `d` applied.
+fn load(mut e: Engine, d: &Dataset) -> Engine {
     let changes = d
         .records()
         .map(|r| {
@@ -292,17 +296,7 @@ fn unknown_users_have_no_folders() {
 fn modification_times_come_from_the_injected_clock() {
     let mut e = Engine::new(FolderRules::default());
     e.set_clock(|| 1_800_000_000);
-    let d = ds();
-    let changes = d
-        .records()
-        .map(|r| {
-            Change::Upsert(Versioned {
-                record: r,
-                version: "1".into(),
-            })
-        })
-        .collect();
-    e.apply(changes);
+    let e = load(e, &ds());
     let c = e.find_contact("c1").expect("c1");
     assert_eq!(e.contact_modified(c), 1_800_000_000);
 }

@@ -570,7 +570,8 @@ impl<'a> Mailbox<'a> {
 
     /// Contacts of a virtual folder.
     pub fn contacts(&self, f: VirtualFolder) -> Vec<ContactKey> {
-        keys(&self.members(f))
+        // Collected in place: the index vector's allocation is reused.
+        self.members(f).into_iter().map(ContactKey).collect()
     }
 
     /// True when contact `c` is in folder `f` of this mailbox now.
@@ -865,7 +866,7 @@ impl<'a> Mailbox<'a> {
                         .map(|(_, c, _)| *c),
                 );
                 members.sort_unstable_by_key(|c| e.contact_uid(*c));
-                Arc::new(keys(&members))
+                Arc::new(members.into_iter().map(ContactKey).collect())
             };
             let start = order.partition_point(|c| e.contact_uid(c.0) <= kuid);
             order[start..]

@@ -128,18 +128,6 @@ impl Writer {
         }
     }
 
-    /// Executes one planned write (no re-plan) and audits it.
-    pub async fn execute(
-        &self,
-        who: &Principal,
-        op: &str,
-        planned: &Planned,
-    ) -> Result<(), WriteError> {
-        self.run(who, op, planned)
-            .await
-            .map_err(|e| WriteError::from_crm(&e))
-    }
-
     /// The CRM first (under the plan's precondition), then the replica catches up;
     /// acknowledged only when both are done. Every attempt is audited.
     async fn run(&self, who: &Principal, op: &str, planned: &Planned) -> Result<(), CrmError> {
