@@ -9,7 +9,7 @@
 
 use super::{Change, ChangePage, CrmBackend, CrmError, Precondition, Versioned};
 use crate::domain::dataset::Dataset;
-use crate::domain::{Kind, Record};
+use crate::domain::{Contact, ContactField, Kind, Record};
 use crate::store::{KvStore, Op, Store, StoreError};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
@@ -304,6 +304,33 @@ impl EmbeddedCrm {
         })
     }
 
+    /// Synchronous form of [`CrmBackend::update_contact`]: the changed fields are applied
+    /// onto the stored copy, read and written under the one write lock.
+    pub fn update_contact_blocking(
+        &self,
+        contact: Contact,
+        changed: &[ContactField],
+        pre: Precondition,
+    ) -> Result<Versioned, CrmError> {
+        self.check_up()?;
+        let mut seq = self.lock_seq()?;
+        let Some((cur, Record::Contact(stored))) = self.read(Kind::Contact, contact.id.as_str())?
+        else {
+            return Err(CrmError::NotFound);
+        };
+        Self::check_pre(&pre, Some(cur))?;
+        let record = Record::Contact(stored.with_fields_from(&contact, changed));
+        let next = *seq + 1;
+        let mut ops = self.write_ops(&record, next, Some(cur))?;
+        ops.push(Op::Put(SEQ_KEY.to_vec(), next.to_string().into_bytes()));
+        self.inner.store.apply(ops)?;
+        *seq = next;
+        Ok(Versioned {
+            record,
+            version: next.to_string(),
+        })
+    }
+
     /// Upserts many records in one durable batch (imports).
     pub fn put_many_blocking(&self, records: &[Record]) -> Result<usize, CrmError> {
         let mut seq = self.lock_seq()?;
@@ -450,6 +477,15 @@ impl CrmBackend for EmbeddedCrm {
         let me = self.clone();
         blocking(move || me.put_blocking(record, pre)).await
     }
+    async fn update_contact(
+        &self,
+        contact: Contact,
+        changed: Vec<ContactField>,
+        pre: Precondition,
+    ) -> Result<Versioned, CrmError> {
+        let me = self.clone();
+        blocking(move || me.update_contact_blocking(contact, &changed, pre)).await
+    }
     async fn delete(&self, kind: Kind, id: String, pre: Precondition) -> Result<(), CrmError> {
         let me = self.clone();
         blocking(move || me.delete_blocking(kind, &id, pre)).await
@@ -500,5 +536,45 @@ mod tests {
         let all = crm.changes_blocking(None, 1).expect("feed");
         assert!(all.more);
         assert_eq!(all.changes.len(), 1);
+    }
+
+    #[test]
+    fn a_field_update_keeps_what_others_changed() {
+        let crm = EmbeddedCrm::open(Arc::new(Store::memory())).expect("opens");
+        let c = Contact {
+            id: crate::domain::ContactId::from("c1"),
+            first_name: Some("Anna".into()),
+            job_title: Some("CTO".into()),
+            ..Default::default()
+        };
+        crm.put_blocking(Record::Contact(c.clone()), Precondition::MustNotExist)
+            .expect("create");
+        // Another writer renames her; this client, still holding the old copy, changes the job.
+        let mut renamed = c.clone();
+        renamed.first_name = Some("Anne".into());
+        crm.put_blocking(Record::Contact(renamed), Precondition::MustExist)
+            .expect("rename");
+        let mut mine = c.clone();
+        mine.job_title = Some("CEO".into());
+        let v = crm
+            .update_contact_blocking(
+                mine.clone(),
+                &c.changed_fields(&mine),
+                Precondition::MustExist,
+            )
+            .expect("update");
+        let Record::Contact(stored) = v.record else {
+            panic!("a contact")
+        };
+        assert_eq!(stored.first_name.as_deref(), Some("Anne"), "rename kept");
+        assert_eq!(stored.job_title.as_deref(), Some("CEO"));
+        assert!(matches!(
+            crm.update_contact_blocking(
+                mine,
+                &[ContactField::JobTitle],
+                Precondition::Version("1".into())
+            ),
+            Err(CrmError::PreconditionFailed { .. })
+        ));
     }
 }

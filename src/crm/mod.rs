@@ -9,7 +9,7 @@ pub mod hellohq;
 pub mod mirror;
 
 use crate::domain::dataset::Problem;
-use crate::domain::{Kind, Record};
+use crate::domain::{Contact, ContactField, Kind, Record};
 use std::future::Future;
 use std::time::Duration;
 
@@ -120,6 +120,19 @@ pub trait CrmBackend: Send + Sync + 'static {
         record: Record,
         pre: Precondition,
     ) -> impl Future<Output = Result<Versioned, CrmError>> + Send;
+    /// Changes the `changed` fields of a contact to their values in `contact`, under a
+    /// precondition, leaving every other field as the CRM holds it; returns the stored
+    /// version. A backend that writes whole records only may store `contact` whole (the
+    /// default), which is the same under a version precondition.
+    fn update_contact(
+        &self,
+        contact: Contact,
+        changed: Vec<ContactField>,
+        pre: Precondition,
+    ) -> impl Future<Output = Result<Versioned, CrmError>> + Send {
+        let _ = changed;
+        self.put(Record::Contact(contact), pre)
+    }
     /// Deletes a record under a precondition.
     fn delete(
         &self,
@@ -167,6 +180,17 @@ impl CrmBackend for Crm {
         match self {
             Crm::Embedded(b) => b.put(record, pre).await,
             Crm::HelloHq(b) => b.put(record, pre).await,
+        }
+    }
+    async fn update_contact(
+        &self,
+        contact: Contact,
+        changed: Vec<ContactField>,
+        pre: Precondition,
+    ) -> Result<Versioned, CrmError> {
+        match self {
+            Crm::Embedded(b) => b.update_contact(contact, changed, pre).await,
+            Crm::HelloHq(b) => b.update_contact(contact, changed, pre).await,
         }
     }
     async fn delete(&self, kind: Kind, id: String, pre: Precondition) -> Result<(), CrmError> {

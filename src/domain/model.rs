@@ -234,6 +234,91 @@ pub struct Contact {
     pub extra: Extra,
 }
 
+/// Declares [`ContactField`] with the `Contact` member each variant stands for, so the
+/// list, the diff and the merge cannot disagree.
+macro_rules! contact_fields {
+    ($($(#[$doc:meta])* $variant:ident => $member:ident,)*) => {
+        /// One member of a contact as a CRM stores it: what a write changes. A backend that
+        /// can write single properties sends these and keeps the rest as it has them.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ContactField {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ContactField {
+            /// Every field, in declaration order.
+            pub const ALL: &'static [ContactField] = &[$(ContactField::$variant,)*];
+        }
+
+        impl Contact {
+            /// The fields in which `new` differs from this contact (the id is not a field).
+            pub fn changed_fields(&self, new: &Contact) -> Vec<ContactField> {
+                // Exhaustive: a member added to `Contact` but not listed here fails the build.
+                let Contact { id: _, $($member: _,)* } = self;
+                let mut out = Vec::new();
+                $(if self.$member != new.$member {
+                    out.push(ContactField::$variant);
+                })*
+                out
+            }
+
+            /// This contact with the values of `fields` taken from `new`: a change of those
+            /// fields applied onto whatever this copy holds.
+            pub fn with_fields_from(&self, new: &Contact, fields: &[ContactField]) -> Contact {
+                let mut out = self.clone();
+                for f in fields {
+                    match f {
+                        $(ContactField::$variant => out.$member = new.$member.clone(),)*
+                    }
+                }
+                out
+            }
+        }
+    };
+}
+
+contact_fields! {
+    /// Companies.
+    Companies => companies,
+    /// Own subsystems.
+    Subsystems => subsystems,
+    /// Salutation.
+    Salutation => salutation,
+    /// Academic title.
+    Title => title,
+    /// Given name.
+    FirstName => first_name,
+    /// Middle name.
+    MiddleName => middle_name,
+    /// Surname.
+    LastName => last_name,
+    /// Job title.
+    JobTitle => job_title,
+    /// Department.
+    Department => department,
+    /// E-mail addresses.
+    Emails => emails,
+    /// Phone numbers.
+    Phones => phones,
+    /// Postal addresses.
+    Addresses => addresses,
+    /// Web sites.
+    Websites => websites,
+    /// Birthday.
+    Birthday => birthday,
+    /// Notes.
+    Notes => notes,
+    /// Categories.
+    Categories => categories,
+    /// Owner.
+    Owner => owner,
+    /// Contact types.
+    Types => types,
+    /// Unmapped fields.
+    Extra => extra,
+}
+
 /// A project.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Project {
@@ -468,4 +553,36 @@ pub struct SignIn {
     pub password_hash: Option<String>,
     /// Role.
     pub role: Role,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_fields_and_merge_agree() {
+        let old = Contact {
+            id: ContactId::from("c1"),
+            first_name: Some("Anna".into()),
+            last_name: Some("Berg".into()),
+            job_title: Some("CTO".into()),
+            ..Default::default()
+        };
+        let mut new = old.clone();
+        new.job_title = Some("CEO".into());
+        new.websites.push("https://acme.test".into());
+        assert_eq!(
+            old.changed_fields(&new),
+            vec![ContactField::JobTitle, ContactField::Websites]
+        );
+        // Someone else changed the surname meanwhile: a merge of the two fields keeps it.
+        let mut theirs = old.clone();
+        theirs.last_name = Some("Berg-Lund".into());
+        let merged = theirs.with_fields_from(&new, &old.changed_fields(&new));
+        assert_eq!(merged.last_name.as_deref(), Some("Berg-Lund"));
+        assert_eq!(merged.job_title.as_deref(), Some("CEO"));
+        assert_eq!(merged.websites, new.websites);
+        assert!(old.changed_fields(&old).is_empty());
+        assert_eq!(old.with_fields_from(&new, ContactField::ALL), new);
+    }
 }

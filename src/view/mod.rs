@@ -1079,6 +1079,42 @@ mod tests {
             "not in Global"
         );
     }
+
+    #[test]
+    fn an_update_plan_names_the_contact_fields_it_changes() {
+        use crate::domain::patch::{Edit, Field};
+        let e = engine();
+        let codec = IdCodec::new([1; 32]);
+        let cfg = cfg();
+        let a = Mailbox::new(&e, &codec, &cfg, e.find_user("a@x.test").expect("u"));
+        let id = a.item_id_for(VirtualFolder::My, "c2");
+        let planned = a
+            .plan_update(
+                &id,
+                None,
+                write::ConflictMode::AlwaysOverwrite,
+                &[
+                    Edit::Set(Field::JobTitle, "CEO".into()),
+                    Edit::Set(Field::Email(1), "c2@k.test".into()),
+                ],
+            )
+            .expect("plans");
+        match planned.plan {
+            write::Plan::Update {
+                changed, version, ..
+            } => {
+                assert_eq!(
+                    changed,
+                    vec![
+                        crate::domain::ContactField::JobTitle,
+                        crate::domain::ContactField::Emails
+                    ]
+                );
+                assert_eq!(version, "1");
+            }
+            other => panic!("an update, not {other:?}"),
+        }
+    }
 }
 
 /// A signed-in user's access to mailboxes: their own, or another's when they are an admin

@@ -145,14 +145,28 @@ impl Writer {
                     Err(e) => Err(internal(e)),
                 }
             }
-            Plan::Put { record, version } => {
-                let pre = match version {
-                    Some(v) => Precondition::Version(v.clone()),
-                    None => Precondition::MustNotExist,
-                };
-                self.write_record(Record::Contact((**record).clone()), pre)
+            Plan::Create { record } => self
+                .write_record(
+                    Record::Contact((**record).clone()),
+                    Precondition::MustNotExist,
+                )
+                .await
+                .map(|_| ()),
+            Plan::Update {
+                record,
+                changed,
+                version,
+            } => {
+                let pre = Precondition::Version(version.clone());
+                self.crm
+                    .update_contact((**record).clone(), changed.clone(), pre)
+                    .await?;
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                self.replica
+                    .catch_up(&self.crm)
                     .await
                     .map(|_| ())
+                    .map_err(internal)
             }
             Plan::Delete { version } => {
                 let pre = Precondition::Version(version.clone());
@@ -169,8 +183,8 @@ impl Writer {
         let action = match &planned.plan {
             Plan::Nothing => "none",
             Plan::Hide => "hide",
-            Plan::Put { version: None, .. } => "create",
-            Plan::Put { .. } => "update",
+            Plan::Create { .. } => "create",
+            Plan::Update { .. } => "update",
             Plan::Delete { .. } => "delete",
         };
         let fields: Vec<String> = planned.fields.iter().map(|f| f.to_string()).collect();
@@ -253,13 +267,7 @@ impl Writer {
 /// True when an update or delete lost a race against another writer of the same contact.
 fn is_race(e: &CrmError, planned: &Planned) -> bool {
     matches!(e, CrmError::PreconditionFailed { .. })
-        && matches!(
-            planned.plan,
-            Plan::Put {
-                version: Some(_),
-                ..
-            } | Plan::Delete { .. }
-        )
+        && matches!(planned.plan, Plan::Update { .. } | Plan::Delete { .. })
 }
 
 /// A local failure on the write path (the replica, a worker): an internal error.

@@ -12,7 +12,7 @@ use super::{FolderRef, Mailbox, ViewError};
 use crate::domain::mapping::card;
 use crate::domain::patch::{self, card_value, Edit, EditError, Field};
 use crate::domain::rules::VirtualFolder;
-use crate::domain::{CompanyId, Contact, ContactId};
+use crate::domain::{CompanyId, Contact, ContactField, ContactId};
 
 pub use crate::domain::rules::DeletePolicy;
 
@@ -134,12 +134,19 @@ impl From<ViewError> for WriteError {
 /// A planned write.
 #[derive(Clone, Debug)]
 pub enum Plan {
-    /// Store this record; `version`: the CRM version it must still have (`None`: create).
-    Put {
+    /// Create this contact (it must not exist yet).
+    Create {
         /// The new record (boxed: the other plans are small).
         record: Box<Contact>,
+    },
+    /// Change these fields of the contact to their values in `record`, at `version`.
+    Update {
+        /// The contact after the change.
+        record: Box<Contact>,
+        /// The contact fields that change (what the CRM is sent).
+        changed: Vec<ContactField>,
         /// Required current CRM version.
-        version: Option<String>,
+        version: String,
     },
     /// Delete in the CRM at this version.
     Delete {
@@ -251,9 +258,8 @@ impl Mailbox<'_> {
         }
         Ok(Planned {
             user: self.user_id.clone(),
-            plan: Plan::Put {
+            plan: Plan::Create {
                 record: Box::new(record),
-                version: None,
             },
             folder: v,
             contact_id: id,
@@ -330,9 +336,10 @@ impl Mailbox<'_> {
             if !problems.is_empty() {
                 return Err(WriteError::refused(&problems));
             }
-            Plan::Put {
+            Plan::Update {
+                changed: current.changed_fields(&record),
                 record: Box::new(record),
-                version: Some(version.to_owned()),
+                version: version.to_owned(),
             }
         };
         Ok(Planned {

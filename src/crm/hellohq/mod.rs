@@ -28,7 +28,7 @@ pub mod map;
 use super::mirror::{tables, Mirror};
 use super::{ChangePage, CrmBackend, CrmError, Precondition, Versioned};
 use crate::domain::dataset::Problem;
-use crate::domain::{Contact, Kind, Record, Role};
+use crate::domain::{Contact, ContactField, Kind, Record, Role};
 use crate::store::Store;
 use client::{unix_now, Client, Credentials, Failure, Health, Reply};
 use config::HelloHqConfig;
@@ -1228,7 +1228,12 @@ impl HelloHq {
         }))
     }
 
-    async fn update(&self, new: Contact, pre: Precondition) -> Result<Versioned, CrmError> {
+    async fn update(
+        &self,
+        new: Contact,
+        changed: &[ContactField],
+        pre: Precondition,
+    ) -> Result<Versioned, CrmError> {
         let Some(Fresh {
             version,
             old,
@@ -1239,6 +1244,8 @@ impl HelloHq {
         else {
             return Err(CrmError::NotFound);
         };
+        // Only the changed fields travel; the rest stays as helloHQ holds it.
+        let new = old.with_fields_from(&new, changed);
         let mut body = remote.clone();
         map::contact_onto(&old, &new, &mut body).map_err(CrmError::Invalid)?;
         if body == remote {
@@ -1612,7 +1619,20 @@ impl CrmBackend for HelloHq {
         let _one_at_a_time = self.inner.writes.lock().await;
         match pre {
             Precondition::MustNotExist => self.create(c).await,
-            other => self.update(c, other).await,
+            other => self.update(c, ContactField::ALL, other).await,
+        }
+    }
+
+    async fn update_contact(
+        &self,
+        contact: Contact,
+        changed: Vec<ContactField>,
+        pre: Precondition,
+    ) -> Result<Versioned, CrmError> {
+        let _one_at_a_time = self.inner.writes.lock().await;
+        match pre {
+            Precondition::MustNotExist => self.create(contact).await,
+            other => self.update(contact, &changed, other).await,
         }
     }
 
