@@ -8,7 +8,7 @@ use crate::auth::{self, Principal, Throttle};
 use crate::config::{Backend, Config};
 use crate::crm::{Crm, CrmBackend, CrmError, EmbeddedCrm};
 use crate::domain::dataset::{Dataset, Problem};
-use crate::domain::{Kind, Record};
+use crate::domain::{Kind, Record, User};
 use crate::replica::{LoadStats, Replica, ReplicaError};
 use crate::store::{Store, StoreError};
 use std::net::IpAddr;
@@ -102,6 +102,8 @@ pub struct App {
     pub request_memory: Arc<tokio::sync::Semaphore>,
     /// The write path every face and the admin API use.
     pub writer: Arc<crate::view::service::Writer>,
+    /// Sign-in data crmgate keeps itself, when the CRM keeps none (a remote CRM).
+    pub signins: Option<Arc<crate::auth::logins::SignIns>>,
 }
 
 const SERVER_KEY: &[u8] = b"meta/server_key";
@@ -179,15 +181,18 @@ impl App {
                 Crm::Embedded(e)
             }
             Backend::HelloHq(cfg) => {
-                let logins = match &cfg.logins {
-                    Some(p) => auth::logins::read_file(p).map_err(AppError::Io)?,
-                    None => Default::default(),
-                };
                 let cfg = (**cfg).clone();
-                Crm::HelloHq(
-                    crate::crm::HelloHq::open(cfg, store.clone(), logins).map_err(AppError::Io)?,
-                )
+                Crm::HelloHq(crate::crm::HelloHq::open(cfg, store.clone()).map_err(AppError::Io)?)
             }
+        };
+        let signins = if crm.capabilities().keeps_sign_in {
+            None
+        } else {
+            let file = match config.crm.backend.logins_file() {
+                Some(p) => auth::logins::read_file(p).map_err(AppError::Io)?,
+                None => Default::default(),
+            };
+            Some(Arc::new(auth::logins::SignIns::open(store.clone(), file)?))
         };
         let (replica, load_stats) = Replica::open(store.clone(), config.folders.rules.clone())?;
         tracing::info!(
@@ -208,10 +213,15 @@ impl App {
         let codec = crate::view::IdCodec::new(server_key(&store)?);
         let replica = Arc::new(replica);
         let directory: Directory = {
-            let replica = replica.clone();
+            let (replica, signins) = (replica.clone(), signins.clone());
             Arc::new(
                 move |id: &str| match replica.read().ok()?.record(Kind::User, id)? {
-                    Record::User(u) => Some(u),
+                    Record::User(mut u) => {
+                        if let Some(s) = &signins {
+                            s.overlay(&mut u);
+                        }
+                        Some(u)
+                    }
                     _ => None,
                 },
             )
@@ -261,6 +271,7 @@ impl App {
                 concurrent: config.ews.concurrent,
             }),
             auth: crate::auth::Authenticator::new(Throttle::new(config.auth.clone())),
+            signins,
             config,
             store,
             crm,
@@ -299,8 +310,23 @@ impl App {
     ) -> Result<Principal, AuthFailure> {
         self.auth.check_basic(authorization, ip, |login| {
             let e = self.replica.read().ok()?;
-            e.find_login(login).and_then(|u| e.user_record(u).cloned())
+            let user = e
+                .find_login(login)
+                .and_then(|u| e.user_record(u).cloned())?;
+            Some(match &self.signins {
+                None => user,
+                Some(_) => Arc::new(self.signed_in_as((*user).clone())),
+            })
         })
+    }
+
+    /// A user record as crmgate signs them in: with the sign-in data crmgate keeps, when the
+    /// CRM keeps none.
+    pub fn signed_in_as(&self, mut user: User) -> User {
+        if let Some(s) = &self.signins {
+            s.overlay(&mut user);
+        }
+        user
     }
 
     /// The grant of a valid Graph bearer token (see [`Tokens::verify`]): from memory for a

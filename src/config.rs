@@ -92,6 +92,15 @@ impl Backend {
             Backend::HelloHq(_) => "hellohq",
         }
     }
+
+    /// The file with local sign-in data of the CRM's users (`crm.<backend>.logins`), for a
+    /// backend whose CRM keeps none.
+    pub fn logins_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Backend::Embedded => None,
+            Backend::HelloHq(c) => c.logins.as_deref(),
+        }
+    }
 }
 
 /// CRM settings.

@@ -30,7 +30,7 @@ use crmgate::config::{Config, Overrides};
 use crmgate::crm::hellohq::map as hq;
 use crmgate::domain::dataset::{check_record, Dataset};
 use crmgate::domain::rules::VirtualFolder;
-use crmgate::domain::{Kind, Record, Role};
+use crmgate::domain::{Kind, Record};
 use crmgate::ews::ops::item_writes::{ItemError, ItemResult};
 use crmgate::ews::xml::{Element, XmlError};
 use crmgate::graph::{self, Scopes};
@@ -3635,13 +3635,6 @@ fn hq_ctx() -> hq::Ctx {
     );
     c.subsystems_by_name.insert("DE".into(), "1".into());
     c.subsystems_by_name.insert("AT".into(), "2".into());
-    c.logins.insert(
-        "user7@hq.test".into(),
-        hq::Login {
-            password_hash: None,
-            role: Role::Admin,
-        },
-    );
     c
 }
 

@@ -1111,6 +1111,40 @@ async fn the_admin_api_sets_passwords_and_roles_of_hellohq_users_only() {
     );
     assert_eq!(signs_in(other.clone(), "n3w-secret").await, 200);
     assert_eq!(signs_in(other.clone(), "pw").await, 401);
+    // The role crmgate keeps is the one sign-in grants; helloHQ heard of none of it.
+    let admin_list = |who: String| {
+        let req = s
+            .client
+            .get(s.url("/admin/v1/users"))
+            .basic_auth(who, Some("n3w-secret"));
+        async move { req.send().await.expect("send").status().as_u16() }
+    };
+    assert_eq!(admin_list(other.clone()).await, 403);
+    let writes_before = sim.stats().write_bodies.len();
+    let mut promoted = rec.clone();
+    promoted["role"] = json!("admin");
+    let r = s
+        .client
+        .put(&url)
+        .basic_auth(&admin, Some("pw"))
+        .json(&promoted)
+        .send()
+        .await
+        .expect("put");
+    assert!(r.status().is_success());
+    let shown: Value = r.json().await.expect("json");
+    assert_eq!(shown["role"], "admin");
+    assert!(shown.get("password_hash").is_none());
+    assert_eq!(
+        admin_list(other.clone()).await,
+        200,
+        "password kept, role granted"
+    );
+    assert_eq!(
+        sim.stats().write_bodies.len(),
+        writes_before,
+        "helloHQ was sent no write"
+    );
 
     // A helloHQ-side change of that user and a restart keep the password.
     sim.update("Users", id, |v| v["LastName"] = json!("Renamed"));

@@ -69,8 +69,13 @@ fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-fn public_json(r: &Record) -> Value {
-    let mut v = r.to_json();
+fn public_json(app: &App, r: &Record) -> Value {
+    let mut v = match r {
+        Record::User(u) if app.signins.is_some() => {
+            Record::User(app.signed_in_as(u.clone())).to_json()
+        }
+        _ => r.to_json(),
+    };
     if let Some(o) = v.as_object_mut() {
         o.remove("password_hash");
         o.remove("password");
@@ -257,7 +262,7 @@ fn list(app: &App, kind: Kind, q: &[(String, String)]) -> Resp {
         .skip(offset)
         .take(limit)
         .filter_map(|id| engine.record(kind, id))
-        .map(|r| public_json(&r))
+        .map(|r| public_json(app, &r))
         .collect();
     json(
         StatusCode::OK,
@@ -267,7 +272,10 @@ fn list(app: &App, kind: Kind, q: &[(String, String)]) -> Resp {
 
 async fn get(app: &App, kind: Kind, id: &str) -> Resp {
     match app.crm.get(kind, id.to_owned()).await {
-        Ok(Some(v)) => etag(json(StatusCode::OK, &public_json(&v.record)), &v.version),
+        Ok(Some(v)) => etag(
+            json(StatusCode::OK, &public_json(app, &v.record)),
+            &v.version,
+        ),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such record"),
         Err(e) => app_error(e.into()),
     }
@@ -325,7 +333,10 @@ async fn put(app: &App, who: &Principal, kind: Kind, id: String, req: Request<In
             } else {
                 StatusCode::OK
             };
-            etag(json(status, &public_json(&stored.record)), &stored.version)
+            etag(
+                json(status, &public_json(app, &stored.record)),
+                &stored.version,
+            )
         }
         Err(e) => app_error(e),
     }

@@ -71,6 +71,9 @@ pub async fn put(
     pre: Precondition,
 ) -> Result<(Versioned, bool), AppError> {
     let kind = record.kind();
+    if let (Record::User(u), Some(signins)) = (&record, &app.signins) {
+        return put_sign_in(app, signins.clone(), u.clone(), pre).await;
+    }
     check_writable(app, kind)?;
     let mut problems = Vec::new();
     check_record(
@@ -131,6 +134,102 @@ pub async fn put(
     }
     let v = app.writer.write_record(record, pre).await?;
     Ok((v, existing.is_none()))
+}
+
+fn invalid(path: &str, message: String) -> AppError {
+    AppError::Invalid(vec![Problem {
+        path: path.into(),
+        message,
+    }])
+}
+
+/// A user write on a CRM that keeps no sign-in data: only the password and the role may
+/// change, and crmgate keeps them itself (durable before the answer); the CRM is sent
+/// nothing. The user record must otherwise be the one GET returns.
+async fn put_sign_in(
+    app: &App,
+    signins: std::sync::Arc<auth::logins::SignIns>,
+    mut u: User,
+    pre: Precondition,
+) -> Result<(Versioned, bool), AppError> {
+    let crm = app.view.capabilities.crm;
+    let Some(Versioned {
+        record: Record::User(cur),
+        version,
+    }) = app.crm.get(Kind::User, u.id.as_str().to_owned()).await?
+    else {
+        return Err(match pre {
+            Precondition::MustNotExist | Precondition::None => invalid(
+                "users",
+                format!(
+                    "with crm.backend = \"{}\" users are created in {crm}",
+                    app.config.crm.backend.name()
+                ),
+            ),
+            _ => crate::crm::CrmError::NotFound.into(),
+        });
+    };
+    match &pre {
+        Precondition::MustNotExist => return Err(crate::crm::CrmError::AlreadyExists.into()),
+        Precondition::Version(v) if *v != version => {
+            return Err(crate::crm::CrmError::PreconditionFailed {
+                current: Some(version),
+            }
+            .into())
+        }
+        _ => {}
+    }
+    let mut differ = Vec::new();
+    if u.login != cur.login {
+        differ.push("login");
+    }
+    if u.name != cur.name {
+        differ.push("name");
+    }
+    if u.subsystems != cur.subsystems {
+        differ.push("subsystems");
+    }
+    if u.active != cur.active {
+        differ.push("active");
+    }
+    if u.extra != cur.extra {
+        differ.push("other fields");
+    }
+    if let Some(first) = differ.first() {
+        return Err(invalid(
+            first,
+            format!(
+                "crmgate keeps only password and role of {crm} users; change {} in {crm} \
+                 (send the record as GET returns it, with the new password or role)",
+                differ.join(", ")
+            ),
+        ));
+    }
+    let old = app.signed_in_as(cur);
+    let password_hash = match u.password.take() {
+        Some(p) => Some(auth::hash_password(&p).map_err(|e| invalid("password", e))?),
+        // The admin API never shows the hash, so a read-modify-write keeps it.
+        None => u.password_hash.take().or_else(|| old.password_hash.clone()),
+    };
+    let mut new = old.clone();
+    new.password_hash = password_hash.clone();
+    new.role = u.role;
+    revoke_changed(app, Some(&old), &new)?;
+    let login = new.login.clone();
+    let s = crate::domain::SignIn {
+        password_hash,
+        role: u.role,
+    };
+    tokio::task::spawn_blocking(move || signins.set(&login, s))
+        .await
+        .map_err(|e| AppError::Io(format!("sign-in data worker failed: {e}")))??;
+    Ok((
+        Versioned {
+            record: Record::User(new),
+            version,
+        },
+        false,
+    ))
 }
 
 /// Deletes a record through the CRM; acknowledged once the replica applied it.

@@ -237,8 +237,6 @@ pub mod tables {
     pub const ALIAS: &str = "alias/";
     /// Creates whose outcome is not known yet, by content digest.
     pub const OUTBOX: &str = "outbox/";
-    /// Sign-in data changed through crmgate, by lower-case login.
-    pub const LOGIN: &str = "login/";
 }
 
 #[cfg(test)]

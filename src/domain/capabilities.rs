@@ -6,63 +6,7 @@
 use super::dataset::Problem;
 use super::model::{Contact, Kind, PhoneKind};
 
-/// A contact field a CRM may lack (by the contact model's field name).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ContactField {
-    /// `salutation`.
-    Salutation,
-    /// `title` (academic).
-    Title,
-    /// `middle_name`.
-    MiddleName,
-    /// `job_title`.
-    JobTitle,
-    /// `department`.
-    Department,
-    /// `birthday`.
-    Birthday,
-    /// `notes`.
-    Notes,
-    /// `categories`.
-    Categories,
-    /// `types`.
-    Types,
-    /// `subsystems` (the contact's own).
-    Subsystems,
-}
-
-impl ContactField {
-    /// The model's field name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ContactField::Salutation => "salutation",
-            ContactField::Title => "title",
-            ContactField::MiddleName => "middle_name",
-            ContactField::JobTitle => "job_title",
-            ContactField::Department => "department",
-            ContactField::Birthday => "birthday",
-            ContactField::Notes => "notes",
-            ContactField::Categories => "categories",
-            ContactField::Types => "types",
-            ContactField::Subsystems => "subsystems",
-        }
-    }
-
-    fn differs(self, a: &Contact, b: &Contact) -> bool {
-        match self {
-            ContactField::Salutation => a.salutation != b.salutation,
-            ContactField::Title => a.title != b.title,
-            ContactField::MiddleName => a.middle_name != b.middle_name,
-            ContactField::JobTitle => a.job_title != b.job_title,
-            ContactField::Department => a.department != b.department,
-            ContactField::Birthday => a.birthday != b.birthday,
-            ContactField::Notes => a.notes != b.notes,
-            ContactField::Categories => a.categories != b.categories,
-            ContactField::Types => a.types != b.types,
-            ContactField::Subsystems => a.subsystems != b.subsystems,
-        }
-    }
-}
+pub use super::model::ContactField;
 
 /// How many values of a multi-valued contact field a CRM keeps per contact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +61,9 @@ pub struct Capabilities {
     pub address_region: bool,
     /// Whether a contact can only be created for a company.
     pub create_needs_company: bool,
+    /// Whether the CRM keeps crmgate's sign-in data (password hash, role) on its user
+    /// records. When it does not, crmgate keeps them itself (`auth::logins::SignIns`).
+    pub keeps_sign_in: bool,
 }
 
 impl Capabilities {
@@ -129,6 +76,7 @@ impl Capabilities {
             max_values: Vec::new(),
             address_region: true,
             create_needs_company: false,
+            keeps_sign_in: true,
         }
     }
 
@@ -227,6 +175,7 @@ mod tests {
             ],
             address_region: false,
             create_needs_company: true,
+            keeps_sign_in: false,
         }
     }
 

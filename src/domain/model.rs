@@ -249,6 +249,20 @@ macro_rules! contact_fields {
         impl ContactField {
             /// Every field, in declaration order.
             pub const ALL: &'static [ContactField] = &[$(ContactField::$variant,)*];
+
+            /// The model's member name (`job_title`), as problems and errors name it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ContactField::$variant => stringify!($member),)*
+                }
+            }
+
+            /// True when `a` and `b` differ in this field.
+            pub fn differs(self, a: &Contact, b: &Contact) -> bool {
+                match self {
+                    $(ContactField::$variant => a.$member != b.$member,)*
+                }
+            }
         }
 
         impl Contact {
@@ -584,5 +598,8 @@ mod tests {
         assert_eq!(merged.websites, new.websites);
         assert!(old.changed_fields(&old).is_empty());
         assert_eq!(old.with_fields_from(&new, ContactField::ALL), new);
+        assert_eq!(ContactField::JobTitle.name(), "job_title");
+        assert!(ContactField::Websites.differs(&old, &new));
+        assert!(!ContactField::LastName.differs(&old, &new));
     }
 }

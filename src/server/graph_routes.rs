@@ -177,7 +177,10 @@ pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp
         Principal {
             user: rec.id.clone(),
             login: rec.login.clone(),
-            role: rec.role,
+            role: match &app.signins {
+                None => rec.role,
+                Some(s) => s.get(&rec.login).map(|s| s.role).unwrap_or_default(),
+            },
         }
     };
     if let Some(wait) = app.graph_limit.check(&principal.login) {

@@ -130,9 +130,6 @@ impl Set {
 
 pub use crate::crm::mirror::Alias;
 
-/// Local sign-in data for a helloHQ user.
-pub type Login = crate::domain::SignIn;
-
 /// What mapping needs besides the entity.
 #[derive(Default)]
 pub struct Ctx {
@@ -140,8 +137,6 @@ pub struct Ctx {
     pub aliases: HashMap<String, Alias>,
     /// Subsystem name → id (for users' groups).
     pub subsystems_by_name: HashMap<String, String>,
-    /// Lower-case login → local sign-in data.
-    pub logins: HashMap<String, Login>,
     /// Now, unix seconds (for `LeavingDate`).
     pub now: i64,
 }
@@ -324,15 +319,14 @@ pub fn from_hq(set: Set, v: &Value, ctx: &Ctx) -> Result<Record, String> {
                 Some(t) => t > ctx.now,
                 None => true,
             };
-            let local = ctx.logins.get(&login);
             Record::User(User {
                 id: UserId::from(id.as_str()),
                 name: if name.is_empty() { login.clone() } else { name },
                 login,
                 password: None,
-                password_hash: local.and_then(|l| l.password_hash.clone()),
+                password_hash: None,
                 subsystems,
-                role: local.map(|l| l.role).unwrap_or_default(),
+                role: Role::default(),
                 active,
                 extra: extra(v),
             })
@@ -513,7 +507,7 @@ fn problem(path: &str, message: &str) -> Problem {
 pub fn capabilities() -> Capabilities {
     Capabilities {
         crm: "helloHQ",
-        writable: vec![Kind::Contact, Kind::User],
+        writable: vec![Kind::Contact],
         unstorable: vec![
             ContactField::MiddleName,
             ContactField::Department,
@@ -535,6 +529,7 @@ pub fn capabilities() -> Capabilities {
         ],
         address_region: false,
         create_needs_company: true,
+        keeps_sign_in: false,
     }
 }
 

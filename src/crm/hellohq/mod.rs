@@ -28,11 +28,11 @@ pub mod map;
 use super::mirror::{tables, Mirror};
 use super::{ChangePage, CrmBackend, CrmError, Precondition, Versioned};
 use crate::domain::dataset::Problem;
-use crate::domain::{Contact, ContactField, Kind, Record, Role};
+use crate::domain::{Contact, ContactField, Kind, Record};
 use crate::store::Store;
 use client::{unix_now, Client, Credentials, Failure, Health, Reply};
 use config::HelloHqConfig;
-use map::{Alias, Ctx, Login, Set};
+use map::{Alias, Ctx, Set};
 use reqwest::Method;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -40,9 +40,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// Key prefix of the mirror's side tables (sync state, aliases, outbox, sign-in data).
+/// Key prefix of the mirror's side tables (sync state, aliases, outbox). `auth` keeps the
+/// sign-in data of helloHQ users under `hq/login/`, where this backend once kept it.
 const PREFIX: &str = "hq/";
-/// Sign-in data set through the admin API, by lower-case login (overrides the logins file).
 /// How long a write waits for the rate limiter before it fails as retryable.
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 
@@ -267,14 +267,10 @@ fn strip_annotations(v: &mut Value) {
 }
 
 impl HelloHq {
-    /// Opens the backend: credentials, the mirror and the sync state. `logins`: the local
-    /// sign-in data of helloHQ users from `crm.hellohq.logins` (read by `auth`), by lower-case
-    /// login; changes made through crmgate since are kept in the store and win.
-    pub fn open(
-        cfg: HelloHqConfig,
-        store: Arc<Store>,
-        logins: HashMap<String, Login>,
-    ) -> Result<HelloHq, String> {
+    /// Opens the backend: credentials, the mirror and the sync state. Sign-in data of
+    /// helloHQ users is no business of the CRM layer: `auth` keeps it and lays it over the
+    /// user records this backend emits (which carry no password or role).
+    pub fn open(cfg: HelloHqConfig, store: Arc<Store>) -> Result<HelloHq, String> {
         let creds = Credentials::load(&cfg.credentials)?;
         let client = Client::new(cfg.clone(), creds, Some(store.clone()))?;
         let mirror = Mirror::open(store, PREFIX)?;
@@ -284,17 +280,6 @@ impl HelloHq {
             .iter()
             .map(|(hq, a)| (a.local.clone(), hq.clone()))
             .collect();
-        let mut logins = logins;
-        let changed: HashMap<String, (Option<String>, Role)> = mirror.load_table(tables::LOGIN)?;
-        for (login, (password_hash, role)) in changed {
-            logins.insert(
-                login,
-                Login {
-                    password_hash,
-                    role,
-                },
-            );
-        }
         let mut subsystems_by_name = HashMap::new();
         for id in mirror
             .local()
@@ -319,7 +304,6 @@ impl HelloHq {
                 ctx: RwLock::new(Ctx {
                     aliases,
                     subsystems_by_name,
-                    logins,
                     now: unix_now(),
                 }),
                 hq_ids: RwLock::new(hq_ids),
@@ -1431,92 +1415,6 @@ impl HelloHq {
         }
     }
 
-    /// Sets a helloHQ user's crmgate sign-in data (password hash, role): the only user fields
-    /// crmgate keeps itself. Everything else about a user is changed in helloHQ.
-    async fn put_login(
-        &self,
-        u: crate::domain::User,
-        pre: Precondition,
-    ) -> Result<Versioned, CrmError> {
-        let current = self.inner.mirror.read(Kind::User, u.id.as_str()).await?;
-        let Some(Versioned {
-            record: Record::User(cur),
-            version,
-        }) = current
-        else {
-            return Err(match pre {
-                Precondition::MustNotExist | Precondition::None => invalid(
-                    "users",
-                    "with crm.backend = \"hellohq\" users are created in helloHQ",
-                ),
-                _ => CrmError::NotFound,
-            });
-        };
-        match &pre {
-            Precondition::MustNotExist => return Err(CrmError::AlreadyExists),
-            Precondition::Version(v) if *v != version => {
-                return Err(CrmError::PreconditionFailed {
-                    current: Some(version),
-                })
-            }
-            _ => {}
-        }
-        let mut rest = u.clone();
-        rest.password_hash = cur.password_hash.clone();
-        rest.role = cur.role;
-        rest.password = None;
-        if rest != cur {
-            let mut differ = Vec::new();
-            if rest.login != cur.login {
-                differ.push("login");
-            }
-            if rest.name != cur.name {
-                differ.push("name");
-            }
-            if rest.subsystems != cur.subsystems {
-                differ.push("subsystems");
-            }
-            if rest.active != cur.active {
-                differ.push("active");
-            }
-            if rest.extra != cur.extra {
-                differ.push("other fields");
-            }
-            return Err(invalid(
-                differ.first().copied().unwrap_or("user"),
-                format!(
-                    "crmgate keeps only password and role of helloHQ users; change {} in helloHQ \
-                     (send the record as GET returns it, with the new password or role)",
-                    differ.join(", ")
-                ),
-            ));
-        }
-        let login = Login {
-            password_hash: u.password_hash.clone(),
-            role: u.role,
-        };
-        self.inner
-            .mirror
-            .put(
-                tables::LOGIN,
-                &cur.login,
-                &(&login.password_hash, &login.role),
-            )
-            .await?;
-        if let Ok(mut ctx) = self.inner.ctx.write() {
-            ctx.logins.insert(cur.login.clone(), login);
-        }
-        let mut next = cur;
-        next.password_hash = u.password_hash;
-        next.role = u.role;
-        let mirror = &self.inner.mirror;
-        mirror.apply(vec![Record::User(next)], Vec::new()).await?;
-        mirror
-            .read(Kind::User, u.id.as_str())
-            .await?
-            .ok_or(CrmError::NotFound)
-    }
-
     /// Prometheus lines for `/metrics`.
     pub fn metrics_text(&self) -> String {
         let c = &self.inner.client.counters;
@@ -1602,10 +1500,6 @@ impl CrmBackend for HelloHq {
     }
 
     async fn put(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
-        if let Record::User(u) = record {
-            let _one_at_a_time = self.inner.writes.lock().await;
-            return self.put_login(u, pre).await;
-        }
         let Record::Contact(c) = record else {
             return Err(invalid(
                 record.kind().plural(),
