@@ -245,7 +245,8 @@ impl App {
                 global_delete: config.folders.global_delete,
             },
             capabilities: crm.capabilities(),
-            extra_folders: crate::ews::folders::WELL_KNOWN,
+            face_folders: crate::ews::folders::WELL_KNOWN,
+            contacts_parent: Some(crate::ews::folders::MSG_FOLDER_ROOT),
         };
         Ok(App {
             codec,

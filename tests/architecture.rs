@@ -328,3 +328,38 @@ fn the_check_finds_violations_of_each_form() {
         "server uses the view"
     );
 }
+
+/// The view is protocol-neutral: the Exchange folder tree (root, message folder root,
+/// distinguished names, IPF classes) belongs to the EWS face, which hands it to the view
+/// as a table. Doc comments may mention them; code and string literals may not.
+#[test]
+fn the_view_names_no_exchange_folder() {
+    let mut files = Vec::new();
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/view"),
+        &mut files,
+    );
+    assert!(!files.is_empty());
+    let mut bad = Vec::new();
+    for (path, _, text) in files {
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for word in [
+                "msgfolderroot",
+                "\"root\"",
+                "IPF.",
+                "Top of Information Store",
+                "MsgFolderRoot",
+            ] {
+                if code.contains(word) {
+                    bad.push(format!("{}:{}: {word}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "Exchange folders named in the view:\n{}",
+        bad.join("\n")
+    );
+}

@@ -900,8 +900,8 @@ impl World {
         self.session(who, |s| {
             let mb = s.mailbox(None).expect("own mailbox");
             let folders: Vec<String> = [
-                FolderRef::Root,
-                FolderRef::MsgFolderRoot,
+                FolderRef::Face(crmgate::ews::folders::ROOT),
+                FolderRef::Face(crmgate::ews::folders::MSG_FOLDER_ROOT),
                 FolderRef::Contacts,
                 FolderRef::Virtual(VirtualFolder::My),
                 FolderRef::Virtual(VirtualFolder::Global),
@@ -933,7 +933,7 @@ impl World {
                 }
             }
             let (_, hstate) = mb
-                .hierarchy_changes(FolderRef::Root, None)
+                .hierarchy_changes(FolderRef::Face(crmgate::ews::folders::ROOT), None)
                 .expect("hierarchy");
             (folders, items, vec![first.state, state, hstate])
         })
@@ -2472,11 +2472,11 @@ fn fuzz_restriction() {
         if let Ok(r) = restriction::parse(&root) {
             let nodes = r.nodes();
             assert!(nodes >= 1);
-            let _ = restriction::matches(&r, &values);
+            let _ = r.matches(&values);
         }
         let keys = restriction::sort_order(Some(&root));
-        let a: Vec<String> = keys.iter().map(|k| format!("{:?}", k.path)).collect();
-        let _ = restriction::cmp_values(&a, &a[a.len().min(1)..]);
+        let a: Vec<String> = keys.iter().map(|k| format!("{:?}", k.prop)).collect();
+        let _ = crmgate::view::query::cmp_values(&a, &a[a.len().min(1)..]);
     };
     run(
         &Target {
@@ -2742,11 +2742,18 @@ fn fuzz_odata() {
         if let Ok(q) = odata::Query::parse(Some(&s)) {
             assert!(q.top.is_none_or(|t| t <= odata::MAX_TOP));
             if let Some(f) = &q.filter {
-                let _ = odata::matches(f, &prop, &["a@x.test".into()]);
+                let _ = f.to_query().matches(&|p: &String| {
+                    if p == odata::ADDRESSES {
+                        return vec!["a@x.test".to_string()];
+                    }
+                    prop(p).into_iter().collect()
+                });
             }
         }
         if let Ok(f) = odata::parse_filter(&s) {
-            let _ = odata::matches(&f, &prop, &[]);
+            let _ = f
+                .to_query()
+                .matches(&|p: &String| prop(p).into_iter().collect());
         }
         let _ = odata::decode(&s);
         let _ = crmgate::admin::query_pairs(Some(&s));
@@ -3269,8 +3276,8 @@ fn ids_exec(w: &World, input: &[u8]) {
     let kinds = [IdKind::Folder, IdKind::Item, IdKind::Sync];
     let folders = [VirtualFolder::My, VirtualFolder::Global];
     let tops = [
-        FolderRef::Root,
-        FolderRef::MsgFolderRoot,
+        FolderRef::Face(crmgate::ews::folders::ROOT),
+        FolderRef::Face(crmgate::ews::folders::MSG_FOLDER_ROOT),
         FolderRef::Contacts,
         FolderRef::Virtual(VirtualFolder::My),
     ];

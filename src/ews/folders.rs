@@ -1,205 +1,294 @@
 //! The Exchange folder tree around crmgate's folders: the distinguished folders exchangelib,
 //! DavMail and Outlook for Mac ask for (always empty, read-only), the folder classes (IPF)
-//! EWS shows, and their kinds. The view hosts the table (`ViewConfig::extra_folders`); its
-//! order is part of the folder ids clients hold, so entries are only ever appended.
+//! EWS shows, and their kinds. The view hosts the table (`ViewConfig::face_folders`) and
+//! knows nothing of Exchange; each entry's code is part of the folder ids clients hold.
 
 use crate::view::{ExtraFolder, FolderInfo, FolderKind, FolderRef};
 
+/// The root of an Exchange mailbox (its folder code in ids, released: never changes).
+pub const ROOT: u8 = 1;
+/// The message folder root ("Top of Information Store"), parent of the default Contacts
+/// folder.
+pub const MSG_FOLDER_ROOT: u8 = 2;
+
 const fn wk(
+    code: u8,
     name: &'static str,
     display: &'static str,
     class: &'static str,
     kind: FolderKind,
-    under_root: bool,
+    parent: Option<u8>,
 ) -> ExtraFolder {
     ExtraFolder {
+        code,
         name,
         display,
         class,
         kind,
-        under_root,
+        parent,
     }
 }
 
-/// Every distinguished folder the EWS face adds, in id order.
+/// The Exchange folder tree the EWS face adds around crmgate's folders: the root, the
+/// message folder root (the default Contacts folder's parent) and every distinguished
+/// folder clients ask for. Codes are part of released folder ids: never change one.
 pub static WELL_KNOWN: &[ExtraFolder] = &[
-    wk("inbox", "Inbox", "IPF.Note", FolderKind::Generic, false),
+    wk(ROOT, "root", "Root", "", FolderKind::Generic, None),
     wk(
+        MSG_FOLDER_ROOT,
+        "msgfolderroot",
+        "Top of Information Store",
+        "IPF.Note",
+        FolderKind::Generic,
+        Some(ROOT),
+    ),
+    wk(
+        16,
+        "inbox",
+        "Inbox",
+        "IPF.Note",
+        FolderKind::Generic,
+        Some(MSG_FOLDER_ROOT),
+    ),
+    wk(
+        17,
         "calendar",
         "Calendar",
         "IPF.Appointment",
         FolderKind::Calendar,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        18,
         "sentitems",
         "Sent Items",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
-    wk("drafts", "Drafts", "IPF.Note", FolderKind::Generic, false),
     wk(
+        19,
+        "drafts",
+        "Drafts",
+        "IPF.Note",
+        FolderKind::Generic,
+        Some(MSG_FOLDER_ROOT),
+    ),
+    wk(
+        20,
         "deleteditems",
         "Deleted Items",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        21,
         "junkemail",
         "Junk Email",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
-    wk("outbox", "Outbox", "IPF.Note", FolderKind::Generic, false),
-    wk("tasks", "Tasks", "IPF.Task", FolderKind::Tasks, false),
     wk(
+        22,
+        "outbox",
+        "Outbox",
+        "IPF.Note",
+        FolderKind::Generic,
+        Some(MSG_FOLDER_ROOT),
+    ),
+    wk(
+        23,
+        "tasks",
+        "Tasks",
+        "IPF.Task",
+        FolderKind::Tasks,
+        Some(MSG_FOLDER_ROOT),
+    ),
+    wk(
+        24,
         "notes",
         "Notes",
         "IPF.StickyNote",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        25,
         "journal",
         "Journal",
         "IPF.Journal",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        26,
         "conflicts",
         "Conflicts",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        27,
         "conversationhistory",
         "Conversation History",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        28,
         "localfailures",
         "Local Failures",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        29,
         "serverfailures",
         "Server Failures",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        30,
         "syncissues",
         "Sync Issues",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
-    wk("archive", "Archive", "IPF.Note", FolderKind::Generic, false),
     wk(
+        31,
+        "archive",
+        "Archive",
+        "IPF.Note",
+        FolderKind::Generic,
+        Some(MSG_FOLDER_ROOT),
+    ),
+    wk(
+        32,
         "voicemail",
         "Voice Mail",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        33,
         "favorites",
         "Favorites",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        34,
         "todosearch",
         "To-Do Search",
         "IPF.Task",
         FolderKind::Tasks,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
-    wk("searchfolders", "Finder", "", FolderKind::Generic, true),
-    wk("directory", "Directory", "", FolderKind::Generic, true),
     wk(
+        35,
+        "searchfolders",
+        "Finder",
+        "",
+        FolderKind::Generic,
+        Some(ROOT),
+    ),
+    wk(
+        36,
+        "directory",
+        "Directory",
+        "",
+        FolderKind::Generic,
+        Some(ROOT),
+    ),
+    wk(
+        37,
         "recipientcache",
         "Recipient Cache",
         "IPF.Contact.RecipientCache",
         FolderKind::Contacts,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        38,
         "quickcontacts",
         "Quick Contacts",
         "IPF.Contact.MOC.QuickContacts",
         FolderKind::Contacts,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        39,
         "imcontactlist",
         "IM Contact List",
         "IPF.Contact.MOC.ImContactList",
         FolderKind::Contacts,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        40,
         "peopleconnect",
         "PeopleConnect",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        41,
         "mycontacts",
         "My Contacts",
         "IPF.Note",
         FolderKind::Generic,
-        false,
+        Some(MSG_FOLDER_ROOT),
     ),
     wk(
+        42,
         "recoverableitemsroot",
         "Recoverable Items",
         "",
         FolderKind::Generic,
-        true,
+        Some(ROOT),
     ),
     wk(
+        43,
         "recoverableitemsdeletions",
         "Deletions",
         "",
         FolderKind::Generic,
-        true,
+        Some(ROOT),
     ),
     wk(
+        44,
         "recoverableitemspurges",
         "Purges",
         "",
         FolderKind::Generic,
-        true,
+        Some(ROOT),
     ),
     wk(
+        45,
         "recoverableitemsversions",
         "Versions",
         "",
         FolderKind::Generic,
-        true,
+        Some(ROOT),
     ),
 ];
 
 /// The IPF folder class EWS shows for a folder.
 pub fn class(f: &FolderInfo) -> &'static str {
     match f.folder {
-        FolderRef::Root => "",
-        FolderRef::MsgFolderRoot => "IPF.Note",
         FolderRef::Contacts | FolderRef::Virtual(_) => "IPF.Contact",
-        FolderRef::Extra(_) => f.class,
+        FolderRef::Face(_) => f.class,
     }
 }
 
@@ -207,10 +296,23 @@ pub fn class(f: &FolderInfo) -> &'static str {
 mod tests {
     use super::*;
 
-    /// A folder's id carries its index in the table: the released order must never change.
+    /// A folder's id carries its code: the released codes must never change.
     #[test]
-    fn the_table_keeps_the_released_order() {
-        let names: Vec<&str> = WELL_KNOWN.iter().map(|w| w.name).collect();
+    fn the_table_keeps_the_released_codes() {
+        let by_code = |c: u8| WELL_KNOWN.iter().find(|w| w.code == c).map(|w| w.name);
+        assert_eq!(by_code(ROOT), Some("root"));
+        assert_eq!(by_code(MSG_FOLDER_ROOT), Some("msgfolderroot"));
+        let mut codes: Vec<u8> = WELL_KNOWN.iter().map(|w| w.code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), WELL_KNOWN.len(), "codes are unique");
+        assert!(
+            WELL_KNOWN.iter().all(|w| !(3..=5).contains(&w.code)),
+            "3, 4, 5 are the view's own folders"
+        );
+        let names: Vec<&str> = (16..16 + WELL_KNOWN.len() as u8 - 2)
+            .filter_map(by_code)
+            .collect();
         assert_eq!(
             names,
             [
@@ -246,13 +348,10 @@ mod tests {
                 "recoverableitemsversions",
             ]
         );
-        let recipients = &WELL_KNOWN[names
-            .iter()
-            .position(|n| *n == "recipientcache")
-            .unwrap_or(0)];
+        let recipients = WELL_KNOWN.iter().find(|w| w.name == "recipientcache");
         assert_eq!(
-            (recipients.class, recipients.kind),
-            ("IPF.Contact.RecipientCache", FolderKind::Contacts)
+            recipients.map(|w| (w.code, w.class, w.kind)),
+            Some((37, "IPF.Contact.RecipientCache", FolderKind::Contacts))
         );
     }
 }

@@ -1,67 +1,19 @@
-//! `Restriction` and `SortOrder`: parsed from the request, evaluated over any value source
-//! (contacts for FindItem, folders for FindFolder).
+//! `Restriction` and `SortOrder`: EWS's syntax, read into the view's one query
+//! ([`crate::view::query`]) over EWS property paths; the view evaluates it (contacts for
+//! FindItem, folders for FindFolder).
 //!
 //! See <https://learn.microsoft.com/en-us/exchange/client-developer/web-service-reference/restriction>.
 
 use super::shape::{path, Path};
 use super::xml::Element;
-use std::cmp::Ordering;
+pub use crate::view::query::Cmp;
+use crate::view::query::{Filter, TextMatch};
 
 /// A parsed restriction.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Restriction {
-    /// All must hold.
-    And(Vec<Restriction>),
-    /// One must hold.
-    Or(Vec<Restriction>),
-    /// Must not hold.
-    Not(Box<Restriction>),
-    /// A comparison with a constant.
-    Compare(Path, Cmp, String),
-    /// Substring, prefix or full-string match.
-    Contains {
-        /// Property.
-        path: Path,
-        /// Value.
-        value: String,
-        /// FullString, Prefixed, Substring, PrefixOnWords, ExactPhrase.
-        mode: String,
-        /// Case-insensitive comparison.
-        ignore_case: bool,
-    },
-    /// The property has a value.
-    Exists(Path),
-}
+pub type Restriction = Filter<Path>;
 
-impl Restriction {
-    /// Nodes in the tree: what testing one item against it costs, at most.
-    pub fn nodes(&self) -> usize {
-        match self {
-            Restriction::And(v) | Restriction::Or(v) => {
-                1 + v.iter().map(Self::nodes).sum::<usize>()
-            }
-            Restriction::Not(r) => 1 + r.nodes(),
-            _ => 1,
-        }
-    }
-}
-
-/// Comparison operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cmp {
-    /// IsEqualTo.
-    Eq,
-    /// IsNotEqualTo.
-    Ne,
-    /// IsGreaterThan.
-    Gt,
-    /// IsGreaterThanOrEqualTo.
-    Ge,
-    /// IsLessThan.
-    Lt,
-    /// IsLessThanOrEqualTo.
-    Le,
-}
+/// One sort key.
+pub type SortKey = crate::view::query::SortKey<Path>;
 
 /// Why a restriction could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,14 +77,20 @@ fn node(e: &Element, budget: &mut usize) -> Result<Restriction, BadRestriction> 
         "IsGreaterThanOrEqualTo" => cmp(Cmp::Ge),
         "IsLessThan" => cmp(Cmp::Lt),
         "IsLessThanOrEqualTo" => cmp(Cmp::Le),
-        "Contains" => Ok(Restriction::Contains {
-            path: first_path(e)?,
+        "Contains" => Ok(Restriction::Text {
+            prop: first_path(e)?,
             value: e
                 .child("Constant")
                 .and_then(|c| c.attr("Value"))
                 .ok_or_else(|| BadRestriction("Contains has no constant".into()))?
                 .to_owned(),
-            mode: e.attr("ContainmentMode").unwrap_or("FullString").to_owned(),
+            mode: match e.attr("ContainmentMode").unwrap_or("FullString") {
+                "FullString" => TextMatch::Equals,
+                "Prefixed" => TextMatch::Prefix,
+                "PrefixOnWords" => TextMatch::PrefixOnWords,
+                // Substring, ExactPhrase.
+                _ => TextMatch::Substring,
+            },
             ignore_case: matches!(
                 e.attr("ContainmentComparison"),
                 Some(
@@ -150,94 +108,19 @@ fn node(e: &Element, budget: &mut usize) -> Result<Restriction, BadRestriction> 
     }
 }
 
-fn compare(a: &str, b: &str) -> Ordering {
-    match (a.parse::<i64>(), b.parse::<i64>()) {
-        (Ok(x), Ok(y)) => x.cmp(&y),
-        _ => a.to_lowercase().cmp(&b.to_lowercase()),
-    }
-}
-
-/// Evaluates a restriction; `values` gives a property's values.
-pub fn matches(r: &Restriction, values: &dyn Fn(&Path) -> Vec<String>) -> bool {
-    match r {
-        Restriction::And(v) => v.iter().all(|r| matches(r, values)),
-        Restriction::Or(v) => v.iter().any(|r| matches(r, values)),
-        Restriction::Not(r) => !matches(r, values),
-        Restriction::Exists(p) => !values(p).is_empty(),
-        Restriction::Compare(p, op, c) => {
-            let vs = values(p);
-            match op {
-                // Exchange compares strings case-insensitively.
-                Cmp::Eq => vs.iter().any(|v| compare(v, c) == Ordering::Equal),
-                Cmp::Ne => vs.iter().all(|v| compare(v, c) != Ordering::Equal),
-                Cmp::Gt => vs.iter().any(|v| compare(v, c) == Ordering::Greater),
-                Cmp::Ge => vs.iter().any(|v| compare(v, c) != Ordering::Less),
-                Cmp::Lt => vs.iter().any(|v| compare(v, c) == Ordering::Less),
-                Cmp::Le => vs.iter().any(|v| compare(v, c) != Ordering::Greater),
-            }
-        }
-        Restriction::Contains {
-            path,
-            value,
-            mode,
-            ignore_case,
-        } => {
-            let norm = |s: &str| {
-                if *ignore_case {
-                    s.to_lowercase()
-                } else {
-                    s.to_owned()
-                }
-            };
-            let needle = norm(value);
-            values(path).iter().any(|v| {
-                let hay = norm(v);
-                match mode.as_str() {
-                    "FullString" => hay == needle,
-                    "Prefixed" => hay.starts_with(&needle),
-                    "PrefixOnWords" => {
-                        hay.split_whitespace().any(|w| w.starts_with(&needle))
-                            || hay.starts_with(&needle)
-                    }
-                    _ => hay.contains(&needle),
-                }
-            })
-        }
-    }
-}
-
-/// One sort key.
-#[derive(Clone, Debug)]
-pub struct SortKey {
-    /// Property.
-    pub path: Path,
-    /// Descending.
-    pub descending: bool,
-}
-
 /// Reads `m:SortOrder`.
 pub fn sort_order(e: Option<&Element>) -> Vec<SortKey> {
     e.map(|e| {
         e.children_named("FieldOrder")
             .filter_map(|f| {
                 Some(SortKey {
-                    path: f.children.iter().find_map(path)?,
+                    prop: f.children.iter().find_map(path)?,
                     descending: f.attr("Order") == Some("Descending"),
                 })
             })
             .collect()
     })
     .unwrap_or_default()
-}
-
-/// Compares two value lists the way a sort key orders them.
-pub fn cmp_values(a: &[String], b: &[String]) -> Ordering {
-    match (a.first(), b.first()) {
-        (Some(x), Some(y)) => compare(x, y),
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    }
 }
 
 #[cfg(test)]
@@ -265,18 +148,18 @@ mod tests {
         let c = r(
             r#"<t:Contains ContainmentMode="Substring" ContainmentComparison="IgnoreCase"><t:FieldURI FieldURI="contacts:DisplayName"/><t:Constant Value="klein"/></t:Contains>"#,
         );
-        assert!(matches(&c, &vals));
+        assert!(c.matches(&vals));
         let exact = r(
             r#"<t:Contains ContainmentMode="Substring" ContainmentComparison="Exact"><t:FieldURI FieldURI="contacts:DisplayName"/><t:Constant Value="klein"/></t:Contains>"#,
         );
-        assert!(!matches(&exact, &vals));
+        assert!(!exact.matches(&vals));
         let or = r(
             r#"<t:Or><t:IsEqualTo><t:ExtendedFieldURI PropertyTag="0xe23" PropertyType="Integer"/><t:FieldURIOrConstant><t:Constant Value="42"/></t:FieldURIOrConstant></t:IsEqualTo><t:Exists><t:FieldURI FieldURI="contacts:Surname"/></t:Exists></t:Or>"#,
         );
-        assert!(matches(&or, &vals));
+        assert!(or.matches(&vals));
         let not = r(
             r#"<t:Not><t:IsGreaterThan><t:ExtendedFieldURI PropertyTag="0xe23" PropertyType="Integer"/><t:FieldURIOrConstant><t:Constant Value="100"/></t:FieldURIOrConstant></t:IsGreaterThan></t:Not>"#,
         );
-        assert!(matches(&not, &vals), "42 > 100 is false numerically");
+        assert!(not.matches(&vals), "42 > 100 is false numerically");
     }
 }

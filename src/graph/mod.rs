@@ -8,8 +8,9 @@ pub mod error;
 pub mod json;
 pub mod odata;
 
+use crate::view::query::{Props, SortKey};
 use crate::view::write::{ConflictMode, Planned, WriteError};
-use crate::view::{FolderRef, Mailbox, MailboxError, Session};
+use crate::view::{ContactKey, FolderRef, Mailbox, MailboxError, OrderKey, Session};
 use error::GraphError;
 use odata::Query;
 use serde_json::{json, Value};
@@ -253,11 +254,38 @@ fn next_link(req: &Request<'_>, skip: usize) -> String {
     format!("{}/v1.0{}?{}", req.base, req.path, parts.join("&"))
 }
 
-fn filter_ok(q: &Query, item: &crate::view::Item) -> bool {
-    q.filter.as_ref().is_none_or(|f| {
-        let addrs: Vec<String> = item.card.emails.iter().map(|e| e.address.clone()).collect();
-        odata::matches(f, &|p| json::prop(item, p), &addrs)
-    })
+/// How Graph's property names reach the view's data, for the view's query.
+struct GraphProps;
+
+impl Props for GraphProps {
+    type Prop = String;
+
+    fn order_key(&self, _: &String) -> Option<OrderKey> {
+        None
+    }
+
+    fn lookup(&self, mb: &Mailbox<'_>, p: &String, value: &str) -> Option<Vec<ContactKey>> {
+        (p == odata::ADDRESSES)
+            .then(|| mb.contacts_by_address(&value.to_lowercase()))
+            .flatten()
+    }
+
+    fn identity(&self, _: &Mailbox<'_>, _: ContactKey, _: &String) -> Option<Vec<String>> {
+        None
+    }
+
+    fn values(&self, item: &crate::view::Item, p: &String) -> Vec<String> {
+        if p == odata::ADDRESSES {
+            return item.card.emails.iter().map(|e| e.address.clone()).collect();
+        }
+        json::prop(item, p).into_iter().collect()
+    }
+
+    /// `$orderby` compares the text without regard to case (a missing value as empty).
+    fn order(&self, a: &[String], b: &[String]) -> std::cmp::Ordering {
+        let key = |v: &[String]| v.first().map(|s| s.to_lowercase()).unwrap_or_default();
+        key(a).cmp(&key(b))
+    }
 }
 
 /// Answers a read (GET) for the signed-in session.
@@ -314,13 +342,15 @@ pub fn read(session: &Session<'_>, req: &Request<'_>) -> Result<Answer, GraphErr
                 .into_iter()
                 .map(|f| folder_json(&mb, f))
                 .collect();
-            if let Some(f) = &q.filter {
+            if let Some(f) = q.filter.as_ref().map(odata::Filter::to_query) {
                 list.retain(|v| {
-                    odata::matches(
-                        f,
-                        &|p| v.get(p).and_then(|x| x.as_str()).map(str::to_owned),
-                        &[],
-                    )
+                    f.matches(&|p| {
+                        v.get(p.as_str())
+                            .and_then(|x| x.as_str())
+                            .map(str::to_owned)
+                            .into_iter()
+                            .collect()
+                    })
                 });
             }
             let total = list.len();
@@ -344,57 +374,48 @@ pub fn read(session: &Session<'_>, req: &Request<'_>) -> Result<Answer, GraphErr
         Target::Contacts(f) | Target::Count(f) => {
             let fr = folder(&mb, &f)?;
             let fid = json::to_graph_id(&mb.folder_id(fr));
-            let mut items: Vec<crate::view::Item> = match fr {
-                FolderRef::Virtual(v) => mb
-                    .contacts(v)
-                    .into_iter()
-                    .filter_map(|c| mb.item(v, c))
-                    .filter(|i| filter_ok(&q, i))
-                    .collect(),
-                _ => Vec::new(),
+            let filter = q.filter.as_ref().map(odata::Filter::to_query);
+            let sort: Vec<SortKey<String>> = q
+                .orderby
+                .iter()
+                .map(|(p, desc)| SortKey {
+                    prop: p.clone(),
+                    descending: *desc,
+                })
+                .collect();
+            let (order, v) = match fr {
+                FolderRef::Virtual(v) => {
+                    let unbounded = &mut |_| Ok::<(), std::convert::Infallible>(());
+                    let order = match mb.query(v, filter.as_ref(), &sort, &GraphProps, unbounded) {
+                        Ok(o) => o,
+                        Err(never) => match never {},
+                    };
+                    (order, Some(v))
+                }
+                _ => (Default::default(), None),
             };
             if counting {
                 return Ok(Answer {
                     status: 200,
                     content_type: "text/plain; charset=utf-8",
-                    body: items.len().to_string().into_bytes(),
+                    body: order.len().to_string().into_bytes(),
                     headers: Vec::new(),
                 });
             }
-            if !q.orderby.is_empty() {
-                let mut keyed: Vec<(Vec<String>, crate::view::Item)> = items
-                    .drain(..)
-                    .map(|i| {
-                        (
-                            q.orderby
-                                .iter()
-                                .map(|(p, _)| json::prop(&i, p).unwrap_or_default().to_lowercase())
-                                .collect(),
-                            i,
-                        )
-                    })
-                    .collect();
-                keyed.sort_by(|a, b| {
-                    for (n, (_, desc)) in q.orderby.iter().enumerate() {
-                        let o = a.0[n].cmp(&b.0[n]);
-                        let o = if *desc { o.reverse() } else { o };
-                        if o.is_ne() {
-                            return o;
-                        }
-                    }
-                    a.1.uid.cmp(&b.1.uid)
-                });
-                items = keyed.into_iter().map(|(_, i)| i).collect();
-            }
-            let total = items.len();
+            // Cards only for the page.
+            let items: Vec<crate::view::Item> = match v {
+                Some(v) => order
+                    .iter()
+                    .skip(q.skip)
+                    .take(page_size(&q, req, 10))
+                    .filter_map(|c| mb.item(v, *c))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let total = order.len();
             let size = page_size(&q, req, 10);
             let sel = q.select.as_deref();
-            let value: Vec<Value> = items
-                .iter()
-                .skip(q.skip)
-                .take(size)
-                .map(|i| json::contact(i, &fid, sel))
-                .collect();
+            let value: Vec<Value> = items.iter().map(|i| json::contact(i, &fid, sel)).collect();
             let what = match &q.select {
                 Some(s) => format!("contacts({})", s.join(",")),
                 None => "contacts".into(),

@@ -7,6 +7,7 @@
 //! See <https://learn.microsoft.com/en-us/graph/query-parameters>.
 
 use super::error::GraphError;
+use crate::view::query::{self, TextMatch};
 
 /// Largest `$top`.
 pub const MAX_TOP: usize = 1000;
@@ -399,22 +400,29 @@ pub fn parse_filter(s: &str) -> Result<Filter, GraphError> {
     Ok(f)
 }
 
-/// Evaluates a filter; `prop` gives a property's string value, `addresses` the e-mails.
-pub fn matches(f: &Filter, prop: &dyn Fn(&str) -> Option<String>, addresses: &[String]) -> bool {
-    let ci = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
-    match f {
-        Filter::And(a, b) => matches(a, prop, addresses) && matches(b, prop, addresses),
-        Filter::Or(a, b) => matches(a, prop, addresses) || matches(b, prop, addresses),
-        Filter::Not(a) => !matches(a, prop, addresses),
-        Filter::Eq(p, v) => prop(p).is_some_and(|x| ci(&x, v)),
-        Filter::Ne(p, v) => !prop(p).is_some_and(|x| ci(&x, v)),
-        Filter::StartsWith(p, v) => {
-            prop(p).is_some_and(|x| x.to_lowercase().starts_with(&v.to_lowercase()))
+/// The pseudo-property of every e-mail address of a contact (what
+/// `emailAddresses/any(a:a/address …)` tests).
+pub const ADDRESSES: &str = "emailAddresses/address";
+
+impl Filter {
+    /// The filter as the view's query runs it: OData compares strings without regard to case.
+    pub fn to_query(&self) -> query::Filter<String> {
+        let text = |p: &str, v: &str, mode| query::Filter::Text {
+            prop: p.to_owned(),
+            value: v.to_owned(),
+            mode,
+            ignore_case: true,
+        };
+        match self {
+            Filter::And(a, b) => query::Filter::And(vec![a.to_query(), b.to_query()]),
+            Filter::Or(a, b) => query::Filter::Or(vec![a.to_query(), b.to_query()]),
+            Filter::Not(a) => query::Filter::Not(Box::new(a.to_query())),
+            Filter::Eq(p, v) => text(p, v, TextMatch::Equals),
+            Filter::Ne(p, v) => query::Filter::Not(Box::new(text(p, v, TextMatch::Equals))),
+            Filter::StartsWith(p, v) => text(p, v, TextMatch::Prefix),
+            Filter::Contains(p, v) => text(p, v, TextMatch::Substring),
+            Filter::AnyAddress(v) => text(ADDRESSES, v, TextMatch::Equals),
         }
-        Filter::Contains(p, v) => {
-            prop(p).is_some_and(|x| x.to_lowercase().contains(&v.to_lowercase()))
-        }
-        Filter::AnyAddress(v) => addresses.iter().any(|a| ci(a, v)),
     }
 }
 
@@ -453,15 +461,17 @@ mod tests {
             "startswith(surname,'Kl') and (givenName eq 'Eva' or not contains(jobTitle,'x'))",
         )
         .expect("f");
-        assert!(matches(
-            &f,
-            &|p| match p {
-                "surname" => Some("Klein".into()),
-                "givenName" => Some("eva".into()),
-                _ => None,
-            },
-            &[]
-        ));
+        let values = |p: &String| match p.as_str() {
+            "surname" => vec!["Klein".to_string()],
+            "givenName" => vec!["eva".to_string()],
+            ADDRESSES => vec!["Ada@Example.com".to_string()],
+            _ => vec![],
+        };
+        assert!(f.to_query().matches(&values));
+        let ne = parse_filter("givenName ne 'EVA'").expect("f");
+        assert!(!ne.to_query().matches(&values), "ne ignores case too");
+        let any = parse_filter("emailAddresses/any(a:a/address eq 'ada@example.com')").expect("f");
+        assert!(any.to_query().matches(&values));
         assert_eq!(Query::parse(Some("$top=5000")).expect("q").top, Some(1000));
     }
 

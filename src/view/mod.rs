@@ -6,6 +6,7 @@
 //! May import domain, replica, and (for the write service, [`service`]) the CRM, the store
 //! and the signed-in principal; never a protocol face (`ews`, `graph`, `server`).
 
+pub mod query;
 pub mod service;
 pub mod sync_state;
 pub mod wire_id;
@@ -26,10 +27,13 @@ pub use wire_id::{IdCodec, IdError, IdKind, WireId};
 pub const MAPPING_VERSION: u32 = 1;
 
 /// A folder a face adds to the mailbox so its clients find what they look for (EWS: the
-/// distinguished folders of an Exchange mailbox); always empty and read-only. The face
-/// supplies the table ([`ViewConfig::extra_folders`]); the view only hosts it.
+/// root, the message folder root and the distinguished folders of an Exchange mailbox);
+/// always empty and read-only. The face supplies the table ([`ViewConfig::face_folders`]);
+/// the view only hosts it and knows none of its names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtraFolder {
+    /// Its code in folder ids (not 3, 4 or 5: the view's own folders); never reused.
+    pub code: u8,
     /// Distinguished name.
     pub name: &'static str,
     /// Display name.
@@ -38,47 +42,38 @@ pub struct ExtraFolder {
     pub class: &'static str,
     /// Kind, for rendering.
     pub kind: FolderKind,
-    /// Child of the root (true) or of the message folder root.
-    pub under_root: bool,
+    /// The code of its parent (`None`: a top-level folder).
+    pub parent: Option<u8>,
 }
 
 /// A folder of a mailbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FolderRef {
-    /// The root.
-    Root,
-    /// The message folder root ("Top of Information Store").
-    MsgFolderRoot,
     /// The default Contacts folder: parent of the virtual folders.
     Contacts,
     /// A virtual folder.
     Virtual(VirtualFolder),
-    /// An always-empty folder a face adds (index into [`ViewConfig::extra_folders`]).
-    Extra(u8),
+    /// An always-empty folder a face adds (its code in [`ViewConfig::face_folders`]).
+    Face(u8),
 }
 
 impl FolderRef {
     fn code(self) -> u8 {
         match self {
-            FolderRef::Root => 1,
-            FolderRef::MsgFolderRoot => 2,
             FolderRef::Contacts => 3,
             FolderRef::Virtual(VirtualFolder::My) => 4,
             FolderRef::Virtual(VirtualFolder::Global) => 5,
-            FolderRef::Extra(i) => 16 + i,
+            FolderRef::Face(c) => c,
         }
     }
 
-    fn from_code(c: u8) -> Option<FolderRef> {
-        Some(match c {
-            1 => FolderRef::Root,
-            2 => FolderRef::MsgFolderRoot,
+    fn from_code(c: u8) -> FolderRef {
+        match c {
             3 => FolderRef::Contacts,
             4 => FolderRef::Virtual(VirtualFolder::My),
             5 => FolderRef::Virtual(VirtualFolder::Global),
-            c if c >= 16 => FolderRef::Extra(c - 16),
-            _ => return None,
-        })
+            c => FolderRef::Face(c),
+        }
     }
 }
 
@@ -174,9 +169,11 @@ pub struct ViewConfig {
     pub global_writable: bool,
     /// Delete policies.
     pub policies: write::WritePolicies,
-    /// Always-empty folders a face adds (EWS's distinguished folders); their ids are codes
-    /// 16 + index, so the table only ever grows at its end.
-    pub extra_folders: &'static [ExtraFolder],
+    /// Always-empty folders a face adds around crmgate's (EWS: the Exchange folder tree).
+    pub face_folders: &'static [ExtraFolder],
+    /// The code of the face folder that holds the default Contacts folder (`None`: it is
+    /// a top-level folder).
+    pub contacts_parent: Option<u8>,
     /// What the CRM can hold (planned writes that need more are refused).
     pub capabilities: crate::domain::capabilities::Capabilities,
 }
@@ -371,31 +368,27 @@ impl<'a> Mailbox<'a> {
     /// A distinguished folder by its well-known name.
     pub fn distinguished(&self, name: &str) -> Option<FolderRef> {
         match name {
-            "root" => Some(FolderRef::Root),
-            "msgfolderroot" => Some(FolderRef::MsgFolderRoot),
             "contacts" => Some(FolderRef::Contacts),
             n => self
                 .cfg
-                .extra_folders
+                .face_folders
                 .iter()
-                .position(|w| w.name == n)
-                .map(|i| FolderRef::Extra(i as u8)),
+                .find(|w| w.name == n)
+                .map(|w| FolderRef::Face(w.code)),
         }
     }
 
     /// The distinguished name of a folder, if it has one.
     pub fn distinguished_name(&self, f: FolderRef) -> Option<&'static str> {
         match f {
-            FolderRef::Root => Some("root"),
-            FolderRef::MsgFolderRoot => Some("msgfolderroot"),
             FolderRef::Contacts => Some("contacts"),
             FolderRef::Virtual(_) => None,
-            FolderRef::Extra(i) => self.extra(i).map(|w| w.name),
+            FolderRef::Face(c) => self.face(c).map(|w| w.name),
         }
     }
 
-    fn extra(&self, i: u8) -> Option<&'static ExtraFolder> {
-        self.cfg.extra_folders.get(i as usize)
+    fn face(&self, code: u8) -> Option<&'static ExtraFolder> {
+        self.cfg.face_folders.iter().find(|w| w.code == code)
     }
 
     /// The folder an id names, if this user can see it.
@@ -407,12 +400,12 @@ impl<'a> Mailbox<'a> {
                 IdError::Malformed => ViewError::Malformed,
                 IdError::NotFound => ViewError::FolderNotFound,
             })?;
-        let f = FolderRef::from_code(w.folder).ok_or(ViewError::FolderNotFound)?;
+        let f = FolderRef::from_code(w.folder);
         match f {
             FolderRef::Virtual(v) if !self.virtual_folders().contains(&v) => {
                 Err(ViewError::FolderNotFound)
             }
-            FolderRef::Extra(i) if self.extra(i).is_none() => Err(ViewError::FolderNotFound),
+            FolderRef::Face(c) if self.face(c).is_none() => Err(ViewError::FolderNotFound),
             _ => Ok(f),
         }
     }
@@ -435,62 +428,55 @@ impl<'a> Mailbox<'a> {
     /// A folder's parent.
     pub fn parent(&self, f: FolderRef) -> Option<FolderRef> {
         match f {
-            FolderRef::Root => None,
-            FolderRef::MsgFolderRoot => Some(FolderRef::Root),
-            FolderRef::Contacts => Some(FolderRef::MsgFolderRoot),
+            FolderRef::Contacts => self.cfg.contacts_parent.map(FolderRef::Face),
             FolderRef::Virtual(_) => Some(FolderRef::Contacts),
-            FolderRef::Extra(i) => Some(if self.extra(i).is_some_and(|w| w.under_root) {
-                FolderRef::Root
-            } else {
-                FolderRef::MsgFolderRoot
-            }),
+            FolderRef::Face(c) => self.face(c)?.parent.map(FolderRef::Face),
         }
     }
 
-    /// A folder's children.
+    /// A folder's children: the default Contacts folder first, then the face's folders in
+    /// table order.
     pub fn children(&self, f: FolderRef) -> Vec<FolderRef> {
         match f {
-            FolderRef::Root => {
-                let mut v = vec![FolderRef::MsgFolderRoot];
-                v.extend(
-                    self.cfg
-                        .extra_folders
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, w)| w.under_root)
-                        .map(|(i, _)| FolderRef::Extra(i as u8)),
-                );
-                v
-            }
-            FolderRef::MsgFolderRoot => {
-                let mut v = vec![FolderRef::Contacts];
-                v.extend(
-                    self.cfg
-                        .extra_folders
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, w)| !w.under_root)
-                        .map(|(i, _)| FolderRef::Extra(i as u8)),
-                );
-                v
-            }
             FolderRef::Contacts => self
                 .virtual_folders()
                 .into_iter()
                 .map(FolderRef::Virtual)
                 .collect(),
-            _ => Vec::new(),
+            FolderRef::Virtual(_) => Vec::new(),
+            FolderRef::Face(c) => {
+                let mut v = Vec::new();
+                if self.cfg.contacts_parent == Some(c) {
+                    v.push(FolderRef::Contacts);
+                }
+                v.extend(
+                    self.cfg
+                        .face_folders
+                        .iter()
+                        .filter(|w| w.parent == Some(c) && w.code != c)
+                        .map(|w| FolderRef::Face(w.code)),
+                );
+                v
+            }
         }
     }
 
     /// All descendants of a folder, depth first.
     pub fn descendants(&self, f: FolderRef) -> Vec<FolderRef> {
         let mut out = Vec::new();
+        self.descend(f, 0, &mut out);
+        out
+    }
+
+    fn descend(&self, f: FolderRef, depth: usize, out: &mut Vec<FolderRef>) {
+        // A face's table is a tree a few levels deep; the bound keeps a faulty one finite.
+        if depth > 8 {
+            return;
+        }
         for c in self.children(f) {
             out.push(c);
-            out.extend(self.descendants(c));
+            self.descend(c, depth + 1, out);
         }
-        out
     }
 
     fn count(&self, f: FolderRef) -> usize {
@@ -503,13 +489,6 @@ impl<'a> Mailbox<'a> {
     /// Describes a folder.
     pub fn folder_info(&self, f: FolderRef) -> FolderInfo {
         let (display_name, class, kind, writable) = match f {
-            FolderRef::Root => ("Root".to_owned(), "", FolderKind::Generic, false),
-            FolderRef::MsgFolderRoot => (
-                "Top of Information Store".to_owned(),
-                "",
-                FolderKind::Generic,
-                false,
-            ),
             FolderRef::Contacts => ("Contacts".to_owned(), "", FolderKind::Contacts, false),
             FolderRef::Virtual(VirtualFolder::My) => (
                 self.cfg.my_name.clone(),
@@ -523,7 +502,7 @@ impl<'a> Mailbox<'a> {
                 FolderKind::Contacts,
                 self.cfg.global_writable,
             ),
-            FolderRef::Extra(i) => match self.extra(i) {
+            FolderRef::Face(c) => match self.face(c) {
                 Some(w) => (w.display.to_owned(), w.class, w.kind, false),
                 None => (String::new(), "", FolderKind::Generic, false),
             },
@@ -684,7 +663,7 @@ impl<'a> Mailbox<'a> {
                 IdError::Malformed => ViewError::Malformed,
                 IdError::NotFound => ViewError::ItemNotFound,
             })?;
-        let Some(FolderRef::Virtual(f)) = FolderRef::from_code(w.folder) else {
+        let FolderRef::Virtual(f) = FolderRef::from_code(w.folder) else {
             return Err(ViewError::ItemNotFound);
         };
         let c = self
@@ -981,7 +960,8 @@ mod tests {
                 my_delete: write::DeletePolicy::Hide,
                 global_delete: write::DeletePolicy::Hide,
             },
-            extra_folders: &[],
+            face_folders: &[],
+            contacts_parent: None,
             capabilities: crate::domain::capabilities::Capabilities::everything("test"),
         }
     }

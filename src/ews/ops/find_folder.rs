@@ -6,7 +6,7 @@
 use super::paging::{close_root, open_root, page};
 use super::{required_ids, schema, Fault, Seen};
 use crate::ews::envelope::{close_response, error_message, open_response, open_success};
-use crate::ews::restriction::{self, matches};
+use crate::ews::restriction;
 use crate::ews::shape::Shape;
 use crate::ews::xml::{Element, Xml};
 use crate::ews::{folder, Ctx};
@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             .filter(|i| {
                 restriction
                     .as_ref()
-                    .is_none_or(|r| matches(r, &|p| folder::values(i, p)))
+                    .is_none_or(|r| r.matches(&|p| folder::values(i, p)))
             })
             .collect();
         let pg = match page(view, infos.len()) {

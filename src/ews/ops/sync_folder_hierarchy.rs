@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx<'_, '_>, op: &Element, x: &mut Xml) -> Result<(), Fault> {
             ctx.session
                 .mailbox(Some(&ctx.mailbox.login()))
                 .map_err(|_| super::schema("mailbox"))?,
-            FolderRef::Root,
+            FolderRef::Face(crate::ews::folders::ROOT),
         ),
     };
     let (changed, new_state) = match mb.hierarchy_changes(top, state) {
