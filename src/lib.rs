@@ -15,3 +15,4 @@ pub mod replica;
 pub mod server;
 pub mod store;
 pub mod view;
+pub mod xml;
