@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real clients the tests drive
-# (exchangelib and msgraph-sdk into .cache/venv, ews-javascript-api and the Graph JS client
-# into .cache/node, DavMail from Debian),
+# (exchangelib and msgraph-sdk into .cache/venv, vdirsyncer and khard into .cache/venv-dav,
+# ews-javascript-api and the Graph JS client into .cache/node, DavMail from Debian),
 # then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,13 @@ mkdir -p .cache
 if ! .cache/venv/bin/python -c 'import exchangelib, msgraph, O365, sys; sys.exit(exchangelib.__version__ != "5.6.0")' 2>/dev/null; then
   python3 -m venv .cache/venv
   .cache/venv/bin/pip install --quiet --disable-pip-version-check exchangelib==5.6.0 msgraph-sdk==1.65.0 O365==2.1.10
+fi
+
+# vdirsyncer 0.21.0 and khard 0.22.0 (the CardDAV clients) in their own virtualenv.
+if ! .cache/venv-dav/bin/vdirsyncer --version 2>/dev/null | grep -q '0.21.0' ||
+   ! [ -x .cache/venv-dav/bin/khard ]; then
+  python3 -m venv .cache/venv-dav
+  .cache/venv-dav/bin/pip install --quiet --disable-pip-version-check vdirsyncer==0.21.0 khard==0.22.0
 fi
 
 # ews-javascript-api 0.15.3 and @microsoft/microsoft-graph-client 3.0.7 in a private

@@ -93,6 +93,8 @@ pub struct App {
     pub graph_limit: crate::auth::limit::Limiter,
     /// EWS requests in flight per user.
     pub ews_limit: crate::auth::limit::Limiter,
+    /// CardDAV requests in flight per user (the EWS face's bound, `ews.concurrent_requests`).
+    pub dav_limit: crate::auth::limit::Limiter,
     /// True while the start-up warm-up runs: `/readyz` waits for it, so a load balancer
     /// sends the first syncs only once they run at full speed.
     pub warming: std::sync::atomic::AtomicBool,
@@ -268,6 +270,10 @@ impl App {
                 config.server.max_request_memory_bytes / 1024,
             )),
             ews_limit: crate::auth::limit::Limiter::new(crate::auth::limit::Limits {
+                per_second: u32::MAX,
+                concurrent: config.ews.concurrent,
+            }),
+            dav_limit: crate::auth::limit::Limiter::new(crate::auth::limit::Limits {
                 per_second: u32::MAX,
                 concurrent: config.ews.concurrent,
             }),

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod carddav;
 pub mod config;
 pub mod crm;
 pub mod domain;

@@ -23,7 +23,7 @@ const DEMO_DATASET: &str = include_str!("../fixtures/demo.json");
 #[command(
     name = "crmgate",
     version,
-    about = "CRM contacts as live per-user address-book folders (EWS, Graph)"
+    about = "CRM contacts as live per-user address-book folders (CardDAV, EWS, Graph)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -289,6 +289,11 @@ fn demo_intro(cfg: &Config, ds: &Dataset) {
     if scheme == "https" {
         println!("  TLS        self-signed certificate: {}", cert.display());
     }
+    println!();
+    println!("  connect a client (with any login below):");
+    println!("    CardDAV  {base}/   iPhone, Mac, DAVx5, Thunderbird, vdirsyncer: server + login (docs/carddav.md)");
+    println!("    EWS      {base}/EWS/Exchange.asmx   Outlook for Mac, DavMail, exchangelib (docs/ews.md)");
+    println!("    Graph    {base}/v1.0/me/contactFolders   token: {base}/oauth2/v2.0/token (docs/graph.md)");
     println!();
     println!("  logins (login / password / role):");
     let v: serde_json::Value = serde_json::from_str(DEMO_DATASET).unwrap_or_default();

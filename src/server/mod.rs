@@ -6,6 +6,7 @@
 // Handlers return a ready response as their error: it is built once, on the way out.
 #![allow(clippy::result_large_err)]
 
+pub mod carddav_routes;
 pub mod ews_routes;
 pub mod graph_routes;
 pub use crate::http;
@@ -266,6 +267,8 @@ async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
         "/metrics" => text(StatusCode::OK, metrics(app)),
         p if p.starts_with("/v1.0/") => graph_routes::handle(app, ip, req).await,
         "/oauth2/v2.0/token" => graph_routes::token(app, ip, req).await,
+        "/.well-known/carddav" => carddav_routes::well_known(),
+        p if p == "/dav" || p.starts_with("/dav/") => carddav_routes::handle(app, ip, req).await,
         p if p.eq_ignore_ascii_case("/ews/exchange.asmx") => {
             ews_routes::exchange(app, ip, req).await
         }

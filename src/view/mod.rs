@@ -357,7 +357,8 @@ impl<'a> Mailbox<'a> {
             .unwrap_or_default()
     }
 
-    fn virtual_folders(&self) -> Vec<VirtualFolder> {
+    /// The virtual folders this user has (Global only when offered).
+    pub fn virtual_folders(&self) -> Vec<VirtualFolder> {
         if self.engine.global_offered() {
             vec![VirtualFolder::My, VirtualFolder::Global]
         } else {
@@ -689,6 +690,28 @@ impl<'a> Mailbox<'a> {
                 tag: 0,
             },
         )
+    }
+
+    /// The contact an item id of this user names, whether or not the user still sees it
+    /// there (the resource a deletion removes); `None` for no id of this user.
+    pub fn contact_of_item(&self, id: &str) -> Option<(VirtualFolder, String)> {
+        let w = self.codec.decode(&self.user_id, IdKind::Item, id).ok()?;
+        match FolderRef::from_code(w.folder) {
+            FolderRef::Virtual(f) => Some((f, w.contact)),
+            _ => None,
+        }
+    }
+
+    /// The state of a folder with everything up to now (what a client that just finished a
+    /// sync holds): a CardDAV collection's `sync-token`.
+    pub fn current_state(&self, f: VirtualFolder) -> String {
+        ItemState {
+            folder: FolderRef::Virtual(f).code(),
+            watermark: self.engine.seq(),
+            resume: Resume::Done,
+            binding: 0,
+        }
+        .encode(self.codec, &self.user_id)
     }
 
     /// Sync of a folder that holds no items: always empty, with a state bound to the folder.
