@@ -235,11 +235,35 @@ fn target(mb: &Mailbox<'_>, path: &str) -> Option<Target> {
     }
 }
 
-/// True for requests known to be little work (answered on the async worker).
-pub fn is_light(req: &Request<'_>) -> bool {
+/// Bodies up to this size may be looked at on the async worker to tell a light request.
+const LIGHT_BODY_BYTES: usize = 4096;
+
+/// True for requests known beforehand to be little work, answered on the async worker: one
+/// resource, Depth 0, a sync poll with few changes waiting, a multiget of a few cards.
+/// Everything else goes where heavy work goes.
+pub fn is_light(session: &Session<'_>, req: &Request<'_>) -> bool {
     match req.method {
-        "OPTIONS" | "GET" | "HEAD" => true,
+        "OPTIONS" | "GET" | "HEAD" | "PROPPATCH" | "MKCOL" | "MOVE" | "COPY" => true,
         "PROPFIND" => req.depth.map(str::trim) != Some("1"),
+        "REPORT" if req.body.len() <= LIGHT_BODY_BYTES => {
+            let Ok(mb) = session.mailbox(None) else {
+                return true;
+            };
+            let Some(Target::Book(f)) = target(&mb, req.path) else {
+                return true;
+            };
+            let Ok(body) = xml::parse(req.body) else {
+                return true;
+            };
+            if body.is(NS_DAV, "sync-collection") {
+                return body
+                    .child_text("sync-token")
+                    .and_then(state_of)
+                    .and_then(|st| mb.changes_pending(f, &st))
+                    .is_some_and(|n| n <= 16);
+            }
+            body.is(NS_CARD, "addressbook-multiget") && body.children_named("href").count() <= 10
+        }
         _ => false,
     }
 }

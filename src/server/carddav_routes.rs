@@ -166,7 +166,8 @@ pub async fn handle(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp 
         return r;
     }
     let lim = limits(app);
-    if carddav::is_light(&owned.request()) {
+    let light = with_session(app, &principal, |s| carddav::is_light(s, &owned.request()));
+    if light == Some(true) {
         return match with_session(app, &principal, |s| carddav::read(s, &owned.request(), lim)) {
             Some(a) => respond(a),
             None => busy(),
