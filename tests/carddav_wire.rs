@@ -608,3 +608,151 @@ async fn writes_land_in_the_crm_and_bad_input_gets_the_protocols_answer() {
     );
     s.stop().await;
 }
+
+/// The contact ids of a book, from PROPFIND Depth 1.
+async fn book_ids(s: &TestServer, who: (&str, &str), book: &str) -> Vec<String> {
+    let path = format!("/dav/addressbooks/{}/{book}/", who.0);
+    let r = dav(
+        s,
+        who,
+        "PROPFIND",
+        &path,
+        &[("Depth", "1")],
+        &propfind("<d:getetag/>"),
+    )
+    .await;
+    assert_eq!(r.status, 207, "{}", r.text);
+    r.responses()
+        .into_iter()
+        .filter_map(|(h, _)| {
+            h.strip_prefix(&path)
+                .and_then(|n| n.strip_suffix(".vcf"))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_stay_apart_and_a_change_reaches_the_affected_users_only() {
+    let s = TestServer::start(
+        &fixture("demo.json"),
+        "[folders]\nglobal_scope = \"subsystem\"\n",
+    )
+    .await;
+    const CLARA: (&str, &str) = ("clara@example.test", "demo3");
+    const OLIVER: (&str, &str) = ("oliver@example.test", "demo4");
+    let anna: Vec<String> = [
+        book_ids(&s, ANNA, "my").await,
+        book_ids(&s, ANNA, "global").await,
+    ]
+    .concat();
+    let clara_my = book_ids(&s, CLARA, "my").await;
+    let clara: Vec<String> = [clara_my.clone(), book_ids(&s, CLARA, "global").await].concat();
+    assert!(!anna.is_empty() && !clara.is_empty());
+    // A contact Clara (München) sees and Anna (Berlin) does not: not found for Anna, by GET,
+    // by multiget, in either of her books.
+    let other = clara
+        .iter()
+        .find(|id| !anna.contains(id))
+        .expect("a München-only contact")
+        .clone();
+    for book in ["my", "global"] {
+        let path = format!("/dav/addressbooks/anna@example.test/{book}/{other}.vcf");
+        assert_eq!(dav(&s, ANNA, "GET", &path, &[], "").await.status, 404);
+        let body = format!(
+            r#"<card:addressbook-multiget xmlns:d="DAV:" xmlns:card="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/></d:prop><d:href>{path}</d:href></card:addressbook-multiget>"#
+        );
+        let r = dav(
+            &s,
+            ANNA,
+            "REPORT",
+            &format!("/dav/addressbooks/anna@example.test/{book}/"),
+            &[],
+            &body,
+        )
+        .await;
+        assert_eq!(
+            r.responses(),
+            vec![(path, "HTTP/1.1 404 Not Found".to_owned())]
+        );
+    }
+
+    // Every user's token; then one change to a München contact: Clara's sync brings exactly
+    // it, Anna's and Oliver's bring nothing.
+    let token = |who: (&'static str, &'static str), book: &'static str| {
+        let s = &s;
+        async move {
+            let path = format!("/dav/addressbooks/{}/{book}/", who.0);
+            let mut token = String::new();
+            let mut hrefs = Vec::new();
+            loop {
+                let r = dav(s, who, "REPORT", &path, &[], &sync_body(&token, None)).await;
+                assert_eq!(r.status, 207, "{}", r.text);
+                hrefs.extend(
+                    r.responses()
+                        .into_iter()
+                        .filter(|(h, _)| h.ends_with(".vcf"))
+                        .map(|(h, _)| h),
+                );
+                token = r.sync_token();
+                if !r.text.contains(" 507 ") {
+                    return (token, hrefs);
+                }
+            }
+        }
+    };
+    let mut tokens = Vec::new();
+    for who in [ANNA, CLARA, OLIVER] {
+        for book in ["my", "global"] {
+            tokens.push((who, book, token(who, book).await.0));
+        }
+    }
+    let rec = admin_get(&s, &format!("/admin/v1/contacts/{other}")).await;
+    let mut changed = rec.clone();
+    changed["job_title"] = json!("Changed for München");
+    admin_put(&s, &format!("/admin/v1/contacts/{other}"), changed).await;
+    for (who, book, tok) in tokens {
+        let path = format!("/dav/addressbooks/{}/{book}/", who.0);
+        let r = dav(&s, who, "REPORT", &path, &[], &sync_body(&tok, None)).await;
+        let hrefs: Vec<String> = r
+            .responses()
+            .into_iter()
+            .filter(|(h, _)| h.ends_with(".vcf"))
+            .map(|(h, _)| h)
+            .collect();
+        let holds = if book == "my" {
+            clara_my.contains(&other)
+        } else {
+            !clara_my.contains(&other)
+        };
+        let expected = if who == CLARA && holds {
+            vec![format!("{path}{other}.vcf")]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(hrefs, expected, "{} {book}", who.0);
+    }
+    let in_clara = [
+        book_ids(&s, CLARA, "my").await,
+        book_ids(&s, CLARA, "global").await,
+    ]
+    .concat();
+    assert!(in_clara.contains(&other));
+
+    // A vCard over the size limit: 413 with the precondition, nothing written.
+    let big = format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:x\r\nNOTE:{}\r\nEND:VCARD\r\n",
+        "x".repeat(5 << 20)
+    );
+    let r = dav(
+        &s,
+        ANNA,
+        "PUT",
+        "/dav/addressbooks/anna@example.test/my/big.vcf",
+        &[("Content-Type", "text/vcard")],
+        &big,
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", &r.text[..r.text.len().min(200)]);
+    s.stop().await;
+}
