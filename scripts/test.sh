@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real clients the tests drive
 # (exchangelib and msgraph-sdk into .cache/venv, vdirsyncer and khard into .cache/venv-dav,
-# ews-javascript-api and the Graph JS client into .cache/node, DavMail from Debian),
+# ews-javascript-api and the Graph JS client into .cache/node, DavMail and SyncEvolution
+# from Debian),
 # then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,13 @@ if ! [ -f /usr/share/davmail/davmail.jar ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq davmail >/dev/null
+fi
+
+# SyncEvolution (Debian package; CardDAV backend for its test).
+if ! command -v syncevolution >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq syncevolution syncevolution-libs >/dev/null
 fi
 
 cargo test --locked "$@"
