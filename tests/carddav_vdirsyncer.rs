@@ -238,6 +238,62 @@ async fn vdirsyncer_and_khard_keep_a_local_copy_exact() {
     );
     assert!(after["cp03.vcf"].contains("FN:Renamed Pager"));
 
+    // The company changes hands: its contacts leave My and enter Global (Paula's scope is
+    // everyone), and nothing else is rewritten; then back. (A second company keeps My from
+    // being emptied, which vdirsyncer refuses to mirror without --force-delete.)
+    admin(
+        &s,
+        reqwest::Method::PUT,
+        "/admin/v1/companies/kq",
+        Some(json!({"name": "Second GmbH", "subsystems": ["s1"], "responsible": ["up"]})),
+    )
+    .await;
+    admin(
+        &s,
+        reqwest::Method::PUT,
+        "/admin/v1/contacts/cq1",
+        Some(json!({"companies": ["kq"], "first_name": "Stays", "last_name": "Mine"})),
+    )
+    .await;
+    let (ok, out) = v.sync().await;
+    assert!(ok, "sync: {out}");
+    let (my_before, global_before) = (v.book("my"), v.book("global"));
+    let company = |responsible: &str| json!({"name": "Paging GmbH", "subsystems": ["s1"], "responsible": [responsible]});
+    admin(
+        &s,
+        reqwest::Method::PUT,
+        "/admin/v1/companies/kp",
+        Some(company("u1")),
+    )
+    .await;
+    let (ok, out) = v.sync().await;
+    assert!(ok, "sync: {out}");
+    let (my_after, global_after) = (v.book("my"), v.book("global"));
+    let moved: Vec<String> = my_before
+        .keys()
+        .filter(|k| *k != "cq1.vcf")
+        .cloned()
+        .collect();
+    assert_eq!(my_after.keys().collect::<Vec<_>>(), vec!["cq1.vcf"]);
+    assert_eq!(
+        diff(&global_before, &global_after),
+        (vec![], moved.clone(), vec![])
+    );
+    admin(
+        &s,
+        reqwest::Method::PUT,
+        "/admin/v1/companies/kp",
+        Some(company("up")),
+    )
+    .await;
+    let (ok, out) = v.sync().await;
+    assert!(ok, "sync: {out}");
+    assert_eq!(
+        diff(&my_after, &v.book("my")),
+        (vec![], moved.clone(), vec![])
+    );
+    assert_eq!(v.book("global"), global_before);
+
     // A local edit in My lands in the CRM; the unmapped CRM field survives.
     let edited = after["cp07.vcf"].replace("END:VCARD", "TITLE:Head of Paging\r\nEND:VCARD");
     std::fs::write(v.dir.join("vdir/my/cp07.vcf"), edited).expect("edit");

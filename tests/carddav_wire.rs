@@ -547,6 +547,26 @@ async fn writes_land_in_the_crm_and_bad_input_gets_the_protocols_answer() {
     .await;
     assert_eq!(r.status, 412);
 
+    // A name crmgate cannot use as an id: created under a clean one, which Location names.
+    let r = dav(
+        &s,
+        PAULA,
+        "PUT",
+        &format!("{MY}odd%20name%21.vcf"),
+        &[("Content-Type", "text/vcard"), ("If-None-Match", "*")],
+        &card.replace("new-card-1", "odd"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let location = r
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(location, format!("{MY}oddname.vcf"));
+    assert_eq!(dav(&s, PAULA, "GET", &location, &[], "").await.status, 200);
+
     // Global is read-only: a PUT there is refused with the privilege precondition.
     let r = dav(
         &s,
@@ -755,4 +775,160 @@ async fn tenants_stay_apart_and_a_change_reaches_the_affected_users_only() {
     .await;
     assert_eq!(r.status, 413, "{}", &r.text[..r.text.len().min(200)]);
     s.stop().await;
+}
+
+fn query(filter: &str, limit: Option<usize>) -> String {
+    let limit = limit
+        .map(|n| format!("<card:limit><card:nresults>{n}</card:nresults></card:limit>"))
+        .unwrap_or_default();
+    format!(
+        r#"<card:addressbook-query xmlns:d="DAV:" xmlns:card="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/><card:address-data/></d:prop><card:filter{filter}</card:filter>{limit}</card:addressbook-query>"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_heads_stale_deletes_and_delete_policies() {
+    for policy in ["crm", "deny"] {
+        let s = TestServer::start(
+            &fixture("demo.json"),
+            &format!("[folders]\nmy_delete = \"{policy}\"\n"),
+        )
+        .await;
+        s.add_paula().await;
+        admin_put(
+            &s,
+            "/admin/v1/contacts/cp09",
+            json!({"companies": ["kp"], "first_name": "Quinn", "last_name": "Pager",
+                "emails": [{"address": "quinn@paging.test", "kind": "work"}]}),
+        )
+        .await;
+        if policy == "crm" {
+            // addressbook-query: text-match on FN, EMAIL (an indexed equality), UID;
+            // anyof/allof, negate-condition, limit.
+            let names = |r: &Reply| -> Vec<String> {
+                let mut v: Vec<String> = r
+                    .responses()
+                    .into_iter()
+                    .filter(|(h, _)| h.ends_with(".vcf"))
+                    .map(|(h, _)| h.trim_start_matches(MY).trim_end_matches(".vcf").to_owned())
+                    .collect();
+                v.sort();
+                v
+            };
+            let q = |filter: String, limit| {
+                let s = &s;
+                async move {
+                    dav(
+                        s,
+                        PAULA,
+                        "REPORT",
+                        MY,
+                        &[("Depth", "1")],
+                        &query(&filter, limit),
+                    )
+                    .await
+                }
+            };
+            let r = q(r#"><card:prop-filter name="FN"><card:text-match match-type="starts-with">quinn</card:text-match></card:prop-filter>"#.into(), None).await;
+            assert_eq!(r.status, 207, "{}", r.text);
+            assert_eq!(names(&r), vec!["cp09"], "{}", r.text);
+            assert!(r.text.contains("BEGIN:VCARD"));
+            let r = q(r#"><card:prop-filter name="EMAIL"><card:text-match match-type="equals">QUINN@paging.test</card:text-match></card:prop-filter>"#.into(), None).await;
+            assert_eq!(names(&r), vec!["cp09"]);
+            let r = q(r#" test="anyof"><card:prop-filter name="UID"><card:text-match match-type="equals" collation="i;octet">cp01</card:text-match></card:prop-filter><card:prop-filter name="UID"><card:text-match match-type="equals" collation="i;octet">cp02</card:text-match></card:prop-filter>"#.into(), None).await;
+            assert_eq!(names(&r), vec!["cp01", "cp02"]);
+            let r = q(r#" test="allof"><card:prop-filter name="N"><card:text-match>Pager</card:text-match></card:prop-filter><card:prop-filter name="FN"><card:text-match negate-condition="yes">P0</card:text-match></card:prop-filter>"#.into(), None).await;
+            let expected: Vec<String> = (9..25).map(|i| format!("cp{i:02}")).collect();
+            assert_eq!(
+                names(&r),
+                expected,
+                "Pager, and FN without \"P0\" (Quinn, P10…P24)"
+            );
+            let r = q(r#"><card:prop-filter name="N"><card:text-match>pager</card:text-match></card:prop-filter>"#.into(), Some(5)).await;
+            assert_eq!(names(&r).len(), 5);
+            assert!(
+                r.text.contains(" 507 ") && r.text.contains("number-of-matches-within-limits"),
+                "{}",
+                r.text
+            );
+            let r = q(r#"><card:prop-filter name="FN"><card:param-filter name="TYPE"/></card:prop-filter>"#.into(), None).await;
+            assert_eq!(r.status, 403);
+            assert!(r.text.contains("supported-filter"));
+            let r = q(r#"><card:prop-filter name="FN"><card:text-match collation="i;klingon">x</card:text-match></card:prop-filter>"#.into(), None).await;
+            assert_eq!(r.status, 403);
+            assert!(r.text.contains("supported-collation"));
+
+            // HEAD: the ETag, no body. MOVE and COPY: refused.
+            let h = dav(&s, PAULA, "HEAD", &format!("{MY}cp09.vcf"), &[], "").await;
+            assert_eq!(h.status, 200);
+            assert!(h.headers.get("etag").is_some() && h.text.is_empty());
+            for m in ["MOVE", "COPY"] {
+                let r = dav(
+                    &s,
+                    PAULA,
+                    m,
+                    &format!("{MY}cp09.vcf"),
+                    &[("Destination", "/dav/x")],
+                    "",
+                )
+                .await;
+                assert_eq!(r.status, 403, "{m}");
+                assert!(r.text.contains("need-privileges"), "{m}: {}", r.text);
+            }
+        }
+        // DELETE with a stale If-Match: 412, nothing deleted.
+        let r = dav(
+            &s,
+            PAULA,
+            "DELETE",
+            &format!("{MY}cp09.vcf"),
+            &[("If-Match", "\"stale\"")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 412, "{policy}");
+        assert_eq!(
+            admin_get(&s, "/admin/v1/contacts/cp09").await["first_name"],
+            "Quinn"
+        );
+        let g = dav(&s, PAULA, "GET", &format!("{MY}cp09.vcf"), &[], "").await;
+        let etag = g
+            .headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let r = dav(
+            &s,
+            PAULA,
+            "DELETE",
+            &format!("{MY}cp09.vcf"),
+            &[("If-Match", &etag)],
+            "",
+        )
+        .await;
+        let gone = s
+            .client
+            .get(s.url("/admin/v1/contacts/cp09"))
+            .basic_auth("ben@example.test", Some("demo2"))
+            .send()
+            .await
+            .expect("get")
+            .status()
+            .as_u16();
+        match policy {
+            // `crm`: deleted in the CRM.
+            "crm" => {
+                assert_eq!(r.status, 204, "{}", r.text);
+                assert_eq!(gone, 404);
+            }
+            // `deny`: refused with the privilege precondition, the CRM keeps it.
+            _ => {
+                assert_eq!(r.status, 403, "{}", r.text);
+                assert!(r.text.contains("need-privileges"));
+                assert_eq!(gone, 200);
+            }
+        }
+        s.stop().await;
+    }
 }

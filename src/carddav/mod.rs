@@ -1181,6 +1181,9 @@ pub struct Write {
     pub created: bool,
     /// vCard properties crmgate dropped (for the audit log).
     pub dropped: Vec<String>,
+    /// Where a created card lives when that is not the URL it was PUT to (a name crmgate
+    /// cannot use as an id).
+    pub location: Option<String>,
 }
 
 /// Why a write was not planned: the answer to give.
@@ -1228,6 +1231,7 @@ pub fn plan_write(session: &Session<'_>, req: &Request<'_>) -> Result<Write, Ref
             planned,
             created: false,
             dropped: Vec::new(),
+            location: None,
         });
     }
     let ct = req
@@ -1264,11 +1268,14 @@ pub fn plan_write(session: &Session<'_>, req: &Request<'_>) -> Result<Write, Ref
         };
         match plan {
             Ok(planned) => {
+                let location = (existing.is_none() && planned.contact_id != id)
+                    .then(|| card_href(&mb.login(), f, &planned.contact_id));
                 return Ok(Write {
                     planned,
                     created: existing.is_none(),
                     dropped,
-                })
+                    location,
+                });
             }
             Err(WriteError::Refused { field, .. }) => {
                 let before = edits.len();
@@ -1370,7 +1377,10 @@ pub fn answer_write(w: &Write) -> Answer {
     if w.created {
         // No ETag: what is stored differs from what was sent (RFC 6352 §6.3.2.3), so the
         // client fetches it.
-        Answer::empty(201)
+        match &w.location {
+            Some(l) => Answer::empty(201).with("Location", l.clone()),
+            None => Answer::empty(201),
+        }
     } else {
         Answer::empty(204)
     }
