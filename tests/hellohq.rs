@@ -992,11 +992,49 @@ async fn fault_campaign_loses_nothing_and_never_fails_a_read() {
             );
         }
     }
-    assert_same(
-        &oracle(&sim, &s.app, &created),
-        &replica(&s.app).await,
-        "after the campaign",
-    );
+    let want = oracle(&sim, &s.app, &created);
+    let got = replica(&s.app).await;
+    if want != got {
+        // Say where every differing contact is, so a failure explains itself.
+        let mut differing = BTreeSet::new();
+        for (u, (my, global)) in &want {
+            if let Some((gmy, gglobal)) = got.get(u) {
+                differing.extend(my.symmetric_difference(gmy).cloned());
+                differing.extend(global.symmetric_difference(gglobal).cloned());
+            }
+        }
+        let e = s.app.replica.read().expect("read");
+        for hq in differing {
+            let in_sim = hq
+                .parse::<i32>()
+                .ok()
+                .and_then(|n| sim.get("ContactPersons", n));
+            let local = e.find_contact(&hq);
+            let aliased = e.ids(Kind::Contact).into_iter().find(|id| {
+                e.contact_record_by_id(id)
+                    .and_then(|c| {
+                        c.extra
+                            .get("hq_id")
+                            .and_then(Value::as_str)
+                            .map(|h| h == hq)
+                    })
+                    .unwrap_or(false)
+            });
+            let folders: Vec<String> = e
+                .user_ids()
+                .into_iter()
+                .filter_map(|u| {
+                    let c = local.or_else(|| aliased.as_deref().and_then(|a| e.find_contact(a)))?;
+                    e.folder_of(u, c).map(|f| format!("{}:{f:?}", e.user_id(u)))
+                })
+                .collect();
+            eprintln!(
+                "differs: helloHQ {hq}: in helloHQ {in_sim:?}; replica by id {local:?}, by alias {aliased:?} ({:?}), folders {folders:?}",
+                aliased.as_deref().and_then(|a| e.contact_record_by_id(a)).map(|c| (&c.owner, &c.companies, &c.subsystems))
+            );
+        }
+    }
+    assert_same(&want, &got, "after the campaign");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
