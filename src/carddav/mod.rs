@@ -432,6 +432,16 @@ fn listed(t: &Target) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// An empty element for a property of a namespace crmgate has no prefix for (or of none:
+/// `xmlns:x=""` is not XML, so such a property is written unprefixed, in no namespace).
+fn foreign_prop(x: &mut Xml, ns: &str, name: &str) {
+    if ns.is_empty() {
+        x.empty(name, &[]);
+    } else {
+        x.empty(&format!("x:{name}"), &[("xmlns:x", ns)]);
+    }
+}
+
 fn prefix_of(ns: &str) -> Option<&'static str> {
     match ns {
         NS_DAV => Some("d"),
@@ -669,7 +679,7 @@ impl Shown<'_, '_> {
             for (ns, name) in missing {
                 match prefix_of(ns) {
                     Some(p) => x.empty(&format!("{p}:{name}"), &[]),
-                    None => x.empty(&format!("x:{name}"), &[("xmlns:x", ns.as_str())]),
+                    None => foreign_prop(x, ns, name),
                 }
             }
             x.close("d:prop");
@@ -840,7 +850,7 @@ fn proppatch(req: &Request<'_>) -> Answer {
         for (ns, name) in &props {
             match prefix_of(ns) {
                 Some(p) => x.empty(&format!("{p}:{name}"), &[]),
-                None => x.empty(&format!("x:{name}"), &[("xmlns:x", ns.as_str())]),
+                None => foreign_prop(x, ns, name),
             }
         }
         x.close("d:prop");
