@@ -4054,6 +4054,42 @@ fn replay(prefix: &str, exec: &dyn Fn(&[u8])) {
     assert!(n > 0, "no inputs named {prefix}*");
 }
 
+/// Found by fuzz_vcard in a 4-minute release run: a property with 470,000 `;H` parameters made
+/// the parser hold two strings per parameter, 82 bytes of memory per input byte (the bound is
+/// 64). A property now takes at most 32 parameters; more is a readable 400.
+#[test]
+fn regression_vcard_many_parameters() {
+    let _serial = serial();
+    if !here("regression_vcard_many_parameters") {
+        return;
+    }
+    let input = seed_files("regressions")
+        .into_iter()
+        .find(|(n, _)| n.starts_with("vcard-many-parameters"))
+        .map(|(_, b)| b)
+        .expect("the input");
+    assert!(reset_peak(), "/proc/self/clear_refs");
+    let before = mem().expect("/proc/self/status");
+    let parsed = crmgate::carddav::vcard::parse(&String::from_utf8_lossy(&input));
+    let peak = mem()
+        .expect("/proc/self/status")
+        .hwm
+        .saturating_sub(before.rss);
+    assert!(parsed.is_err(), "refused");
+    println!(
+        "FUZZ regression: a {} byte vCard took +{:.1} MiB",
+        input.len(),
+        mib(peak)
+    );
+    assert!(
+        peak <= parse_bound(input.len()),
+        "a {} byte vCard took {:.1} MiB (bound {:.1} MiB)",
+        input.len(),
+        mib(peak),
+        mib(parse_bound(input.len()))
+    );
+}
+
 /// Found by fuzz_carddav within seconds of its first run: a PROPFIND asking for a property in
 /// no namespace (`<d2current-user-principal/>`, a mangled prefix) got a multistatus with
 /// `xmlns:x=""`, which is not XML, so a client could not read the answer. Such properties are

@@ -268,6 +268,9 @@ fn logical_lines(text: &str) -> Vec<String> {
     out
 }
 
+/// Most parameters of one property (real cards have a handful).
+pub const MAX_PARAMS: usize = 32;
+
 fn split_params(head: &str) -> Result<(String, Vec<(String, String)>), BadCard> {
     let mut parts = Vec::new();
     let mut cur = String::new();
@@ -275,7 +278,14 @@ fn split_params(head: &str) -> Result<(String, Vec<(String, String)>), BadCard> 
     for c in head.chars() {
         match c {
             '"' => quoted = !quoted,
-            ';' if !quoted => parts.push(std::mem::take(&mut cur)),
+            ';' if !quoted => {
+                parts.push(std::mem::take(&mut cur));
+                if parts.len() > MAX_PARAMS {
+                    return Err(bad(format!(
+                        "more than {MAX_PARAMS} parameters on one property"
+                    )));
+                }
+            }
             c => cur.push(c),
         }
     }
