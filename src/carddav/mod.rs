@@ -433,8 +433,21 @@ fn listed(t: &Target) -> &'static [(&'static str, &'static str)] {
 }
 
 /// An empty element for a property of a namespace crmgate has no prefix for (or of none:
-/// `xmlns:x=""` is not XML, so such a property is written unprefixed, in no namespace).
+/// `xmlns:x=""` is not XML, so such a property is written unprefixed, in no namespace). A
+/// property whose namespace may not be bound to a prefix (`xml`'s and `xmlns`'s own), is no
+/// plain URI or is longer than any real one is left out of the answer rather than echoed as
+/// XML a client cannot read.
 fn foreign_prop(x: &mut Xml, ns: &str, name: &str) {
+    const RESERVED: [&str; 2] = [
+        "http://www.w3.org/2000/xmlns/",
+        "http://www.w3.org/XML/1998/namespace",
+    ];
+    let plain = ns
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"<>&\"'".contains(&b));
+    if RESERVED.contains(&ns) || ns.len() > 256 || !plain {
+        return;
+    }
     if ns.is_empty() {
         x.empty(name, &[]);
     } else {
