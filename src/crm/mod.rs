@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod hellohq;
+pub mod hubspot;
 pub mod mirror;
 
 use crate::domain::dataset::Problem;
