@@ -1,0 +1,305 @@
+//! HTTP to a HubSpot portal: Bearer token, a client-side budget that never exceeds the
+//! configured rate (HubSpot's default burst: 100 requests per rolling 10 s), `429` and `5xx`
+//! retried with back-off, paging followed; and the snapshot of a portal as crmgate records
+//! (owners, teams, companies, contacts, deals, with their associations).
+
+use super::map::{self, Mapping, CONTACT_PROPERTIES};
+use crate::crm::CrmError;
+use crate::domain::Record;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// One portal's API.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    per_10s: usize,
+    sent: tokio::sync::Mutex<VecDeque<Instant>>,
+}
+
+fn unavailable(reason: impl Into<String>) -> CrmError {
+    CrmError::Unavailable {
+        retry_after: None,
+        reason: reason.into(),
+    }
+}
+
+/// Most inputs of one associations batch read.
+const ASSOCIATION_BATCH: usize = 100;
+/// Records per list page (HubSpot's documented maximum).
+const PAGE: usize = 100;
+/// Attempts at one request through 429s and 5xx.
+const ATTEMPTS: u32 = 6;
+
+impl Client {
+    /// A client of the portal at `base` (https, or http on loopback for tests) with a private
+    /// app's token, sending at most `per_10s` requests in any 10 seconds.
+    pub fn new(base: &str, token: &str, per_10s: usize) -> Result<Client, String> {
+        let base = base.trim_end_matches('/').to_owned();
+        let loopback = base.starts_with("http://127.0.0.1") || base.starts_with("http://localhost");
+        if !base.starts_with("https://") && !loopback {
+            return Err(format!(
+                "crm.hubspot.base_url: {base} is neither https nor loopback"
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Client {
+            http,
+            base,
+            token: token.to_owned(),
+            per_10s: per_10s.max(1),
+            sent: tokio::sync::Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// Waits until one more request stays within the budget.
+    async fn slot(&self) {
+        loop {
+            let wait = {
+                let mut sent = self.sent.lock().await;
+                let now = Instant::now();
+                while sent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(10))
+                {
+                    sent.pop_front();
+                }
+                if sent.len() < self.per_10s {
+                    sent.push_back(now);
+                    return;
+                }
+                sent.front()
+                    .map(|t| Duration::from_secs(10).saturating_sub(now.duration_since(*t)))
+                    .unwrap_or_default()
+            };
+            tokio::time::sleep(wait + Duration::from_millis(5)).await;
+        }
+    }
+
+    /// One request; `429` and `5xx` retried with growing waits, other errors returned.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), CrmError> {
+        let mut wait = Duration::from_millis(250);
+        for attempt in 1..=ATTEMPTS {
+            self.slot().await;
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(&self.token);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::debug!(error = %e, "HubSpot request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    continue;
+                }
+                Err(e) => return Err(unavailable(format!("HubSpot: {e}"))),
+            };
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if (status == 429 || status >= 500) && attempt < ATTEMPTS {
+                // HubSpot's 429 names its policy; the burst window is 10 s, the search one 1 s.
+                let pause = if v["policyName"] == "TEN_SECONDLY_ROLLING" {
+                    Duration::from_secs(1).max(wait)
+                } else {
+                    wait
+                };
+                tokio::time::sleep(pause).await;
+                wait *= 2;
+                continue;
+            }
+            if status == 401 || status == 403 {
+                return Err(unavailable(format!(
+                    "HubSpot refused the token ({status}): {}",
+                    v["message"].as_str().unwrap_or("")
+                )));
+            }
+            return Ok((status, v));
+        }
+        Err(unavailable("HubSpot kept failing"))
+    }
+
+    async fn get_ok(&self, path: &str) -> Result<Value, CrmError> {
+        match self.call(reqwest::Method::GET, path, None).await? {
+            (200, v) => Ok(v),
+            (s, v) => Err(unavailable(format!(
+                "HubSpot GET {path}: {s} {}",
+                v["message"].as_str().unwrap_or("")
+            ))),
+        }
+    }
+
+    /// Every owner.
+    pub async fn owners(&self) -> Result<Vec<Value>, CrmError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let q = after
+                .as_deref()
+                .map(|a| format!("&after={a}"))
+                .unwrap_or_default();
+            let v = self.get_ok(&format!("/crm/v3/owners?limit=100{q}")).await?;
+            out.extend(v["results"].as_array().cloned().unwrap_or_default());
+            match v["paging"]["next"]["after"].as_str() {
+                Some(a) if after.as_deref() != Some(a) => after = Some(a.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Every live record of an object type with these properties, page by page.
+    pub async fn list(&self, object: &str, properties: &[&str]) -> Result<Vec<Value>, CrmError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        let props = properties.join(",");
+        loop {
+            let q = after
+                .as_deref()
+                .map(|a| format!("&after={a}"))
+                .unwrap_or_default();
+            let v = self
+                .get_ok(&format!(
+                    "/crm/v3/objects/{object}?limit={PAGE}&properties={props}{q}"
+                ))
+                .await?;
+            out.extend(v["results"].as_array().cloned().unwrap_or_default());
+            match v["paging"]["next"]["after"].as_str() {
+                Some(a) if after.as_deref() != Some(a) => after = Some(a.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The associations `from` → `to` of these records: record id → associated ids.
+    pub async fn associations(
+        &self,
+        from: &str,
+        to: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, CrmError> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for chunk in ids.chunks(ASSOCIATION_BATCH) {
+            let inputs: Vec<Value> = chunk.iter().map(|i| json!({"id": i})).collect();
+            let (status, v) = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/crm/v4/associations/{from}/{to}/batch/read"),
+                    Some(&json!({"inputs": inputs})),
+                )
+                .await?;
+            if status != 200 && status != 207 {
+                return Err(unavailable(format!(
+                    "HubSpot associations {from}→{to}: {status}"
+                )));
+            }
+            for r in v["results"].as_array().into_iter().flatten() {
+                let Some(id) = r["from"]["id"].as_str() else {
+                    continue;
+                };
+                let tos = r["to"].as_array().into_iter().flatten().filter_map(|t| {
+                    match &t["toObjectId"] {
+                        Value::Number(n) => Some(n.to_string()),
+                        Value::String(s) => Some(s.clone()),
+                        _ => None,
+                    }
+                });
+                out.entry(id.to_owned()).or_default().extend(tos);
+            }
+        }
+        for v in out.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        Ok(out)
+    }
+
+    /// The whole portal as crmgate records: teams, people, companies, contacts with their
+    /// companies, deals with their contacts and companies.
+    pub async fn snapshot(&self, m: &Mapping) -> Result<Vec<Record>, CrmError> {
+        let owners = self.owners().await?;
+        let mut out: Vec<Record> = map::teams(&owners)
+            .into_iter()
+            .map(Record::Subsystem)
+            .collect();
+        out.extend(owners.iter().filter_map(map::user).map(Record::User));
+        let company_props = [
+            "name",
+            "domain",
+            "website",
+            "phone",
+            "type",
+            "hubspot_owner_id",
+            "hubspot_team_id",
+            "address",
+            "city",
+            "zip",
+            "state",
+            "country",
+        ];
+        let mut cprops: Vec<&str> = company_props.to_vec();
+        cprops.extend(m.extra_company_owners.iter().map(String::as_str));
+        let companies = self.list("companies", &cprops).await?;
+        out.extend(
+            companies
+                .iter()
+                .filter_map(|c| map::company(c, m))
+                .map(Record::Company),
+        );
+        let mut contact_props: Vec<&str> = CONTACT_PROPERTIES.to_vec();
+        contact_props.extend(["company", "hubspot_team_id"]);
+        let contacts = self.list("contacts", &contact_props).await?;
+        let ids: Vec<String> = contacts
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .collect();
+        let of_contact = self.associations("contacts", "companies", &ids).await?;
+        out.extend(contacts.iter().filter_map(|c| {
+            let id = c["id"].as_str()?;
+            let companies = of_contact.get(id).cloned().unwrap_or_default();
+            map::contact(c, &companies).map(Record::Contact)
+        }));
+        let deals = self
+            .list(
+                "deals",
+                &[
+                    "dealname",
+                    "dealstage",
+                    "pipeline",
+                    "hubspot_owner_id",
+                    "hubspot_team_id",
+                ],
+            )
+            .await?;
+        let deal_ids: Vec<String> = deals
+            .iter()
+            .filter_map(|d| d["id"].as_str().map(str::to_owned))
+            .collect();
+        let deal_contacts = self.associations("deals", "contacts", &deal_ids).await?;
+        let deal_companies = self.associations("deals", "companies", &deal_ids).await?;
+        out.extend(deals.iter().filter_map(|d| {
+            let id = d["id"].as_str()?;
+            map::deal(
+                d,
+                deal_contacts.get(id).map(Vec::as_slice).unwrap_or(&[]),
+                deal_companies.get(id).map(Vec::as_slice).unwrap_or(&[]),
+                m,
+            )
+            .map(Record::Lead)
+        }));
+        Ok(out)
+    }
+}

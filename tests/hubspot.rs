@@ -1,0 +1,159 @@
+//! The HubSpot snapshot (crm::hubspot::client + map) against the simulator: a portal with
+//! owners in teams, companies, contacts, deals and their associations, read under the
+//! simulator's strict limits (its 100-per-10-s budget included), gives every owner the My and
+//! Global folders the rules give when computed straight from the simulator's raw data.
+
+mod support;
+
+use crmgate::crm::hubspot::client::Client;
+use crmgate::crm::hubspot::map::Mapping;
+use crmgate::crm::{Change, Versioned};
+use crmgate::domain::rules::{FolderRules, VirtualFolder};
+use crmgate::replica::Engine;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use support::hubspot_sim::HubSpotSim;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_snapshot_gives_every_owner_the_folders_of_the_rules() {
+    let sim = HubSpotSim::start().await;
+    let mut rng = StdRng::seed_from_u64(14);
+    let teams = [("t1", "Berlin"), ("t2", "London")];
+    let mut owners = Vec::new();
+    for i in 0..6 {
+        let team = teams[i % 2];
+        owners.push(sim.add_owner(
+            &format!("owner{i}@portal.test"),
+            "Owner",
+            &format!("{i}"),
+            &[team],
+            false,
+        ));
+    }
+    sim.add_owner("queue@portal.test", "Support", "Queue", &[], true);
+    // Raw facts, kept for the oracle.
+    let mut company_owner: BTreeMap<u64, String> = BTreeMap::new();
+    let mut contact_owner: BTreeMap<u64, Option<String>> = BTreeMap::new();
+    let mut contact_companies: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut deals: Vec<(String, Vec<u64>)> = Vec::new();
+    let companies: Vec<u64> = (0..12)
+        .map(|i| {
+            let o = owners[rng.gen_range(0..owners.len())].clone();
+            let id = sim.add(
+                "companies",
+                json!({"name": format!("Company {i}"), "hubspot_owner_id": o}),
+            );
+            company_owner.insert(id, o);
+            id
+        })
+        .collect();
+    for i in 0..240 {
+        let owner = rng
+            .gen_bool(0.2)
+            .then(|| owners[rng.gen_range(0..owners.len())].clone());
+        let mut props = json!({"firstname": format!("F{i}"), "lastname": "Contact",
+            "email": format!("c{i}@portal.test"), "lifecyclestage": "customer"});
+        if let Some(o) = &owner {
+            props["hubspot_owner_id"] = json!(o);
+        }
+        let id = sim.add("contacts", props);
+        contact_owner.insert(id, owner);
+        let mut linked = Vec::new();
+        if rng.gen_bool(0.8) {
+            let k = companies[rng.gen_range(0..companies.len())];
+            sim.associate("contacts", id, "companies", k);
+            linked.push(k);
+        }
+        contact_companies.insert(id, linked);
+    }
+    let all_contacts: Vec<u64> = contact_owner.keys().copied().collect();
+    for i in 0..20 {
+        let o = owners[rng.gen_range(0..owners.len())].clone();
+        let stage = ["appointmentscheduled", "closedwon", "closedlost"][i % 3];
+        let d = sim.add(
+            "deals",
+            json!({"dealname": format!("Deal {i}"), "dealstage": stage, "hubspot_owner_id": o}),
+        );
+        let mut cs = Vec::new();
+        for _ in 0..rng.gen_range(1..4) {
+            let c = all_contacts[rng.gen_range(0..all_contacts.len())];
+            sim.associate("deals", d, "contacts", c);
+            cs.push(c);
+        }
+        sim.associate("deals", d, "companies", companies[i % companies.len()]);
+        deals.push((o, cs));
+    }
+
+    // Budget below the simulator's 100 per 10 s: no request is refused for rate.
+    let client = Client::new(&sim.base_url, HubSpotSim::TOKEN, 90).expect("client");
+    let records = client
+        .snapshot(&Mapping::default())
+        .await
+        .expect("snapshot");
+    let (_, routes) = sim.requests();
+    assert!(
+        routes.keys().all(|r| !r.contains("search")),
+        "the load lists, it does not search: {routes:?}"
+    );
+
+    let mut e = Engine::new(FolderRules::default());
+    e.apply(
+        records
+            .into_iter()
+            .map(|r| {
+                Change::Upsert(Versioned {
+                    record: r,
+                    version: "1".into(),
+                })
+            })
+            .collect(),
+    );
+    let mut checked = 0;
+    for owner in &owners {
+        // The rules, from the raw data: contacts of companies the owner is responsible for,
+        // of deals the owner owns, and the owner's own contacts; Global is everyone else.
+        let mut my: BTreeSet<String> = BTreeSet::new();
+        for (c, ks) in &contact_companies {
+            if ks.iter().any(|k| company_owner.get(k) == Some(owner)) {
+                my.insert(c.to_string());
+            }
+        }
+        for (o, cs) in &deals {
+            if o == owner {
+                my.extend(cs.iter().map(u64::to_string));
+            }
+        }
+        for (c, o) in &contact_owner {
+            if o.as_ref() == Some(owner) {
+                my.insert(c.to_string());
+            }
+        }
+        let global: BTreeSet<String> = all_contacts
+            .iter()
+            .map(u64::to_string)
+            .filter(|c| !my.contains(c))
+            .collect();
+        let login = format!(
+            "owner{}@portal.test",
+            owners.iter().position(|o| o == owner).unwrap_or(0)
+        );
+        let u = e.find_login(&login).expect("every person owner is a user");
+        let got = |f| -> BTreeSet<String> {
+            e.list(u, f)
+                .into_iter()
+                .map(|c| e.contact_id(c).to_owned())
+                .collect()
+        };
+        assert_eq!(got(VirtualFolder::My), my, "My of {login}");
+        assert_eq!(got(VirtualFolder::Global), global, "Global of {login}");
+        assert!(!my.is_empty());
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
+    assert!(
+        e.find_login("queue@portal.test").is_none(),
+        "queues are no users"
+    );
+}
