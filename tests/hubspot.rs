@@ -157,3 +157,69 @@ async fn a_portal_snapshot_gives_every_owner_the_folders_of_the_rules() {
         "queues are no users"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_found_by_search_on_the_modification_time() {
+    let sim = HubSpotSim::start().await;
+    let mut ids = Vec::new();
+    for i in 0..450 {
+        ids.push(sim.add(
+            "contacts",
+            json!({"firstname": format!("S{i}"), "email": format!("s{i}@portal.test")}),
+        ));
+    }
+    let client = Client::new(&sim.base_url, HubSpotSim::TOKEN, 90).expect("client");
+    // Everything since the beginning: 450, in pages of 200 within the search budget (5/s),
+    // oldest first.
+    let (all, newest) = client
+        .modified_since("contacts", 0, &["firstname"])
+        .await
+        .expect("search");
+    let got: BTreeSet<String> = all
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(got.len(), 450);
+    assert!(newest > 0);
+    // Three edits after that: a search from the newest time seen finds them (and at most the
+    // records sharing the boundary timestamp).
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for id in &ids[10..13] {
+        sim.update("contacts", *id, json!({"jobtitle": "Changed"}));
+    }
+    let (changed, newer) = client
+        .modified_since("contacts", newest + 1, &["firstname", "jobtitle"])
+        .await
+        .expect("search");
+    let got: BTreeSet<String> = changed
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    let want: BTreeSet<String> = ids[10..13].iter().map(u64::to_string).collect();
+    assert_eq!(got, want);
+    assert!(newer > newest);
+    assert!(changed
+        .iter()
+        .all(|r| r["properties"]["jobtitle"] == "Changed"));
+    // A change not yet indexed (HubSpot's search lags by seconds) is found by the next
+    // search, not lost.
+    sim.set_search_lag(std::time::Duration::from_secs(3600));
+    sim.update("contacts", ids[20], json!({"jobtitle": "Later"}));
+    let (none, same) = client
+        .modified_since("contacts", newer + 1, &["jobtitle"])
+        .await
+        .expect("search");
+    assert!(none.is_empty());
+    assert_eq!(
+        same,
+        newer + 1,
+        "the position does not move past what search has not shown"
+    );
+    sim.set_search_lag(std::time::Duration::ZERO);
+    let (later, _) = client
+        .modified_since("contacts", same, &["jobtitle"])
+        .await
+        .expect("search");
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0]["id"], ids[20].to_string());
+}

@@ -284,6 +284,25 @@ async fn the_simulator_keeps_to_the_documented_shapes_and_caps() {
     assert_eq!(v["total"], 3);
     assert_eq!(v["results"][0]["properties"]["firstname"], "C01");
     assert_eq!(v["paging"]["next"]["after"], "2");
+    // Dates filter as instants, given as epoch milliseconds (incremental sync's filter).
+    let since = |ms: i64| {
+        json!({"filterGroups": [{"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": ms.to_string()}]}],
+            "limit": 1})
+    };
+    let (_, v) = c
+        .call("POST", "/crm/v3/objects/contacts/search", Some(since(0)))
+        .await;
+    assert_eq!(v["total"], 25);
+    let (_, v) = c
+        .call(
+            "POST",
+            "/crm/v3/objects/contacts/search",
+            Some(since(sim.now_ms() + 60_000)),
+        )
+        .await;
+    assert_eq!(v["total"], 0, "nothing modified in the future");
+    // Search has its own budget of 5 a second (pinned below): let it refill.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for (body, why) in [
         (json!({"limit": 201}), "limit over 200"),
         (

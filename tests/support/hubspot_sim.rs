@@ -286,6 +286,26 @@ impl HubSpotSim {
         link(&mut st, f, from_id, t, to_id);
     }
 
+    /// Changes properties of a record as a HubSpot user would (its modification time moves).
+    pub fn update(&self, object_type: &str, id: u64, properties: Value) {
+        let t = type_name(object_type).expect("object type");
+        let now = self.shared.now_ms();
+        let mut st = self.shared.lock();
+        if let Some(r) = st.objects.get_mut(t).and_then(|m| m.get_mut(&id)) {
+            for (k, v) in properties.as_object().into_iter().flatten() {
+                r.properties.insert(k.clone(), v.clone());
+            }
+            r.updated_ms = now;
+            r.properties
+                .insert(modified_prop(t).into(), json!(iso(now)));
+        }
+    }
+
+    /// Sim time now, unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.shared.now_ms()
+    }
+
     /// How long a change takes to reach search (default 0).
     pub fn set_search_lag(&self, d: Duration) {
         self.shared.lock().search_lag = d;
@@ -848,6 +868,8 @@ fn filter_ok(r: &Rec, f: &Value) -> bool {
     let key = |s: &str| -> String {
         match s.parse::<i64>() {
             Ok(ms) if name.contains("date") => iso(ms),
+            // Stored dates are ISO text of one format: compared as they are.
+            _ if name.contains("date") => s.to_owned(),
             _ => s.to_lowercase(),
         }
     };

@@ -227,6 +227,81 @@ impl Client {
         Ok(out)
     }
 
+    /// Records of `object` modified at or after `since_ms` (unix milliseconds), oldest first,
+    /// with the newest modification seen: HubSpot's search on the last-modified property,
+    /// ascending, paged by `after`, and restarted from the last timestamp seen before the
+    /// 10,000-result cap a search cannot page past. Records at the boundary timestamp may come
+    /// twice; the caller keeps the newest of each id.
+    pub async fn modified_since(
+        &self,
+        object: &str,
+        since_ms: i64,
+        properties: &[&str],
+    ) -> Result<(Vec<Value>, i64), CrmError> {
+        const LIMIT: usize = 200;
+        const CAP: usize = 10_000;
+        let prop = if object == "contacts" {
+            "lastmodifieddate"
+        } else {
+            "hs_lastmodifieddate"
+        };
+        let mut from = since_ms;
+        let mut newest = since_ms;
+        let mut out: Vec<Value> = Vec::new();
+        let mut after = 0usize;
+        loop {
+            let body = json!({
+                "filterGroups": [{"filters": [{"propertyName": prop, "operator": "GTE", "value": from.to_string()}]}],
+                "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
+                "properties": properties.iter().copied().chain([prop]).collect::<Vec<_>>(),
+                "limit": LIMIT,
+                "after": after.to_string(),
+            });
+            let (status, v) = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/crm/v3/objects/{object}/search"),
+                    Some(&body),
+                )
+                .await?;
+            if status != 200 {
+                return Err(unavailable(format!(
+                    "HubSpot search {object}: {status} {}",
+                    v["message"].as_str().unwrap_or("")
+                )));
+            }
+            let page = v["results"].as_array().cloned().unwrap_or_default();
+            for r in &page {
+                if let Some(ms) = r["properties"][prop].as_str().and_then(parse_time_ms) {
+                    newest = newest.max(ms);
+                }
+            }
+            let n = page.len();
+            out.extend(page);
+            let next = v["paging"]["next"]["after"]
+                .as_str()
+                .and_then(|a| a.parse::<usize>().ok());
+            match next {
+                None => return Ok((out, newest)),
+                Some(a) if a + LIMIT <= CAP => after = a,
+                // At the cap: a new search from the newest timestamp seen. Should one
+                // timestamp hold more than a whole capped search, nothing moves: stop.
+                Some(_) if newest > from => {
+                    from = newest;
+                    after = 0;
+                }
+                Some(_) => {
+                    return Err(unavailable(format!(
+                        "HubSpot search {object}: more than {CAP} records at one timestamp"
+                    )))
+                }
+            }
+            if n == 0 {
+                return Ok((out, newest));
+            }
+        }
+    }
+
     /// The whole portal as crmgate records: teams, people, companies, contacts with their
     /// companies, deals with their contacts and companies.
     pub async fn snapshot(&self, m: &Mapping) -> Result<Vec<Record>, CrmError> {
@@ -301,5 +376,61 @@ impl Client {
             .map(Record::Lead)
         }));
         Ok(out)
+    }
+}
+
+/// Unix milliseconds of HubSpot's `2026-11-01T08:00:00.123Z` (or a number of milliseconds).
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let ms = match s.get(19..s.len() - 1) {
+        Some(f) if f.starts_with('.') && f.len() > 1 => {
+            let digits: String = f[1..].chars().take(3).collect();
+            let n: i64 = digits.parse().ok()?;
+            n * 10_i64.pow(3 - digits.len() as u32)
+        }
+        Some("") => 0,
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1000) + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hubspot_times_parse() {
+        assert_eq!(parse_time_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            parse_time_ms("2026-11-01T08:00:00.123Z"),
+            Some(1_793_520_000_123)
+        );
+        assert_eq!(
+            parse_time_ms("2026-11-01T08:00:00Z"),
+            Some(1_793_520_000_000)
+        );
+        assert_eq!(parse_time_ms("1793520000123"), Some(1_793_520_000_123));
+        assert_eq!(parse_time_ms("2026-13-01T08:00:00Z"), None);
+        assert_eq!(parse_time_ms("yesterday"), None);
     }
 }
