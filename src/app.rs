@@ -186,6 +186,10 @@ impl App {
                 let cfg = (**cfg).clone();
                 Crm::HelloHq(crate::crm::HelloHq::open(cfg, store.clone()).map_err(AppError::Io)?)
             }
+            Backend::HubSpot(cfg) => {
+                let cfg = (**cfg).clone();
+                Crm::HubSpot(crate::crm::HubSpot::open(cfg, store.clone()).map_err(AppError::Io)?)
+            }
         };
         let signins = if crm.capabilities().keeps_sign_in {
             None

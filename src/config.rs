@@ -82,6 +82,8 @@ pub enum Backend {
     Embedded,
     /// helloHQ over its public API (`[crm.hellohq]`).
     HelloHq(Box<HelloHqConfig>),
+    /// HubSpot over its public API (`[crm.hubspot]`).
+    HubSpot(Box<crate::crm::hubspot::config::HubSpotConfig>),
 }
 
 impl Backend {
@@ -90,6 +92,7 @@ impl Backend {
         match self {
             Backend::Embedded => "embedded",
             Backend::HelloHq(_) => "hellohq",
+            Backend::HubSpot(_) => "hubspot",
         }
     }
 
@@ -99,6 +102,7 @@ impl Backend {
         match self {
             Backend::Embedded => None,
             Backend::HelloHq(c) => c.logins.as_deref(),
+            Backend::HubSpot(c) => c.logins.as_deref(),
         }
     }
 }
@@ -327,6 +331,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "crm",
     "crm.hellohq",
+    "crm.hubspot",
     "folders",
     "mapping",
     "auth",
@@ -487,16 +492,59 @@ impl Config {
         };
 
         // [crm]
-        let is_hellohq = match r.string("crm.backend").as_deref() {
-            None | Some("embedded") => false,
-            Some("hellohq") => true,
-            Some(other) => {
+        let chosen = r.string("crm.backend");
+        let is_hellohq = chosen.as_deref() == Some("hellohq");
+        let is_hubspot = chosen.as_deref() == Some("hubspot");
+        if let Some(other) = chosen
+            .as_deref()
+            .filter(|b| !["embedded", "hellohq", "hubspot"].contains(b))
+        {
+            r.bad(
+                "crm.backend",
+                format!("unknown backend \"{other}\" (known: embedded, hellohq, hubspot)"),
+            );
+        }
+        let hubspot = if is_hubspot || root.get("crm").and_then(|c| c.get("hubspot")).is_some() {
+            let base_url = r
+                .string("crm.hubspot.base_url")
+                .unwrap_or_else(|| "https://api.hubapi.com".into());
+            let loopback = base_url.starts_with("http://127.0.0.1")
+                || base_url.starts_with("http://localhost");
+            if !base_url.starts_with("https://") && !loopback {
                 r.bad(
-                    "crm.backend",
-                    format!("unknown backend \"{other}\" (known: embedded, hellohq)"),
+                    "crm.hubspot.base_url",
+                    format!("{base_url}: https, or http on loopback (tests)"),
                 );
-                false
             }
+            let token = match r.string("crm.hubspot.token").as_deref() {
+                None | Some("env") => crate::crm::hubspot::config::HubSpotToken::Env,
+                Some(p) => crate::crm::hubspot::config::HubSpotToken::File(resolve(
+                    p.strip_prefix("file:").unwrap_or(p),
+                )),
+            };
+            let requests_per_10s = r
+                .int("crm.hubspot.requests_per_10s", 1, 1000)
+                .unwrap_or(100) as u32;
+            let mut mapping = crate::crm::hubspot::map::Mapping::default();
+            if let Some(v) = r.strings("crm.hubspot.company_owner_properties") {
+                mapping.extra_company_owners = v;
+            }
+            if let Some(v) = r.strings("crm.hubspot.won_stages") {
+                mapping.won_stages = v;
+            }
+            if let Some(v) = r.strings("crm.hubspot.lost_stages") {
+                mapping.lost_stages = v;
+            }
+            let logins = r.string("crm.hubspot.logins").map(|p| resolve(&p));
+            Some(crate::crm::hubspot::config::HubSpotConfig {
+                base_url,
+                token,
+                requests_per_10s,
+                mapping,
+                logins,
+            })
+        } else {
+            None
         };
         let hellohq = if is_hellohq || root.get("crm").and_then(|c| c.get("hellohq")).is_some() {
             let base_url = r.string("crm.hellohq.base_url");
@@ -614,8 +662,9 @@ impl Config {
             .or_else(|| r.string("crm.seed").map(|p| resolve(&p)));
         let poll_interval = secs(&mut r, "crm.poll_interval_secs", 30, 86400);
         // A [crm.hellohq] section is checked even when another backend is chosen.
-        let backend = match hellohq {
-            Some(h) if is_hellohq => Backend::HelloHq(Box::new(h)),
+        let backend = match (hellohq, hubspot) {
+            (Some(h), _) if is_hellohq => Backend::HelloHq(Box::new(h)),
+            (_, Some(h)) if is_hubspot => Backend::HubSpot(Box::new(h)),
             _ => Backend::Embedded,
         };
 

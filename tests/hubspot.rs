@@ -223,3 +223,144 @@ async fn changes_are_found_by_search_on_the_modification_time() {
     assert_eq!(later.len(), 1);
     assert_eq!(later[0]["id"], ids[20].to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crmgate_on_hubspot_serves_the_folders_and_patches_only_what_changed() {
+    let sim = HubSpotSim::start().await;
+    let ana = sim.add_owner(
+        "ana@portal.test",
+        "Ana",
+        "Alves",
+        &[("t1", "Berlin")],
+        false,
+    );
+    let bo = sim.add_owner("bo@portal.test", "Bo", "Berg", &[("t1", "Berlin")], false);
+    let acme = sim.add(
+        "companies",
+        json!({"name": "Acme", "hubspot_owner_id": ana}),
+    );
+    let other = sim.add(
+        "companies",
+        json!({"name": "Other", "hubspot_owner_id": bo}),
+    );
+    let mut anas = Vec::new();
+    for i in 0..5 {
+        let c = sim.add(
+            "contacts",
+            json!({"firstname": format!("A{i}"), "lastname": "Acme",
+            "email": format!("a{i}@acme.test"), "phone": "+49 30 1", "lifecyclestage": "customer",
+            "favourite_colour": "green"}),
+        );
+        sim.associate("contacts", c, "companies", acme);
+        anas.push(c);
+    }
+    for i in 0..3 {
+        let c = sim.add(
+            "contacts",
+            json!({"firstname": format!("O{i}"), "lastname": "Other"}),
+        );
+        sim.associate("contacts", c, "companies", other);
+    }
+    let s = support::TestServer::start_hubspot(
+        &sim.base_url,
+        &[
+            ("ana@portal.test", "pw", "user"),
+            ("bo@portal.test", "pw", "user"),
+        ],
+    )
+    .await;
+    let token = s
+        .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
+        .await;
+    let get = |path: String| {
+        let req = s.client.get(s.url(&path)).bearer_auth(&token);
+        async move {
+            let r = req.send().await.expect("get");
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.expect("json"))
+        }
+    };
+    let (status, folders) = get("/v1.0/me/contactFolders".into()).await;
+    assert_eq!(status, 200, "{folders}");
+    let my = folders["value"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["displayName"] == "HQ My Contacts"))
+        .and_then(|f| f["id"].as_str())
+        .expect("My")
+        .to_owned();
+    let (_, list) = get(format!("/v1.0/me/contactFolders/{my}/contacts?$top=50")).await;
+    let names: BTreeSet<String> = list["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["givenName"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        names,
+        (0..5).map(|i| format!("A{i}")).collect::<BTreeSet<_>>(),
+        "Ana's My: the contacts of the company she owns"
+    );
+
+    // A Graph edit of one field is a PATCH of exactly that property.
+    let item = list["value"][0]["id"].as_str().expect("id").to_owned();
+    let before = sim.writes().len();
+    let r = s
+        .client
+        .patch(s.url(&format!("/v1.0/me/contacts/{item}")))
+        .bearer_auth(&token)
+        .json(&json!({"jobTitle": "Head of Paging"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let writes = sim.writes();
+    assert_eq!(writes.len(), before + 1, "{writes:?}");
+    let (what, body) = &writes[before];
+    assert!(what.starts_with("PATCH contacts/"), "{what}");
+    assert_eq!(body, &json!({"properties": {"jobtitle": "Head of Paging"}}));
+
+    // A field HubSpot cannot hold is refused before anything is sent.
+    let r = s
+        .client
+        .patch(s.url(&format!("/v1.0/me/contacts/{item}")))
+        .bearer_auth(&token)
+        .json(&json!({"personalNotes": "met at the fair"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(sim.writes().len(), before + 1, "nothing sent");
+
+    // A create in My lands once in HubSpot and stays in Ana's My (she is its creator).
+    let r = s
+        .client
+        .post(s.url(&format!("/v1.0/me/contactFolders/{my}/contacts")))
+        .bearer_auth(&token)
+        .json(&json!({"givenName": "Neu", "surname": "Kontakt",
+            "emailAddresses": [{"address": "neu@acme.test"}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        r.status().as_u16(),
+        201,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let posts: Vec<_> = sim
+        .writes()
+        .into_iter()
+        .filter(|(w, _)| w == "POST contacts")
+        .collect();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].1["properties"]["email"], "neu@acme.test");
+    s.app.refresh().await.expect("a sync after the create");
+    let (_, list) = get(format!("/v1.0/me/contactFolders/{my}/contacts?$top=50")).await;
+    assert_eq!(list["value"].as_array().map(Vec::len), Some(6), "{list}");
+    s.stop().await;
+}

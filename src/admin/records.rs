@@ -265,12 +265,12 @@ pub async fn import(
     let records: Vec<Record> = ds.records().collect();
     for chunk in records.chunks(5000) {
         match &app.crm {
-            Crm::HelloHq(_) => {
-                return Err(AppError::Io(
-                    "import writes the embedded CRM; with crm.backend = \"hellohq\" the data \
-                     comes from helloHQ"
-                        .into(),
-                ))
+            Crm::HelloHq(_) | Crm::HubSpot(_) => {
+                return Err(AppError::Io(format!(
+                    "import writes the embedded CRM; with crm.backend = \"{}\" the data comes \
+                     from that CRM",
+                    app.config.crm.backend.name()
+                )))
             }
             Crm::Embedded(e) => {
                 let (e, chunk) = (e.clone(), chunk.to_vec());

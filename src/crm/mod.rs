@@ -17,6 +17,7 @@ use std::time::Duration;
 pub use crate::domain::capabilities::Capabilities;
 pub use embedded::EmbeddedCrm;
 pub use hellohq::HelloHq;
+pub use hubspot::HubSpot;
 
 /// A record with the CRM's version of it.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,6 +163,8 @@ pub enum Crm {
     Embedded(EmbeddedCrm),
     /// helloHQ over its API, through a local mirror.
     HelloHq(HelloHq),
+    /// HubSpot over its API, through a local mirror.
+    HubSpot(HubSpot),
 }
 
 impl CrmBackend for Crm {
@@ -169,18 +172,21 @@ impl CrmBackend for Crm {
         match self {
             Crm::Embedded(b) => b.changes(cursor, max).await,
             Crm::HelloHq(b) => b.changes(cursor, max).await,
+            Crm::HubSpot(b) => b.changes(cursor, max).await,
         }
     }
     async fn get(&self, kind: Kind, id: String) -> Result<Option<Versioned>, CrmError> {
         match self {
             Crm::Embedded(b) => b.get(kind, id).await,
             Crm::HelloHq(b) => b.get(kind, id).await,
+            Crm::HubSpot(b) => b.get(kind, id).await,
         }
     }
     async fn put(&self, record: Record, pre: Precondition) -> Result<Versioned, CrmError> {
         match self {
             Crm::Embedded(b) => b.put(record, pre).await,
             Crm::HelloHq(b) => b.put(record, pre).await,
+            Crm::HubSpot(b) => b.put(record, pre).await,
         }
     }
     async fn update_contact(
@@ -192,30 +198,35 @@ impl CrmBackend for Crm {
         match self {
             Crm::Embedded(b) => b.update_contact(contact, changed, pre).await,
             Crm::HelloHq(b) => b.update_contact(contact, changed, pre).await,
+            Crm::HubSpot(b) => b.update_contact(contact, changed, pre).await,
         }
     }
     async fn delete(&self, kind: Kind, id: String, pre: Precondition) -> Result<(), CrmError> {
         match self {
             Crm::Embedded(b) => b.delete(kind, id, pre).await,
             Crm::HelloHq(b) => b.delete(kind, id, pre).await,
+            Crm::HubSpot(b) => b.delete(kind, id, pre).await,
         }
     }
     async fn sync(&self) -> Result<(), CrmError> {
         match self {
             Crm::Embedded(b) => b.sync().await,
             Crm::HelloHq(b) => b.sync().await,
+            Crm::HubSpot(b) => b.sync().await,
         }
     }
     fn metrics(&self) -> String {
         match self {
             Crm::Embedded(b) => b.metrics(),
             Crm::HelloHq(b) => b.metrics(),
+            Crm::HubSpot(b) => b.metrics(),
         }
     }
     fn capabilities(&self) -> Capabilities {
         match self {
             Crm::Embedded(b) => b.capabilities(),
             Crm::HelloHq(b) => b.capabilities(),
+            Crm::HubSpot(b) => b.capabilities(),
         }
     }
 }

@@ -109,6 +109,8 @@ struct State {
     search_lag: Duration,
     requests: u64,
     by_route: BTreeMap<String, u64>,
+    /// Every write to an object as received: ("PATCH contacts/123", body).
+    writes: Vec<(String, Value)>,
 }
 
 /// The simulator; stops when dropped.
@@ -311,6 +313,11 @@ impl HubSpotSim {
         self.shared.lock().search_lag = d;
     }
 
+    /// Every object write received, in order: (`"PATCH contacts/123"`, body).
+    pub fn writes(&self) -> Vec<(String, Value)> {
+        self.shared.lock().writes.clone()
+    }
+
     /// Requests served, all and per route.
     pub fn requests(&self) -> (u64, BTreeMap<String, u64>) {
         let st = self.shared.lock();
@@ -478,6 +485,15 @@ fn answer(
     }
     window.push_back(t);
     let json_body = || serde_json::from_slice::<Value>(body).ok();
+    if matches!(method.as_str(), "POST" | "PATCH" | "DELETE")
+        && segs.len() >= 4
+        && segs[..3] == ["crm", "v3", "objects"]
+        && !segs.contains(&"search")
+        && !segs.contains(&"batch")
+    {
+        let what = format!("{method} {}", segs[3..].join("/"));
+        st.writes.push((what, json_body().unwrap_or(Value::Null)));
+    }
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["crm", "v3", "owners"]) => {
             let limit = query_param(query, "limit")

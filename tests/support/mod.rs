@@ -143,6 +143,23 @@ impl TestServer {
         Self::start_hellohq(&sim.base_url, &l, hq_keys, extra_config).await
     }
 
+    /// Starts crmgate on the HubSpot simulator at `sim_base` with local logins `(login,
+    /// password, role)`. Returns once the initial load is done.
+    pub async fn start_hubspot(sim_base: &str, logins: &[(&str, &str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::write_hellohq_files(dir.path(), logins);
+        std::fs::write(
+            dir.path().join("hubspot-token"),
+            hubspot_sim::HubSpotSim::TOKEN,
+        )
+        .expect("token");
+        let cfg = format!(
+            "[crm]\nbackend = \"hubspot\"\n[crm.hubspot]\nbase_url = \"{sim_base}\"\n\
+             token = \"file:hubspot-token\"\nlogins = \"logins.json\"\n"
+        );
+        Self::start_in(dir, None, &cfg).await
+    }
+
     /// Writes `creds.json` (the simulator's credentials) and `logins.json` into `dir`.
     pub fn write_hellohq_files(dir: &Path, logins: &[(&str, &str, &str)]) {
         std::fs::write(
@@ -193,13 +210,13 @@ impl TestServer {
         };
         let cfg = Config::parse(extra_config, dir.path(), &ov).expect("config");
         let app = Arc::new(App::open(cfg).expect("open"));
-        if matches!(app.config.crm.backend, crmgate::config::Backend::HelloHq(_)) {
+        if !matches!(app.config.crm.backend, crmgate::config::Backend::Embedded) {
             // The initial load runs in sync cycles; wait until the replica is ready.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
             while !app.replica.is_ready() {
                 assert!(
                     std::time::Instant::now() < deadline,
-                    "helloHQ initial load timed out"
+                    "the remote CRM's initial load timed out"
                 );
                 if app.refresh().await.is_err() {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
