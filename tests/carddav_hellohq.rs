@@ -4,26 +4,9 @@
 
 mod support;
 
-use crmgate::domain::rules::VirtualFolder;
 use reqwest::Method;
 use support::hellohq_sim::{Faults, Sim};
-use support::TestServer;
-
-/// A user (login) with at least `n` My contacts, and `n` of them.
-fn user_with_my_contacts(s: &TestServer, n: usize) -> (String, Vec<String>) {
-    let e = s.app.replica.read().expect("replica");
-    for u in e.user_ids() {
-        let my = e.list(u, VirtualFolder::My);
-        if my.len() < n {
-            continue;
-        }
-        if let Some(user) = e.user_record(u) {
-            let ids = my.iter().take(n).map(|c| e.contact_id(*c).to_owned());
-            return (user.login.clone(), ids.collect());
-        }
-    }
-    panic!("no user with {n} My contacts")
-}
+use support::{user_with_my_contacts, TestServer};
 
 async fn dav(
     s: &TestServer,

@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::user_with_my_contacts;
+
 use crmgate::crm::{Crm, Precondition};
 use crmgate::domain::rules::VirtualFolder;
 use crmgate::domain::Kind;
@@ -145,22 +147,6 @@ fn assert_ews_not_found(a: &Answer) {
 fn assert_graph_not_found(a: &(u16, Value)) {
     assert_eq!(a.0, 404, "{}", a.1);
     assert_eq!(a.1["error"]["code"], "ErrorItemNotFound", "{}", a.1);
-}
-
-/// A user (login) of the replica with at least `n` My contacts, and `n` of them.
-fn user_with_my_contacts(s: &TestServer, n: usize) -> (String, Vec<String>) {
-    let e = s.app.replica.read().expect("replica");
-    for u in e.user_ids() {
-        let my = e.list(u, VirtualFolder::My);
-        if my.len() < n {
-            continue;
-        }
-        if let Some(user) = e.user_record(u) {
-            let ids = my.iter().take(n).map(|c| e.contact_id(*c).to_owned());
-            return (user.login.clone(), ids.collect());
-        }
-    }
-    panic!("no user with {n} My contacts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

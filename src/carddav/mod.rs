@@ -466,29 +466,7 @@ fn prefix_of(ns: &str) -> Option<&'static str> {
 
 /// `Tue, 01 Dec 2026 05:30:00 GMT` for unix seconds.
 fn http_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 fn etag(change_key: &str) -> String {
@@ -776,8 +754,29 @@ fn propfind(mb: &Mailbox<'_>, t: &Target, req: &Request<'_>, limits: Limits) -> 
                 }
             }
             Target::Book(f) => {
+                // A listing of etags (what clients ask Depth 1 for) needs no card: only a
+                // display name or the vCard itself does.
+                let needs_card = match &want {
+                    Want::Props(names) => names
+                        .iter()
+                        .any(|(_, n)| n == "displayname" || n == "address-data"),
+                    Want::All | Want::Names => false,
+                };
                 for c in mb.contacts(*f) {
-                    let Some(item) = mb.item(*f, c) else { continue };
+                    let item = if needs_card {
+                        mb.item(*f, c)
+                    } else {
+                        Some(Item {
+                            folder: *f,
+                            contact_id: mb.contact_id(c).to_owned(),
+                            id: String::new(),
+                            change_key: mb.change_key(c),
+                            uid: mb.contact_uid(c),
+                            modified: mb.contact_modified(c),
+                            card: Default::default(),
+                        })
+                    };
+                    let Some(item) = item else { continue };
                     Shown {
                         mb,
                         target: Target::Card(*f, item.contact_id.clone()),

@@ -68,27 +68,9 @@ fn opt(s: &Option<String>) -> String {
     s.as_deref().map(escape).unwrap_or_default()
 }
 
-/// `20261201T053000Z` for unix seconds.
+/// `20261201T053000Z` for unix seconds (the basic form of the one date formatter).
 fn rev(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    crate::domain::time::system_time(secs).replace(['-', ':'], "")
 }
 
 fn phone_types(slot: PhoneSlot, v: Version) -> &'static str {

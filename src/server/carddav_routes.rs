@@ -2,14 +2,13 @@
 //! Authentication, body limits, per-user limits and moving heavy work off the async workers
 //! live here; the WebDAV work is `crate::carddav`.
 
-use super::authenticate;
 use super::http::{read_body_within, BodyError, Resp};
+use super::{authenticate, with_session};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::carddav::{self, Answer};
 use crate::view::service::Failed;
 use crate::view::write::WriteError;
-use crate::view::Session;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -88,24 +87,6 @@ impl Owned {
             if_none_match: self.if_none_match.as_deref(),
         }
     }
-}
-
-/// Runs `f` with a session over a read view of the replica (not across an await).
-fn with_session<T>(
-    app: &App,
-    principal: &Principal,
-    f: impl FnOnce(&Session<'_>) -> T,
-) -> Option<T> {
-    let engine = app.replica.read().ok()?;
-    let session = Session::open(
-        &app.view_cache,
-        &engine,
-        &app.codec,
-        &app.view,
-        &principal.login,
-        false,
-    )?;
-    Some(f(&session))
 }
 
 /// `/dav/…`.

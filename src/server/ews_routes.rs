@@ -2,15 +2,14 @@
 //! `/EWS/Services.wsdl`, and autodiscover. Authentication, body limits and the exact
 //! `Content-Type` DavMail insists on live here; the SOAP work is `crate::ews`.
 
-use super::authenticate;
 use super::http::{read_body_within, text, BodyError, Resp};
+use super::{authenticate, with_session};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::ews;
 use crate::ews::ops::item_writes::{ItemError, ItemResult};
 use crate::view::service::Failed;
 use crate::view::write::WriteError;
-use crate::view::Session;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -169,24 +168,6 @@ enum Outcome {
 
 /// Bodies up to this size are parsed on the async worker (tens of microseconds).
 const INLINE_PARSE_BYTES: usize = 16 * 1024;
-
-/// Runs `f` with a session over a read view of the replica (not across an await).
-fn with_session<T>(
-    app: &App,
-    principal: &Principal,
-    f: impl FnOnce(&Session<'_>) -> T,
-) -> Option<T> {
-    let engine = app.replica.read().ok()?;
-    let session = Session::open(
-        &app.view_cache,
-        &engine,
-        &app.codec,
-        &app.view,
-        &principal.login,
-        principal.is_admin(),
-    )?;
-    Some(f(&session))
-}
 
 /// CreateItem, UpdateItem, DeleteItem: plan under the replica lock, execute through the write
 /// service without it (one item at a time, each acknowledged only when durable), answer under

@@ -297,6 +297,24 @@ async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
     }
 }
 
+/// Runs `f` with a session over a read view of the replica (not across an await).
+pub(crate) fn with_session<T>(
+    app: &App,
+    principal: &Principal,
+    f: impl FnOnce(&crate::view::Session<'_>) -> T,
+) -> Option<T> {
+    let engine = app.replica.read().ok()?;
+    let session = crate::view::Session::open(
+        &app.view_cache,
+        &engine,
+        &app.codec,
+        &app.view,
+        &principal.login,
+        principal.is_admin(),
+    )?;
+    Some(f(&session))
+}
+
 /// Authenticates a request with Basic credentials, or answers it: 401 with a challenge, after
 /// the throttle's delay, or 429 while the source is locked out.
 pub async fn authenticate(

@@ -100,6 +100,22 @@ pub fn hellohq_config(sim_base: &str, hq_keys: &str, extra_config: &str) -> Stri
     )
 }
 
+/// A user (login) of the replica with at least `n` My contacts, and `n` of them.
+pub fn user_with_my_contacts(s: &TestServer, n: usize) -> (String, Vec<String>) {
+    let e = s.app.replica.read().expect("replica");
+    for u in e.user_ids() {
+        let my = e.list(u, crmgate::domain::rules::VirtualFolder::My);
+        if my.len() < n {
+            continue;
+        }
+        if let Some(user) = e.user_record(u) {
+            let ids = my.iter().take(n).map(|c| e.contact_id(*c).to_owned());
+            return (user.login.clone(), ids.collect());
+        }
+    }
+    panic!("no user with {n} My contacts")
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
