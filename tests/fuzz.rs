@@ -52,9 +52,28 @@ const MIB: u64 = 1 << 20;
 
 // ---- Bounds ---------------------------------------------------------------------------------
 
-/// Time one input may take. Generous, so it holds in a debug build on a loaded 2-core machine;
-/// what it catches is a hang or super-linear work, which takes far longer.
+/// CPU time one input may take (all threads of the process). Generous, so it holds in a debug
+/// build; what it catches is super-linear work, which takes far longer. CPU time rather than
+/// wall time so that a long run can share the machine (`nice`) without false alarms.
 const TIME: Duration = Duration::from_secs(2);
+
+/// Wall time one input may take: catches a hang or a wait that burns no CPU. Far above `TIME`
+/// so that a run at low priority on a busy machine does not trip it.
+const WALL: Duration = Duration::from_secs(30);
+
+/// CPU time used by the process so far (user + system, all threads), from `/proc/self/stat`
+/// in clock ticks of 1/100 s (Linux's fixed `USER_HZ` for this file). `None` where there is no
+/// `/proc`; then wall time stands in.
+fn cpu_time() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
 
 /// Address space one input may reserve (peak `VmPeak` growth) besides its resident bound: a
 /// `Vec::with_capacity` sized by the client shows here before any page of it is touched.
@@ -385,8 +404,13 @@ fn run(t: &Target, seeds: &[Vec<u8>], gen: &dyn Fn(&mut Rng) -> Vec<u8>, exec: &
         CAPTURED.with(|c| c.borrow_mut().take());
         CAPTURING.with(|c| c.set(true));
         let t0 = Instant::now();
+        let c0 = cpu_time();
         let result = catch_unwind(AssertUnwindSafe(|| exec(&input)));
-        let took = t0.elapsed();
+        let wall = t0.elapsed();
+        let took = match (c0, cpu_time()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => wall,
+        };
         CAPTURING.with(|c| c.set(false));
         let after = if before.is_some() { mem() } else { None };
         let (peak, reserved) = match (before, after) {
@@ -424,12 +448,14 @@ fn run(t: &Target, seeds: &[Vec<u8>], gen: &dyn Fn(&mut Rng) -> Vec<u8>, exec: &
                 why.push(format!("panicked: {msg}"));
             }
         }
-        if took > TIME {
+        if took > TIME || wall > WALL {
             tally.slow += 1;
             why.push(format!(
-                "took {:.0} ms (bound {} ms)",
+                "took {:.0} ms of CPU, {:.0} ms of wall time (bounds {} ms, {} ms)",
                 ms(took),
-                TIME.as_millis()
+                ms(wall),
+                TIME.as_millis(),
+                WALL.as_millis()
             ));
         }
         let bound = (t.memory)(&input);
@@ -470,8 +496,8 @@ fn run(t: &Target, seeds: &[Vec<u8>], gen: &dyn Fn(&mut Rng) -> Vec<u8>, exec: &
     };
     println!(
         "FUZZ {:<12} {mode}: {} inputs, {} crashes, {} slow, {} over memory, {} known defects \
-         {:x?}; slowest {:.1} ms ({} bytes, seed {:#x}); peak +{:.1} MiB ({} bytes, seed {:#x}){ratio}; \
-         bounds {} ms, {}; took {:.1} s",
+         {:x?}; slowest {:.1} ms CPU ({} bytes, seed {:#x}); peak +{:.1} MiB ({} bytes, seed {:#x}){ratio}; \
+         bounds {} ms CPU, {}; took {:.1} s",
         t.name,
         tally.inputs,
         tally.crashes,
