@@ -536,11 +536,29 @@ impl Config {
                 mapping.lost_stages = v;
             }
             let logins = r.string("crm.hubspot.logins").map(|p| resolve(&p));
+            let overlap = Duration::from_secs(
+                r.int("crm.hubspot.overlap_secs", 0, 86400).unwrap_or(60) as u64,
+            );
+            let associations_interval = secs(
+                &mut r,
+                "crm.hubspot.associations_interval_secs",
+                600,
+                86400 * 7,
+            );
+            let reconcile_interval = secs(
+                &mut r,
+                "crm.hubspot.reconcile_interval_secs",
+                3600,
+                86400 * 7,
+            );
             Some(crate::crm::hubspot::config::HubSpotConfig {
                 base_url,
                 token,
                 requests_per_10s,
                 mapping,
+                overlap,
+                associations_interval,
+                reconcile_interval,
                 logins,
             })
         } else {

@@ -88,7 +88,7 @@ async fn a_portal_snapshot_gives_every_owner_the_folders_of_the_rules() {
 
     // Budget below the simulator's 100 per 10 s: no request is refused for rate.
     let client = Client::new(&sim.base_url, HubSpotSim::TOKEN, 90).expect("client");
-    let records = client
+    let (records, _) = client
         .snapshot(&Mapping::default())
         .await
         .expect("snapshot");

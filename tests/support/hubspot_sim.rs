@@ -303,6 +303,84 @@ impl HubSpotSim {
         }
     }
 
+    /// Archives a record as a HubSpot user would (gone from lists, search and associations).
+    pub fn archive(&self, object_type: &str, id: u64) {
+        let t = type_name(object_type).expect("object type");
+        let now = self.shared.now_ms();
+        let mut st = self.shared.lock();
+        if let Some(r) = st.objects.get_mut(t).and_then(|m| m.get_mut(&id)) {
+            r.archived = true;
+            r.updated_ms = now;
+        }
+    }
+
+    /// Restores an archived record. Strict reading: HubSpot does not promise that a restore
+    /// moves the modification time, so it does not here.
+    pub fn restore(&self, object_type: &str, id: u64) {
+        let t = type_name(object_type).expect("object type");
+        let mut st = self.shared.lock();
+        if let Some(r) = st.objects.get_mut(t).and_then(|m| m.get_mut(&id)) {
+            r.archived = false;
+        }
+    }
+
+    /// Removes an association both ways. Like adding one, it leaves modification times alone.
+    pub fn unassociate(&self, from: &str, from_id: u64, to: &str, to_id: u64) {
+        let (f, t) = (type_name(from).expect("from"), type_name(to).expect("to"));
+        let mut st = self.shared.lock();
+        for (a, ai, b, bi) in [(f, from_id, t, to_id), (t, to_id, f, from_id)] {
+            if let Some(v) = st.assoc.get_mut(&(a, ai, b)) {
+                v.retain(|x| *x != bi);
+            }
+        }
+    }
+
+    /// Moves an owner to other teams (first = primary).
+    pub fn set_teams(&self, owner: &str, teams: &[(&str, &str)]) {
+        let now = iso(self.shared.now_ms());
+        let mut st = self.shared.lock();
+        if let Some(o) = st.owners.iter_mut().find(|o| o["id"] == owner) {
+            o["teams"] = teams
+                .iter()
+                .enumerate()
+                .map(|(i, (tid, name))| json!({"id": tid, "name": name, "primary": i == 0}))
+                .collect();
+            o["updatedAt"] = json!(now);
+        }
+    }
+
+    /// The portal as it is: live records with their properties, live associations, owners.
+    pub fn raw(&self) -> Raw {
+        let st = self.shared.lock();
+        let objects = st
+            .objects
+            .iter()
+            .map(|(t, m)| {
+                let live: BTreeMap<u64, Map<String, Value>> = m
+                    .values()
+                    .filter(|r| !r.archived)
+                    .map(|r| (r.id, r.properties.clone()))
+                    .collect();
+                ((*t).to_owned(), live)
+            })
+            .collect();
+        let mut assoc: BTreeMap<(String, u64, String), Vec<u64>> = BTreeMap::new();
+        for ((f, fid, t), tos) in &st.assoc {
+            if !live(&st, f, *fid) {
+                continue;
+            }
+            let tos: Vec<u64> = tos.iter().copied().filter(|x| live(&st, t, *x)).collect();
+            if !tos.is_empty() {
+                assoc.insert(((*f).to_owned(), *fid, (*t).to_owned()), tos);
+            }
+        }
+        Raw {
+            objects,
+            assoc,
+            owners: st.owners.clone(),
+        }
+    }
+
     /// Sim time now, unix milliseconds.
     pub fn now_ms(&self) -> i64 {
         self.shared.now_ms()
@@ -322,6 +400,26 @@ impl HubSpotSim {
     pub fn requests(&self) -> (u64, BTreeMap<String, u64>) {
         let st = self.shared.lock();
         (st.requests, st.by_route.clone())
+    }
+}
+
+/// The live portal (see [`HubSpotSim::raw`]).
+pub struct Raw {
+    /// Object type → id → properties.
+    pub objects: BTreeMap<String, BTreeMap<u64, Map<String, Value>>>,
+    /// (from type, from id, to type) → live associated ids.
+    pub assoc: BTreeMap<(String, u64, String), Vec<u64>>,
+    /// The owners as `GET /crm/v3/owners` shows them.
+    pub owners: Vec<Value>,
+}
+
+impl Raw {
+    /// The live ids `from` → `to` of one record.
+    pub fn linked(&self, from: &str, id: u64, to: &str) -> &[u64] {
+        self.assoc
+            .get(&(from.to_owned(), id, to.to_owned()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 
@@ -419,6 +517,13 @@ async fn handle(sh: &Shared, req: Request<hyper::body::Incoming>) -> Response<Fu
         Bytes::from(v.to_string())
     }));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // The `Date` of the sim's own clock, the one its modification times use.
+    let date = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + Duration::from_millis(sh.now_ms().max(0) as u64),
+    );
+    if let Ok(d) = date.parse() {
+        r.headers_mut().insert("date", d);
+    }
     if status != 204 {
         r.headers_mut().insert(
             "content-type",

@@ -162,6 +162,15 @@ impl TestServer {
     /// Starts crmgate on the HubSpot simulator at `sim_base` with local logins `(login,
     /// password, role)`. Returns once the initial load is done.
     pub async fn start_hubspot(sim_base: &str, logins: &[(&str, &str, &str)]) -> TestServer {
+        Self::start_hubspot_with(sim_base, logins, "").await
+    }
+
+    /// crmgate on a HubSpot simulator with further `[crm.hubspot]` lines.
+    pub async fn start_hubspot_with(
+        sim_base: &str,
+        logins: &[(&str, &str, &str)],
+        hubspot_extra: &str,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::write_hellohq_files(dir.path(), logins);
         std::fs::write(
@@ -169,11 +178,15 @@ impl TestServer {
             hubspot_sim::HubSpotSim::TOKEN,
         )
         .expect("token");
-        let cfg = format!(
-            "[crm]\nbackend = \"hubspot\"\n[crm.hubspot]\nbase_url = \"{sim_base}\"\n\
-             token = \"file:hubspot-token\"\nlogins = \"logins.json\"\n"
-        );
-        Self::start_in(dir, None, &cfg).await
+        Self::start_in(dir, None, &hubspot_config(sim_base, hubspot_extra)).await
+    }
+
+    /// The backend on HubSpot, if it is.
+    pub fn hubspot(&self) -> &crmgate::crm::hubspot::HubSpot {
+        match &self.app.crm {
+            crmgate::crm::Crm::HubSpot(h) => h,
+            _ => panic!("not on HubSpot"),
+        }
     }
 
     /// Writes `creds.json` (the simulator's credentials) and `logins.json` into `dir`.
@@ -343,4 +356,13 @@ impl TestServer {
             t.await.expect("join").expect("serve");
         }
     }
+}
+
+/// The configuration of crmgate on a HubSpot simulator (token and logins files as
+/// [`TestServer::start_hubspot_with`] writes them), with further `[crm.hubspot]` lines.
+pub fn hubspot_config(sim_base: &str, hubspot_extra: &str) -> String {
+    format!(
+        "[crm]\nbackend = \"hubspot\"\n[crm.hubspot]\nbase_url = \"{sim_base}\"\n\
+         token = \"file:hubspot-token\"\nlogins = \"logins.json\"\n{hubspot_extra}\n"
+    )
 }

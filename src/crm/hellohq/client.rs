@@ -221,13 +221,7 @@ fn unavailable(retry_after: Option<Duration>, reason: impl Into<String>) -> CrmE
     }
 }
 
-/// Unix seconds now, by our clock.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::domain::time::unix_now;
 
 fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();

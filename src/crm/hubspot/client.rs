@@ -8,6 +8,7 @@ use crate::crm::CrmError;
 use crate::domain::Record;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// One portal's API.
@@ -17,6 +18,25 @@ pub struct Client {
     token: String,
     per_10s: usize,
     sent: tokio::sync::Mutex<VecDeque<Instant>>,
+    /// HubSpot's clock (unix ms) from the `Date` of the latest answer; 0 before any.
+    server_ms: AtomicI64,
+    /// Counters for `/metrics`.
+    pub stats: Stats,
+}
+
+/// What the client did, for `/metrics` and the benchmark.
+#[derive(Default)]
+pub struct Stats {
+    /// Requests sent (attempts, retries included).
+    pub requests: AtomicU64,
+    /// `429` answers, all policies.
+    pub throttled: AtomicU64,
+    /// `429` answers naming the daily limit.
+    pub daily_exhausted: AtomicU64,
+    /// Unix seconds of the latest daily-limit `429` (0: none).
+    pub daily_exhausted_at: AtomicI64,
+    /// `5xx` answers and failed connections.
+    pub failures: AtomicU64,
 }
 
 fn unavailable(reason: impl Into<String>) -> CrmError {
@@ -54,7 +74,14 @@ impl Client {
             token: token.to_owned(),
             per_10s: per_10s.max(1),
             sent: tokio::sync::Mutex::new(VecDeque::new()),
+            server_ms: AtomicI64::new(0),
+            stats: Stats::default(),
         })
+    }
+
+    /// HubSpot's clock as of the latest answer (unix ms; 0 before any answer).
+    pub fn server_ms(&self) -> i64 {
+        self.server_ms.load(Ordering::Relaxed)
     }
 
     /// Waits until one more request stays within the budget.
@@ -98,9 +125,11 @@ impl Client {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) if attempt < ATTEMPTS => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(error = %e, "HubSpot request failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
@@ -109,8 +138,35 @@ impl Client {
                 Err(e) => return Err(unavailable(format!("HubSpot: {e}"))),
             };
             let status = resp.status().as_u16();
+            if let Some(at) = resp
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .and_then(|d| httpdate::parse_http_date(d).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            {
+                self.server_ms
+                    .store(at.as_millis() as i64, Ordering::Relaxed);
+            }
             let text = resp.text().await.unwrap_or_default();
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if status == 429 {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                if v["policyName"] == "DAILY" {
+                    // Retrying within the day only burns more of nothing: report it and
+                    // let the caller keep serving from the mirror.
+                    self.stats.daily_exhausted.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .daily_exhausted_at
+                        .store(crate::domain::time::unix_now(), Ordering::Relaxed);
+                    return Err(CrmError::Unavailable {
+                        retry_after: Some(Duration::from_secs(300)),
+                        reason: "HubSpot's daily API limit is used up".into(),
+                    });
+                }
+            } else if status >= 500 {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            }
             if (status == 429 || status >= 500) && attempt < ATTEMPTS {
                 // HubSpot's 429 names its policy; the burst window is 10 s, the search one 1 s.
                 let pause = if v["policyName"] == "TEN_SECONDLY_ROLLING" {
@@ -302,82 +358,149 @@ impl Client {
         }
     }
 
-    /// The whole portal as crmgate records: teams, people, companies, contacts with their
-    /// companies, deals with their contacts and companies.
-    pub async fn snapshot(&self, m: &Mapping) -> Result<Vec<Record>, CrmError> {
+    /// Ids of the archived records of an object type (HubSpot keeps archived contacts for
+    /// 90 days; a record deleted for good is caught by the full reconciliation instead).
+    pub async fn archived_ids(&self, object: &str) -> Result<Vec<String>, CrmError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let q = after
+                .as_deref()
+                .map(|a| format!("&after={a}"))
+                .unwrap_or_default();
+            let v = self
+                .get_ok(&format!(
+                    "/crm/v3/objects/{object}?limit={PAGE}&archived=true&properties=hs_object_id{q}"
+                ))
+                .await?;
+            out.extend(
+                v["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["id"].as_str().map(str::to_owned)),
+            );
+            match v["paging"]["next"]["after"].as_str() {
+                Some(a) if after.as_deref() != Some(a) => after = Some(a.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Teams and people from the owners.
+    pub async fn people(&self) -> Result<Vec<Record>, CrmError> {
         let owners = self.owners().await?;
         let mut out: Vec<Record> = map::teams(&owners)
             .into_iter()
             .map(Record::Subsystem)
             .collect();
         out.extend(owners.iter().filter_map(map::user).map(Record::User));
-        let company_props = [
-            "name",
-            "domain",
-            "website",
-            "phone",
-            "type",
-            "hubspot_owner_id",
-            "hubspot_team_id",
-            "address",
-            "city",
-            "zip",
-            "state",
-            "country",
-        ];
-        let mut cprops: Vec<&str> = company_props.to_vec();
-        cprops.extend(m.extra_company_owners.iter().map(String::as_str));
-        let companies = self.list("companies", &cprops).await?;
-        out.extend(
-            companies
+        Ok(out)
+    }
+
+    /// The properties read of an object type.
+    pub fn properties<'m>(object: &str, m: &'m Mapping) -> Vec<&'m str> {
+        match object {
+            "companies" => COMPANY_PROPERTIES
                 .iter()
-                .filter_map(|c| map::company(c, m))
-                .map(Record::Company),
-        );
-        let mut contact_props: Vec<&str> = CONTACT_PROPERTIES.to_vec();
-        contact_props.extend(["company", "hubspot_team_id"]);
-        let contacts = self.list("contacts", &contact_props).await?;
-        let ids: Vec<String> = contacts
+                .copied()
+                .chain(m.extra_company_owners.iter().map(String::as_str))
+                .collect(),
+            "contacts" => CONTACT_PROPERTIES
+                .iter()
+                .copied()
+                .chain(["company", "hubspot_team_id"])
+                .collect(),
+            _ => DEAL_PROPERTIES.to_vec(),
+        }
+    }
+
+    /// HubSpot rows of an object type as crmgate records, with the associations they need
+    /// read in batches (contacts: their companies; deals: their contacts and companies).
+    pub async fn records(
+        &self,
+        object: &str,
+        rows: &[Value],
+        m: &Mapping,
+    ) -> Result<Vec<Record>, CrmError> {
+        let ids: Vec<String> = rows
             .iter()
             .filter_map(|c| c["id"].as_str().map(str::to_owned))
             .collect();
-        let of_contact = self.associations("contacts", "companies", &ids).await?;
-        out.extend(contacts.iter().filter_map(|c| {
-            let id = c["id"].as_str()?;
-            let companies = of_contact.get(id).cloned().unwrap_or_default();
-            map::contact(c, &companies).map(Record::Contact)
-        }));
-        let deals = self
-            .list(
-                "deals",
-                &[
-                    "dealname",
-                    "dealstage",
-                    "pipeline",
-                    "hubspot_owner_id",
-                    "hubspot_team_id",
-                ],
-            )
-            .await?;
-        let deal_ids: Vec<String> = deals
-            .iter()
-            .filter_map(|d| d["id"].as_str().map(str::to_owned))
-            .collect();
-        let deal_contacts = self.associations("deals", "contacts", &deal_ids).await?;
-        let deal_companies = self.associations("deals", "companies", &deal_ids).await?;
-        out.extend(deals.iter().filter_map(|d| {
-            let id = d["id"].as_str()?;
-            map::deal(
-                d,
-                deal_contacts.get(id).map(Vec::as_slice).unwrap_or(&[]),
-                deal_companies.get(id).map(Vec::as_slice).unwrap_or(&[]),
-                m,
-            )
-            .map(Record::Lead)
-        }));
-        Ok(out)
+        Ok(match object {
+            "companies" => rows
+                .iter()
+                .filter_map(|c| map::company(c, m))
+                .map(Record::Company)
+                .collect(),
+            "contacts" => {
+                let of_contact = self.associations("contacts", "companies", &ids).await?;
+                rows.iter()
+                    .filter_map(|c| {
+                        let id = c["id"].as_str()?;
+                        let companies = of_contact.get(id).cloned().unwrap_or_default();
+                        map::contact(c, &companies).map(Record::Contact)
+                    })
+                    .collect()
+            }
+            _ => {
+                let contacts = self.associations("deals", "contacts", &ids).await?;
+                let companies = self.associations("deals", "companies", &ids).await?;
+                rows.iter()
+                    .filter_map(|d| {
+                        let id = d["id"].as_str()?;
+                        map::deal(
+                            d,
+                            contacts.get(id).map(Vec::as_slice).unwrap_or(&[]),
+                            companies.get(id).map(Vec::as_slice).unwrap_or(&[]),
+                            m,
+                        )
+                        .map(Record::Lead)
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    /// The whole portal as crmgate records: teams, people, companies, contacts with their
+    /// companies, deals with their contacts and companies; and HubSpot's clock when the read
+    /// began (after the owners), from which changes are searched afterwards.
+    pub async fn snapshot(&self, m: &Mapping) -> Result<(Vec<Record>, i64), CrmError> {
+        let mut out = self.people().await?;
+        let began = self.server_ms();
+        for object in OBJECTS {
+            let rows = self.list(object, &Self::properties(object, m)).await?;
+            out.extend(self.records(object, &rows, m).await?);
+        }
+        Ok((out, began))
     }
 }
+
+/// The object types read, in the order a snapshot reads them.
+pub const OBJECTS: [&str; 3] = ["companies", "contacts", "deals"];
+
+const COMPANY_PROPERTIES: [&str; 12] = [
+    "name",
+    "domain",
+    "website",
+    "phone",
+    "type",
+    "hubspot_owner_id",
+    "hubspot_team_id",
+    "address",
+    "city",
+    "zip",
+    "state",
+    "country",
+];
+
+const DEAL_PROPERTIES: [&str; 5] = [
+    "dealname",
+    "dealstage",
+    "pipeline",
+    "hubspot_owner_id",
+    "hubspot_team_id",
+];
 
 /// Unix milliseconds of HubSpot's `2026-11-01T08:00:00.123Z` (or a number of milliseconds).
 pub fn parse_time_ms(s: &str) -> Option<i64> {

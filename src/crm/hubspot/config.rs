@@ -3,6 +3,7 @@
 
 use super::map::Mapping;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the private app's token comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,15 @@ pub struct HubSpotConfig {
     pub requests_per_10s: u32,
     /// Portal-specific meanings (owner properties, closing stages).
     pub mapping: Mapping,
+    /// How far back each change search reaches before the newest modification seen, so
+    /// records that reach HubSpot's search late are still found (default 60 s).
+    pub overlap: Duration,
+    /// How often the associations of every contact and deal are read again (association
+    /// edits need not move a record's modification time; default 600 s).
+    pub associations_interval: Duration,
+    /// How often the whole portal is read again (catches restores and records deleted for
+    /// good; default 3,600 s).
+    pub reconcile_interval: Duration,
     /// Local sign-in data for HubSpot users (passwords, roles), the same file format as
     /// `crm.hellohq.logins`.
     pub logins: Option<PathBuf>,

@@ -296,10 +296,7 @@ pub struct Engine {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::domain::time::unix_now().max(0) as u64
 }
 
 /// FNV-1a, 64 bit: a digest that stays the same across builds (it is persisted).
