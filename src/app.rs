@@ -61,6 +61,10 @@ pub struct Metrics {
     pub requests_4xx: AtomicU64,
     /// 5xx answers.
     pub requests_5xx: AtomicU64,
+    /// CRM webhook deliveries accepted (valid signature, fresh, not replayed).
+    pub webhooks_accepted: AtomicU64,
+    /// CRM webhook deliveries refused.
+    pub webhooks_refused: AtomicU64,
 }
 
 /// The gateway.

@@ -522,6 +522,22 @@ impl Config {
                     p.strip_prefix("file:").unwrap_or(p),
                 )),
             };
+            let webhook_secret = match r.string("crm.hubspot.webhook_secret").as_deref() {
+                None => None,
+                Some("env") => Some(crate::crm::hubspot::config::HubSpotToken::Env),
+                Some(p) => Some(crate::crm::hubspot::config::HubSpotToken::File(resolve(
+                    p.strip_prefix("file:").unwrap_or(p),
+                ))),
+            };
+            let webhook_url = r.string("crm.hubspot.webhook_url");
+            if let Some(u) = &webhook_url {
+                if !u.starts_with("https://") && !u.starts_with("http://") {
+                    r.bad(
+                        "crm.hubspot.webhook_url",
+                        format!("{u}: an absolute http(s) URL"),
+                    );
+                }
+            }
             let requests_per_10s = r
                 .int("crm.hubspot.requests_per_10s", 1, 1000)
                 .unwrap_or(100) as u32;
@@ -559,6 +575,8 @@ impl Config {
                 overlap,
                 associations_interval,
                 reconcile_interval,
+                webhook_secret,
+                webhook_url,
                 logins,
             })
         } else {

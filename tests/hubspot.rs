@@ -362,5 +362,14 @@ async fn crmgate_on_hubspot_serves_the_folders_and_patches_only_what_changed() {
     s.app.refresh().await.expect("a sync after the create");
     let (_, list) = get(format!("/v1.0/me/contactFolders/{my}/contacts?$top=50")).await;
     assert_eq!(list["value"].as_array().map(Vec::len), Some(6), "{list}");
+    // Without a webhook secret the webhook endpoint does not exist.
+    let r = s
+        .client
+        .post(s.url("/hubspot/webhooks"))
+        .body("[]")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 404);
     s.stop().await;
 }

@@ -11,6 +11,7 @@ pub mod ews_routes;
 pub mod graph_routes;
 pub use crate::http;
 pub mod tls;
+pub mod webhook_routes;
 
 use crate::app::{App, AuthFailure};
 use crate::auth::Principal;
@@ -265,6 +266,7 @@ async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
             }
         }
         "/metrics" => text(StatusCode::OK, metrics(app)),
+        "/hubspot/webhooks" => webhook_routes::hubspot(app, req).await,
         p if p.starts_with("/v1.0/") => graph_routes::handle(app, ip, req).await,
         "/oauth2/v2.0/token" => graph_routes::token(app, ip, req).await,
         "/.well-known/carddav" => carddav_routes::well_known(),
@@ -424,6 +426,13 @@ fn metrics(app: &App) -> String {
         s,
         "# TYPE crmgate_uptime_seconds gauge\ncrmgate_uptime_seconds {}",
         app.started.elapsed().as_secs()
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE crmgate_webhooks_total counter\ncrmgate_webhooks_total{{outcome=\"accepted\"}} {}\n\
+         crmgate_webhooks_total{{outcome=\"refused\"}} {}",
+        m.webhooks_accepted.load(Ordering::Relaxed),
+        m.webhooks_refused.load(Ordering::Relaxed)
     );
     s.push_str(&app.crm_metrics());
     s

@@ -111,6 +111,69 @@ struct State {
     by_route: BTreeMap<String, u64>,
     /// Every write to an object as received: ("PATCH contacts/123", body).
     writes: Vec<(String, Value)>,
+    /// Webhook events not delivered yet (only while deliveries are on).
+    events: Vec<Value>,
+    webhooks_on: bool,
+    next_event: u64,
+    /// Deliveries sent: (timestamp header, signature header, body).
+    deliveries: Vec<(String, String, Vec<u8>)>,
+    delivery: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// HubSpot's v3 request signature: base64(HMAC-SHA256(secret, method + URI + body +
+/// timestamp)), written here from HubSpot's documentation, independently of crmgate's.
+pub fn v3_signature(secret: &str, method: &str, uri: &str, body: &[u8], ts: &str) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(method.as_bytes());
+    mac.update(uri.as_bytes());
+    mac.update(body);
+    mac.update(ts.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The singular HubSpot uses in event names (`contact.creation`).
+fn singular(t: &str) -> &'static str {
+    match t {
+        "contacts" => "contact",
+        "companies" => "company",
+        _ => "deal",
+    }
+}
+
+/// Queues a webhook event about `id` of type `t` (when deliveries are on).
+fn event(st: &mut State, t: &str, what: &str, id: u64, extra: Value) {
+    if !st.webhooks_on {
+        return;
+    }
+    st.next_event += 1;
+    let mut e = json!({"eventId": st.next_event, "subscriptionId": 4001, "portalId": 62515,
+        "appId": 1160452, "subscriptionType": format!("{}.{what}", singular(t)),
+        "attemptNumber": 0, "objectId": id, "changeFlag": what.to_uppercase(), "changeSource": "CRM_UI"});
+    if let (Some(m), Some(x)) = (e.as_object_mut(), extra.as_object()) {
+        for (k, v) in x {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    st.events.push(e);
+}
+
+fn association_event(st: &mut State, f: &str, fid: u64, t: &str, tid: u64, removed: bool) {
+    let kind = format!(
+        "{}_TO_{}",
+        singular(f).to_uppercase(),
+        singular(t).to_uppercase()
+    );
+    event(
+        st,
+        f,
+        "associationChange",
+        fid,
+        json!({"associationType": kind, "fromObjectId": fid, "toObjectId": tid,
+            "associationRemoved": removed, "isPrimaryAssociation": false}),
+    );
 }
 
 /// The simulator; stops when dropped.
@@ -140,6 +203,9 @@ impl Shared {
 impl Drop for HubSpotSim {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(t) = self.shared.lock().delivery.take() {
+            t.abort();
+        }
     }
 }
 
@@ -300,6 +366,15 @@ impl HubSpotSim {
             r.updated_ms = now;
             r.properties
                 .insert(modified_prop(t).into(), json!(iso(now)));
+            for (k, v) in properties.as_object().into_iter().flatten() {
+                event(
+                    &mut st,
+                    t,
+                    "propertyChange",
+                    id,
+                    json!({"propertyName": k, "propertyValue": v}),
+                );
+            }
         }
     }
 
@@ -311,6 +386,7 @@ impl HubSpotSim {
         if let Some(r) = st.objects.get_mut(t).and_then(|m| m.get_mut(&id)) {
             r.archived = true;
             r.updated_ms = now;
+            event(&mut st, t, "deletion", id, json!({}));
         }
     }
 
@@ -321,6 +397,7 @@ impl HubSpotSim {
         let mut st = self.shared.lock();
         if let Some(r) = st.objects.get_mut(t).and_then(|m| m.get_mut(&id)) {
             r.archived = false;
+            event(&mut st, t, "restore", id, json!({}));
         }
     }
 
@@ -333,6 +410,74 @@ impl HubSpotSim {
                 v.retain(|x| *x != bi);
             }
         }
+        association_event(&mut st, f, from_id, t, to_id, true);
+    }
+
+    /// Turns webhook deliveries on: every change (by a HubSpot user through this handle, or
+    /// through the API) becomes an event, and every 50 ms the pending events (at most 100)
+    /// are POSTed to `target` as HubSpot does, signed with v3 (HMAC-SHA256 with `secret` over
+    /// method, URI, body and timestamp, base64) and timestamped with the real clock.
+    pub fn deliver_webhooks(&self, target: &str, secret: &str) {
+        self.shared.lock().webhooks_on = true;
+        let (sh, target, secret) = (self.shared.clone(), target.to_owned(), secret.to_owned());
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let batch: Vec<Value> = {
+                    let mut st = sh.lock();
+                    let n = st.events.len().min(100);
+                    st.events.drain(..n).collect()
+                };
+                if batch.is_empty() {
+                    continue;
+                }
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                let batch: Vec<Value> = batch
+                    .into_iter()
+                    .map(|mut e| {
+                        e["occurredAt"] = json!(now_ms);
+                        e
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&batch).expect("json");
+                let ts = now_ms.to_string();
+                let sig = v3_signature(&secret, "POST", &target, &body, &ts);
+                sh.lock()
+                    .deliveries
+                    .push((ts.clone(), sig.clone(), body.clone()));
+                let _ = http
+                    .post(&target)
+                    .header("content-type", "application/json")
+                    .header("X-HubSpot-Request-Timestamp", ts)
+                    .header("X-HubSpot-Signature-v3", sig)
+                    .body(body)
+                    .send()
+                    .await;
+            }
+        });
+        self.shared.lock().delivery = Some(task);
+    }
+
+    /// Stops webhook deliveries (events are no longer queued).
+    pub fn stop_webhooks(&self) {
+        let mut st = self.shared.lock();
+        st.webhooks_on = false;
+        st.events.clear();
+        if let Some(t) = st.delivery.take() {
+            t.abort();
+        }
+    }
+
+    /// The deliveries sent so far: (timestamp, signature, body).
+    pub fn deliveries(&self) -> Vec<(String, String, Vec<u8>)> {
+        self.shared.lock().deliveries.clone()
     }
 
     /// Moves an owner to other teams (first = primary).
@@ -431,6 +576,7 @@ fn create(st: &mut State, t: &'static str, mut props: Map<String, Value>, now: i
             *v = Value::String(v.to_string());
         }
     }
+    event(st, t, "creation", id, json!({}));
     props.insert("hs_object_id".into(), json!(id.to_string()));
     props.insert("createdate".into(), json!(iso(now)));
     props.insert(modified_prop(t).into(), json!(iso(now)));
@@ -450,6 +596,7 @@ fn create(st: &mut State, t: &'static str, mut props: Map<String, Value>, now: i
 }
 
 fn link(st: &mut State, f: &'static str, fid: u64, t: &'static str, tid: u64) {
+    association_event(st, f, fid, t, tid, false);
     for (a, ai, b, bi) in [(f, fid, t, tid), (t, tid, f, fid)] {
         let v = st.assoc.entry((a, ai, b)).or_default();
         if !v.contains(&bi) {
@@ -784,7 +931,17 @@ fn answer(
                 .cloned()
                 .chain([modified_prop(t).to_owned()])
                 .collect();
-            (200, render(r, &names))
+            let answer = render(r, &names);
+            for (k, v) in &props {
+                event(
+                    &mut st,
+                    t,
+                    "propertyChange",
+                    id,
+                    json!({"propertyName": k, "propertyValue": v}),
+                );
+            }
+            (200, answer)
         }
         ("DELETE", ["crm", "v3", "objects", t, id]) => {
             let Some(t) = type_name(t) else {
@@ -794,6 +951,7 @@ fn answer(
             if let Some(r) = st.objects.get_mut(t).and_then(|m| m.get_mut(&id)) {
                 r.archived = true;
                 r.updated_ms = now;
+                event(&mut st, t, "deletion", id, json!({}));
             }
             (204, Value::Null)
         }

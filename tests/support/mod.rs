@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod hellohq_sim;
+pub mod hubspot_oracle;
 pub mod hubspot_sim;
 
 use crmgate::app::App;

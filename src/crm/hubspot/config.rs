@@ -34,6 +34,12 @@ pub struct HubSpotConfig {
     /// How often the whole portal is read again (catches restores and records deleted for
     /// good; default 3,600 s).
     pub reconcile_interval: Duration,
+    /// Where the app's client secret comes from, for verifying webhook deliveries; `None`:
+    /// webhooks are off and crmgate only polls.
+    pub webhook_secret: Option<HubSpotToken>,
+    /// The public URL HubSpot delivers webhooks to, as configured in the app (the signature
+    /// covers it); `None`: taken from the request (scheme of the listener, `Host`, path).
+    pub webhook_url: Option<String>,
     /// Local sign-in data for HubSpot users (passwords, roles), the same file format as
     /// `crm.hellohq.logins`.
     pub logins: Option<PathBuf>,
@@ -42,16 +48,34 @@ pub struct HubSpotConfig {
 impl HubSpotConfig {
     /// The token, read from where the configuration says.
     pub fn read_token(&self) -> Result<String, String> {
-        let t = match &self.token {
-            HubSpotToken::Env => std::env::var("CRMGATE_HUBSPOT_TOKEN")
-                .map_err(|_| "crm.hubspot.token: CRMGATE_HUBSPOT_TOKEN is not set".to_owned())?,
-            HubSpotToken::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| format!("crm.hubspot.token: {}: {e}", p.display()))?,
-        };
-        let t = t.trim().to_owned();
-        if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("crm.hubspot.token: not a token".into());
-        }
-        Ok(t)
+        read_secret(&self.token, "crm.hubspot.token", "CRMGATE_HUBSPOT_TOKEN")
     }
+
+    /// The app's client secret for webhooks, if they are on.
+    pub fn read_webhook_secret(&self) -> Result<Option<String>, String> {
+        self.webhook_secret
+            .as_ref()
+            .map(|s| {
+                read_secret(
+                    s,
+                    "crm.hubspot.webhook_secret",
+                    "CRMGATE_HUBSPOT_APP_SECRET",
+                )
+            })
+            .transpose()
+    }
+}
+
+fn read_secret(from: &HubSpotToken, key: &str, env: &str) -> Result<String, String> {
+    let t = match from {
+        HubSpotToken::Env => std::env::var(env).map_err(|_| format!("{key}: {env} is not set"))?,
+        HubSpotToken::File(p) => {
+            std::fs::read_to_string(p).map_err(|e| format!("{key}: {}: {e}", p.display()))?
+        }
+    };
+    let t = t.trim().to_owned();
+    if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{key}: not a secret"));
+    }
+    Ok(t)
 }

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod config;
 pub mod map;
+pub mod webhook;
 
 use crate::crm::mirror::{tables, Alias, Mirror};
 use crate::crm::{Capabilities, ChangePage, CrmBackend, CrmError, Precondition, Versioned};
@@ -69,6 +70,7 @@ struct Inner {
     writes: tokio::sync::Mutex<()>,
     state: Mutex<SyncState>,
     report: Mutex<SyncReport>,
+    webhooks: Option<webhook::Receiver>,
 }
 
 fn unavailable(reason: impl Into<String>) -> CrmError {
@@ -87,6 +89,7 @@ impl HubSpot {
         let state: SyncState = mirror.load_state()?;
         mirror.set_loaded(state.loaded);
         let aliases: HashMap<String, Alias> = mirror.load_table(tables::ALIAS)?;
+        let webhooks = cfg.read_webhook_secret()?.map(webhook::Receiver::new);
         Ok(HubSpot {
             inner: Arc::new(Inner {
                 client,
@@ -97,6 +100,7 @@ impl HubSpot {
                 writes: tokio::sync::Mutex::new(()),
                 state: Mutex::new(state),
                 report: Mutex::new(SyncReport::default()),
+                webhooks,
             }),
         })
     }
@@ -167,6 +171,78 @@ impl HubSpot {
             *s = st;
         }
         Ok(())
+    }
+
+    /// The webhook receiver, when webhooks are on.
+    pub fn webhooks(&self) -> Option<&webhook::Receiver> {
+        self.inner.webhooks.as_ref()
+    }
+
+    /// The public URL webhooks are signed for, if configured.
+    pub fn webhook_url(&self) -> Option<&str> {
+        self.inner.cfg.webhook_url.as_deref()
+    }
+
+    /// Reads the records webhook events named and brings the mirror to what HubSpot says
+    /// now: a record HubSpot no longer has (archived, deleted) leaves the mirror; the others
+    /// are written with their associations. Returns how many records changed.
+    pub async fn confirm(&self, targets: Vec<webhook::Target>) -> Result<usize, CrmError> {
+        // Taken for the reads too: a poll that read a record before this read must not
+        // write its older copy after this one.
+        let _one = self.inner.syncing.lock().await;
+        let m = &self.inner.cfg.mapping;
+        let client = &self.inner.client;
+        let mut records = Vec::new();
+        let mut deletes = Vec::new();
+        // Records a created or restored record is associated with are read too: their
+        // associations were read while it did not exist.
+        let mut more: Vec<(&str, String)> = Vec::new();
+        for (object, next) in [
+            ("companies", Some("contacts")),
+            ("contacts", Some("deals")),
+            ("deals", None),
+        ] {
+            let mut ids: Vec<String> = targets
+                .iter()
+                .filter(|(o, _, _)| *o == object)
+                .map(|(_, id, _)| id.clone())
+                .chain(
+                    more.iter()
+                        .filter(|(o, _)| *o == object)
+                        .map(|(_, id)| id.clone()),
+                )
+                .collect();
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() {
+                continue;
+            }
+            let props = client::Client::properties(object, m);
+            let rows = client.batch_read(object, &ids, &props).await?;
+            let found: HashSet<&str> = rows.iter().filter_map(|r| r["id"].as_str()).collect();
+            let kind = match object {
+                "companies" => Kind::Company,
+                "contacts" => Kind::Contact,
+                _ => Kind::Lead,
+            };
+            for id in ids.iter().filter(|i| !found.contains(i.as_str())) {
+                deletes.push((kind, self.local_id(id)));
+            }
+            if let Some(next) = next {
+                let cascading: Vec<String> = targets
+                    .iter()
+                    .filter(|(o, id, c)| *o == object && *c && found.contains(id.as_str()))
+                    .map(|(_, id, _)| id.clone())
+                    .collect();
+                if !cascading.is_empty() {
+                    let linked = client.associations(object, next, &cascading).await?;
+                    more.extend(linked.into_values().flatten().map(|id| (next, id)));
+                }
+            }
+            records.extend(client.records(object, &rows, m).await?);
+        }
+        let records: Vec<Record> = records.into_iter().map(|r| self.localize(r)).collect();
+        self.inner.mirror.apply(records, deletes).await
     }
 
     /// What the syncs so far did.
@@ -617,5 +693,41 @@ impl CrmBackend for HubSpot {
 
     fn capabilities(&self) -> Capabilities {
         map::capabilities()
+    }
+
+    fn metrics(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = self.stats();
+        let r = self.report();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# TYPE crmgate_hubspot_loaded gauge\ncrmgate_hubspot_loaded {}",
+            self.inner.mirror.is_loaded() as u8
+        );
+        for (name, v) in [
+            ("requests", c.requests.load(Relaxed)),
+            ("throttled", c.throttled.load(Relaxed)),
+            ("daily_limit_hits", c.daily_exhausted.load(Relaxed)),
+            ("failures", c.failures.load(Relaxed)),
+            ("full_reads", r.full_reads),
+            ("polls", r.polls),
+        ] {
+            let _ = writeln!(
+                s,
+                "# TYPE crmgate_hubspot_{name}_total counter\ncrmgate_hubspot_{name}_total {v}"
+            );
+        }
+        // The daily limit resets at midnight in the portal's time zone, which crmgate does
+        // not know: "exhausted" means a daily-limit answer within the last hour.
+        let at = c.daily_exhausted_at.load(Relaxed);
+        let exhausted = at > 0 && crate::domain::time::unix_now() - at < 3600;
+        let _ = writeln!(
+            s,
+            "# TYPE crmgate_hubspot_daily_limit_exhausted gauge\ncrmgate_hubspot_daily_limit_exhausted {}",
+            exhausted as u8
+        );
+        s
     }
 }
