@@ -577,6 +577,7 @@ impl Config {
                 reconcile_interval,
                 webhook_secret,
                 webhook_url,
+                require_email: r.boolean("crm.hubspot.require_email").unwrap_or(false),
                 logins,
             })
         } else {

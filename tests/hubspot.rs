@@ -373,3 +373,75 @@ async fn crmgate_on_hubspot_serves_the_folders_and_patches_only_what_changed() {
     assert_eq!(r.status().as_u16(), 404);
     s.stop().await;
 }
+
+/// exchangelib and msgraph-sdk (unmodified) edit contacts through crmgate on HubSpot; each
+/// edit reaches HubSpot as a PATCH of exactly the changed property, and unmapped HubSpot
+/// properties stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchangelib_and_msgraph_edits_are_patches_of_exactly_the_changed_property() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".cache/venv/bin/python");
+    assert!(
+        python.exists(),
+        "exchangelib and msgraph-sdk are not installed: run scripts/test.sh"
+    );
+    let sim = HubSpotSim::start().await;
+    let ana = sim.add_owner(
+        "ana@portal.test",
+        "Ana",
+        "Alves",
+        &[("t1", "Berlin")],
+        false,
+    );
+    let acme = sim.add(
+        "companies",
+        json!({"name": "Acme", "hubspot_owner_id": ana}),
+    );
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let c = sim.add(
+            "contacts",
+            json!({"firstname": format!("A{i}"), "lastname": "Acme", "email": format!("a{i}@acme.test"),
+                "phone": "+49 30 1", "lifecyclestage": "customer", "favourite_colour": "green"}),
+        );
+        sim.associate("contacts", c, "companies", acme);
+        ids.push(c);
+    }
+    let s = support::TestServer::start_hubspot(&sim.base_url, &[("ana@portal.test", "pw", "user")])
+        .await;
+    let token = s
+        .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
+        .await;
+    let before = sim.writes().len();
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(root.join("tests/clients/hubspot_edits.py"))
+        .args([&s.base, "ana@portal.test", "pw", &token])
+        .env("REQUESTS_CA_BUNDLE", s.dir.path().join("tls/cert.pem"))
+        .env("SSL_CERT_FILE", s.dir.path().join("tls/cert.pem"));
+    let r = support::run_client("exchangelib+msgraph", cmd).await;
+    assert_eq!(
+        r,
+        json!({"exchangelib": "Set by exchangelib", "msgraph": "+49 171 5550101"})
+    );
+    let writes: Vec<_> = sim.writes().into_iter().skip(before).collect();
+    assert_eq!(
+        writes,
+        vec![
+            (
+                format!("PATCH contacts/{}", ids[0]),
+                json!({"properties": {"jobtitle": "Set by exchangelib"}})
+            ),
+            (
+                format!("PATCH contacts/{}", ids[1]),
+                json!({"properties": {"mobilephone": "+49 171 5550101"}})
+            ),
+        ]
+    );
+    let raw = sim.raw();
+    for id in &ids {
+        let p = &raw.objects["contacts"][id];
+        assert_eq!(p["favourite_colour"], "green", "unmapped property kept");
+        assert_eq!(p["phone"], "+49 30 1", "work phone kept");
+    }
+    s.stop().await;
+}

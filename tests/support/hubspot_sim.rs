@@ -118,6 +118,17 @@ struct State {
     /// Deliveries sent: (timestamp header, signature header, body).
     deliveries: Vec<(String, String, Vec<u8>)>,
     delivery: Option<tokio::task::JoinHandle<()>>,
+    faults: Faults,
+    faults_injected: u64,
+}
+
+/// Fault switches (all off by default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Share of requests answered `502` without doing anything.
+    pub fail_before: f64,
+    /// Share of successful writes whose connection is dropped after the write was applied.
+    pub drop_after_write: f64,
 }
 
 /// HubSpot's v3 request signature: base64(HMAC-SHA256(secret, method + URI + body +
@@ -291,7 +302,7 @@ impl HubSpotSim {
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let sh = sh.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&sh, req).await) }
+                        async move { handle(&sh, req).await }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -526,6 +537,16 @@ impl HubSpotSim {
         }
     }
 
+    /// Sets the fault switches.
+    pub fn set_faults(&self, f: Faults) {
+        self.shared.lock().faults = f;
+    }
+
+    /// Faults injected so far.
+    pub fn faults_injected(&self) -> u64 {
+        self.shared.lock().faults_injected
+    }
+
     /// Sim time now, unix milliseconds.
     pub fn now_ms(&self) -> i64 {
         self.shared.now_ms()
@@ -635,6 +656,31 @@ fn wanted(t: &str, props: Option<&Value>, query: Option<&str>) -> Vec<String> {
     defaults(t).iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// A path segment as sent, percent-decoded (HTTP's rule for paths).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn query_param(q: &str, name: &str) -> Option<String> {
     q.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -642,7 +688,10 @@ fn query_param(q: &str, name: &str) -> Option<String> {
     })
 }
 
-async fn handle(sh: &Shared, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    sh: &Shared,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -657,7 +706,27 @@ async fn handle(sh: &Shared, req: Request<hyper::body::Incoming>) -> Response<Fu
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    // Faults: a 502 before anything is done, or, for a write, the connection dropped after
+    // the write was applied (the client cannot know whether it was).
+    let is_write =
+        method != Method::GET && !path.ends_with("/search") && !path.contains("/batch/read");
+    let (fail_before, drop_after) = {
+        let st = sh.lock();
+        (st.faults.fail_before, st.faults.drop_after_write)
+    };
+    if fail_before > 0.0 && rand::random::<f64>() < fail_before {
+        sh.lock().faults_injected += 1;
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"{\"status\":\"error\",\"message\":\"Bad gateway\",\"category\":\"BAD_GATEWAY\"}",
+        )));
+        *r.status_mut() = StatusCode::BAD_GATEWAY;
+        return Ok(r);
+    }
     let (status, v) = answer(sh, &method, &path, &query, auth.as_deref(), &body);
+    if is_write && status < 300 && drop_after > 0.0 && rand::random::<f64>() < drop_after {
+        sh.lock().faults_injected += 1;
+        return Err(std::io::Error::other("connection dropped after the write"));
+    }
     let mut r = Response::new(Full::new(if status == 204 {
         Bytes::new()
     } else {
@@ -677,7 +746,7 @@ async fn handle(sh: &Shared, req: Request<hyper::body::Incoming>) -> Response<Fu
             "application/json;charset=utf-8".parse().expect("ct"),
         );
     }
-    r
+    Ok(r)
 }
 
 fn answer(
@@ -824,6 +893,7 @@ fn answer(
             };
             let props = wanted(t, None, query_param(query, "properties").as_deref());
             let by = query_param(query, "idProperty");
+            let id = &percent_decode(id);
             let found = st.objects[t].values().find(|r| {
                 !r.archived
                     && match &by {
@@ -855,13 +925,19 @@ fn answer(
                     if !e.contains('@') {
                         return bad("Property values were not valid: email");
                     }
-                    if st.objects[t].values().any(|r| {
-                        !r.archived && r.properties.get("email").and_then(Value::as_str) == Some(e)
+                    // E-mail addresses are unique among a portal's contacts (compared
+                    // without case).
+                    if let Some(r) = st.objects[t].values().find(|r| {
+                        !r.archived
+                            && r.properties
+                                .get("email")
+                                .and_then(Value::as_str)
+                                .is_some_and(|x| x.eq_ignore_ascii_case(e))
                     }) {
                         return error(
                             409,
                             "CONFLICT",
-                            &format!("Contact already exists. Existing ID: {e}"),
+                            &format!("Contact already exists. Existing ID: {}", r.id),
                         );
                     }
                 }

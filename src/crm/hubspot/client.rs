@@ -46,6 +46,16 @@ fn unavailable(reason: impl Into<String>) -> CrmError {
     }
 }
 
+/// What became of a request sent with [`Client::send_once`].
+pub enum Sent {
+    /// HubSpot answered (any status but `429`, `5xx`, `401`, `403`).
+    Answer(u16, Value),
+    /// It was certainly not applied.
+    NotApplied(CrmError),
+    /// It may or may not have been applied.
+    Unknown(CrmError),
+}
+
 /// Most inputs of one associations batch read.
 const ASSOCIATION_BATCH: usize = 100;
 /// Records per list page (HubSpot's documented maximum).
@@ -187,6 +197,66 @@ impl Client {
             return Ok((status, v));
         }
         Err(unavailable("HubSpot kept failing"))
+    }
+
+    /// A request that must not be repeated blindly (a create): sent until HubSpot answers
+    /// or it is clear it was not applied (no connection, `429`); a lost answer or a `5xx` is
+    /// [`Sent::Unknown`], for the caller to look up before anything is sent again.
+    pub async fn send_once(&self, method: reqwest::Method, path: &str, body: &Value) -> Sent {
+        let mut wait = Duration::from_millis(250);
+        for attempt in 1..=ATTEMPTS {
+            self.slot().await;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(body)
+                .send()
+                .await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) if e.is_connect() && attempt < ATTEMPTS => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    continue;
+                }
+                Err(e) if e.is_connect() => {
+                    return Sent::NotApplied(unavailable(format!("HubSpot: {e}")))
+                }
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    return Sent::Unknown(unavailable(format!("HubSpot: {e}")));
+                }
+            };
+            let status = resp.status().as_u16();
+            let text = match resp.text().await {
+                Ok(t) => t,
+                Err(e) => return Sent::Unknown(unavailable(format!("HubSpot: {e}"))),
+            };
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if status == 429 {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                if v["policyName"] == "DAILY" || attempt == ATTEMPTS {
+                    return Sent::NotApplied(unavailable("HubSpot's API limit is used up"));
+                }
+                tokio::time::sleep(Duration::from_secs(1).max(wait)).await;
+                wait *= 2;
+                continue;
+            }
+            if status >= 500 {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                return Sent::Unknown(unavailable(format!("HubSpot answered {status}")));
+            }
+            if status == 401 || status == 403 {
+                return Sent::NotApplied(unavailable(format!(
+                    "HubSpot refused the token ({status})"
+                )));
+            }
+            return Sent::Answer(status, v);
+        }
+        Sent::NotApplied(unavailable("HubSpot kept throttling"))
     }
 
     async fn get_ok(&self, path: &str) -> Result<Value, CrmError> {

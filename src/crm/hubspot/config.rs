@@ -40,6 +40,9 @@ pub struct HubSpotConfig {
     /// The public URL HubSpot delivers webhooks to, as configured in the app (the signature
     /// covers it); `None`: taken from the request (scheme of the listener, `Host`, path).
     pub webhook_url: Option<String>,
+    /// Create only contacts with a valid e-mail address (HubSpot refuses some without one,
+    /// depending on the portal's settings); default off.
+    pub require_email: bool,
     /// Local sign-in data for HubSpot users (passwords, roles), the same file format as
     /// `crm.hellohq.logins`.
     pub logins: Option<PathBuf>,

@@ -544,6 +544,16 @@ impl HubSpot {
             props.insert("lifecyclestage".into(), Value::String(stage.clone()));
         }
         props.retain(|_, v| !v.is_null());
+        let valid_email = props
+            .get("email")
+            .and_then(Value::as_str)
+            .is_some_and(|e| crate::domain::dataset::check_email(e).is_ok());
+        if self.inner.cfg.require_email && !valid_email {
+            return Err(CrmError::Invalid(vec![crate::domain::dataset::Problem {
+                path: "emails".into(),
+                message: "crm.hubspot.require_email: a contact needs a valid e-mail address to be created in HubSpot".into(),
+            }]));
+        }
         let associations: Vec<Value> = c
             .companies
             .iter()
@@ -551,33 +561,211 @@ impl HubSpot {
                 json!({"to": {"id": k.as_str()}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]})
             })
             .collect();
+        let body = json!({"properties": props, "associations": associations});
+        let owner = c.owner.as_ref().map(|o| o.as_str().to_owned());
+        let key = outbox_key(&body, owner.as_deref());
+        let outbox = &self.inner.mirror;
+        // A create with the same content whose outcome was never learnt: look it up first.
+        if let Some(entry) = outbox.get::<OutboxEntry>(tables::OUTBOX, &key).await? {
+            match self.find_created(&entry).await? {
+                Found::Yes(hs) => {
+                    let r = self.adopt(&hs, &entry).await;
+                    outbox.remove(tables::OUTBOX, &key).await?;
+                    return r;
+                }
+                Found::NotYet => {
+                    return Err(CrmError::Unavailable {
+                        retry_after: Some(std::time::Duration::from_secs(10)),
+                        reason: "an earlier attempt at this create is not confirmed by HubSpot yet; it is checked before anything is sent again".into(),
+                    })
+                }
+                Found::No => outbox.remove(tables::OUTBOX, &key).await?,
+            }
+        }
+        let entry = OutboxEntry {
+            email: props
+                .get("email")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            properties: props.clone(),
+            local: c.id.as_str().to_owned(),
+            owner,
+            subsystems: c.subsystems.iter().map(|s| s.as_str().to_owned()).collect(),
+            since_ms: self.inner.client.server_ms().saturating_sub(60_000),
+            at: crate::domain::time::unix_now(),
+        };
+        outbox.put(tables::OUTBOX, &key, &entry).await?;
+        let outcome = match self
+            .inner
+            .client
+            .send_once(reqwest::Method::POST, "/crm/v3/objects/contacts", &body)
+            .await
+        {
+            client::Sent::Answer(200 | 201, v) => match v["id"].as_str() {
+                Some(hs) => self.adopt(hs, &entry).await,
+                None => Err(unavailable("HubSpot create answer without id")),
+            },
+            client::Sent::Answer(status, v) => Err(Self::refused(status, &v)),
+            client::Sent::NotApplied(e) => Err(e),
+            client::Sent::Unknown(e) => match self.find_created(&entry).await {
+                Ok(Found::Yes(hs)) => self.adopt(&hs, &entry).await,
+                Ok(Found::No) => Err(e),
+                Ok(Found::NotYet) | Err(_) => {
+                    tracing::warn!(local = %entry.local, "HubSpot create outcome unknown; kept in the outbox");
+                    return Err(unavailable(
+                        "HubSpot did not confirm the create; it is checked before any retry",
+                    ));
+                }
+            },
+        };
+        outbox.remove(tables::OUTBOX, &key).await?;
+        outcome
+    }
+
+    /// Looks for the contact an unconfirmed create made. With an e-mail address, HubSpot's
+    /// lookup by the `email` property answers at once (addresses are unique among a portal's
+    /// contacts); without one, search for contacts created since the attempt with the same
+    /// properties, and while the attempt is younger than search's lag, say "not yet".
+    async fn find_created(&self, entry: &OutboxEntry) -> Result<Found, CrmError> {
+        let taken = |hs: &str| {
+            self.inner
+                .aliases
+                .read()
+                .map(|a| a.get(hs).is_some_and(|x| x.local != entry.local))
+                .unwrap_or(true)
+        };
+        // HubSpot may normalise what it stores (e-mail case): compare without case.
+        let same = |v: &Value| {
+            entry.properties.iter().all(|(k, want)| {
+                match (
+                    v["properties"].get(k).and_then(Value::as_str),
+                    want.as_str(),
+                ) {
+                    (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                    _ => false,
+                }
+            })
+        };
+        let created_since = |v: &Value| {
+            v["createdAt"]
+                .as_str()
+                .and_then(client::parse_time_ms)
+                .is_some_and(|t| t >= entry.since_ms)
+        };
+        let props: Vec<&str> = entry.properties.keys().map(String::as_str).collect();
+        if let Some(email) = &entry.email {
+            let (status, v) = self
+                .inner
+                .client
+                .call(
+                    reqwest::Method::GET,
+                    &format!(
+                        "/crm/v3/objects/contacts/{}?idProperty=email&properties={}",
+                        percent_encode(email),
+                        props.join(",")
+                    ),
+                    None,
+                )
+                .await?;
+            return Ok(match (status, v["id"].as_str()) {
+                (200, Some(hs)) if !taken(hs) && created_since(&v) => Found::Yes(hs.to_owned()),
+                (200, _) | (404, _) => Found::No,
+                (s, _) => return Err(unavailable(format!("HubSpot lookup by e-mail: {s}"))),
+            });
+        }
+        let mut filters = vec![
+            json!({"propertyName": "createdate", "operator": "GTE", "value": entry.since_ms.to_string()}),
+        ];
+        for k in ["firstname", "lastname"] {
+            if let Some(Value::String(x)) = entry.properties.get(k) {
+                filters.push(json!({"propertyName": k, "operator": "EQ", "value": x}));
+            }
+        }
         let (status, v) = self
             .inner
             .client
             .call(
                 reqwest::Method::POST,
-                "/crm/v3/objects/contacts",
-                Some(&json!({"properties": props, "associations": associations})),
+                "/crm/v3/objects/contacts/search",
+                Some(&json!({"filterGroups": [{"filters": filters}], "properties": props, "limit": 100})),
             )
             .await?;
-        if status != 201 && status != 200 {
-            return Err(Self::refused(status, &v));
+        if status != 200 {
+            return Err(unavailable(format!("HubSpot search: {status}")));
         }
-        let hs = v["id"]
-            .as_str()
-            .ok_or_else(|| unavailable("HubSpot create answer without id"))?
-            .to_owned();
-        let alias = Alias {
-            local: c.id.as_str().to_owned(),
-            owner: c.owner.as_ref().map(|o| o.as_str().to_owned()),
-            subsystems: c.subsystems.iter().map(|s| s.as_str().to_owned()).collect(),
-        };
-        self.inner.mirror.put(tables::ALIAS, &hs, &alias).await?;
-        if let Ok(mut a) = self.inner.aliases.write() {
-            a.insert(hs.clone(), alias);
-        }
-        self.reread(&hs).await
+        let hit = v["results"].as_array().into_iter().flatten().find_map(|r| {
+            let hs = r["id"].as_str()?;
+            (!taken(hs) && same(r)).then(|| hs.to_owned())
+        });
+        let young = crate::domain::time::unix_now().saturating_sub(entry.at)
+            < self.inner.cfg.overlap.as_secs() as i64;
+        Ok(match hit {
+            Some(hs) => Found::Yes(hs),
+            None if young => Found::NotYet,
+            None => Found::No,
+        })
     }
+
+    /// Takes a contact HubSpot created for crmgate: crmgate's id kept through an alias,
+    /// then read back with its associations.
+    async fn adopt(&self, hs: &str, entry: &OutboxEntry) -> Result<Versioned, CrmError> {
+        let alias = Alias {
+            local: entry.local.clone(),
+            owner: entry.owner.clone(),
+            subsystems: entry.subsystems.clone(),
+        };
+        self.inner.mirror.put(tables::ALIAS, hs, &alias).await?;
+        if let Ok(mut a) = self.inner.aliases.write() {
+            a.insert(hs.to_owned(), alias);
+        }
+        self.reread(hs).await
+    }
+}
+
+/// A create sent to HubSpot whose outcome is not known yet.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct OutboxEntry {
+    properties: serde_json::Map<String, Value>,
+    email: Option<String>,
+    local: String,
+    owner: Option<String>,
+    subsystems: Vec<String>,
+    /// HubSpot time a minute before the attempt (unix ms), for the search.
+    since_ms: i64,
+    /// When it was first sent (our clock, unix s).
+    at: i64,
+}
+
+/// Whether an unconfirmed create was found.
+enum Found {
+    Yes(String),
+    No,
+    NotYet,
+}
+
+/// The outbox key of a create: its content and creator.
+fn outbox_key(body: &Value, owner: Option<&str>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(body.to_string().as_bytes());
+    h.update([0]);
+    h.update(owner.unwrap_or("").as_bytes());
+    h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl CrmBackend for HubSpot {
@@ -627,8 +815,15 @@ impl CrmBackend for HubSpot {
             return Err(CrmError::NotFound);
         };
         let hs = self.hs_id(contact.id.as_str());
-        // Only the changed properties travel: HubSpot updates are partial.
-        let props = map::contact_properties(&contact, &changed);
+        // Only the changed properties travel: HubSpot updates are partial. A changed field
+        // spans several properties (phones: phone, mobilephone, fax); those whose value
+        // stays are left out.
+        let Record::Contact(old) = &cur.record else {
+            return Err(CrmError::NotFound);
+        };
+        let before = map::contact_properties(old, &changed);
+        let mut props = map::contact_properties(&contact, &changed);
+        props.retain(|k, v| before.get(k) != Some(v));
         if !props.is_empty() {
             let (status, v) = self
                 .inner
@@ -644,9 +839,6 @@ impl CrmBackend for HubSpot {
             }
         }
         if changed.contains(&ContactField::Companies) {
-            let Record::Contact(old) = &cur.record else {
-                return Err(CrmError::NotFound);
-            };
             for k in contact
                 .companies
                 .iter()
