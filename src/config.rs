@@ -578,6 +578,9 @@ impl Config {
                 webhook_secret,
                 webhook_url,
                 require_email: r.boolean("crm.hubspot.require_email").unwrap_or(false),
+                breaker_failures: r.int("crm.hubspot.breaker_failures", 1, 1000).unwrap_or(5)
+                    as u32,
+                breaker_cooldown: secs(&mut r, "crm.hubspot.breaker_cooldown_secs", 15, 3600),
                 logins,
             })
         } else {

@@ -445,3 +445,104 @@ async fn exchangelib_and_msgraph_edits_are_patches_of_exactly_the_changed_proper
     }
     s.stop().await;
 }
+
+/// The first load writes page by page and keeps its position: interrupted after a few pages
+/// of contacts (a crash), it resumes at the next page instead of starting again, and ends with
+/// the whole portal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_first_load_resumes_at_its_page() {
+    use crmgate::crm::hubspot::config::{HubSpotConfig, HubSpotToken};
+    use crmgate::crm::hubspot::HubSpot;
+    use crmgate::crm::CrmBackend;
+    use crmgate::domain::Kind;
+    let sim = HubSpotSim::start().await;
+    let ana = sim.add_owner(
+        "ana@portal.test",
+        "Ana",
+        "Alves",
+        &[("t1", "Berlin")],
+        false,
+    );
+    let acme = sim.add(
+        "companies",
+        json!({"name": "Acme", "hubspot_owner_id": ana}),
+    );
+    let mut ids = Vec::new();
+    for i in 0..1200 {
+        let c = sim.add(
+            "contacts",
+            json!({"firstname": format!("L{i}"), "lastname": "Load"}),
+        );
+        if i % 3 == 0 {
+            sim.associate("contacts", c, "companies", acme);
+        }
+        ids.push(c);
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("token"), HubSpotSim::TOKEN).expect("token");
+    let cfg = HubSpotConfig {
+        base_url: sim.base_url.clone(),
+        token: HubSpotToken::File(dir.path().join("token")),
+        requests_per_10s: 90,
+        mapping: Mapping::default(),
+        overlap: std::time::Duration::from_secs(60),
+        associations_interval: std::time::Duration::from_secs(600),
+        reconcile_interval: std::time::Duration::from_secs(3600),
+        webhook_secret: None,
+        webhook_url: None,
+        require_email: false,
+        breaker_failures: 5,
+        breaker_cooldown: std::time::Duration::from_secs(15),
+        logins: None,
+    };
+    let store = std::sync::Arc::new(crmgate::store::Store::memory());
+    let first = HubSpot::open(cfg.clone(), store.clone()).expect("open");
+    let contact_pages = |sim: &HubSpotSim| {
+        sim.requests()
+            .1
+            .get("GET crm/v3/objects/contacts")
+            .copied()
+            .unwrap_or(0)
+    };
+    let task = tokio::spawn({
+        let h = first.clone();
+        async move { h.sync_once().await }
+    });
+    while contact_pages(&sim) < 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let read_before = contact_pages(&sim);
+    assert!(
+        read_before < 12,
+        "interrupted mid-load ({read_before} pages)"
+    );
+    assert!(
+        first.changes(None, 10).await.is_err(),
+        "not ready before the load completes"
+    );
+    drop(first);
+
+    let again = HubSpot::open(cfg, store).expect("reopen");
+    again.sync_once().await.expect("resumed load");
+    let read_after = contact_pages(&sim) - read_before;
+    // 12 pages of contacts in all: the resumed load reads the rest (and at most the page that
+    // was in flight when the first run stopped), not all 12 again.
+    assert!(
+        read_after + read_before <= 13 && read_after < 12,
+        "{read_before} pages before the interruption, {read_after} after"
+    );
+    for id in &ids {
+        assert!(
+            again
+                .get(Kind::Contact, id.to_string())
+                .await
+                .expect("get")
+                .is_some(),
+            "contact {id} loaded"
+        );
+    }
+    assert!(again.changes(None, 10).await.is_ok(), "ready");
+    assert_eq!(again.report().loading, None);
+}

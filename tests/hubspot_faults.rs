@@ -12,6 +12,26 @@ use std::time::Duration;
 use support::hubspot_sim::{Faults, HubSpotSim};
 use support::TestServer;
 
+/// The Graph id of the user's "HQ My Contacts".
+async fn my_folder(s: &TestServer, token: &str) -> String {
+    let folders: Value = s
+        .client
+        .get(s.url("/v1.0/me/contactFolders"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("folders")
+        .json()
+        .await
+        .expect("json");
+    folders["value"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["displayName"] == "HQ My Contacts"))
+        .and_then(|f| f["id"].as_str())
+        .expect("My")
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_and_edits_land_once_through_lost_answers() {
     let sim = HubSpotSim::start().await;
@@ -145,5 +165,105 @@ async fn creates_and_edits_land_once_through_lost_answers() {
         );
     }
     assert_eq!(items.len(), 16 + 3);
+    s.stop().await;
+}
+
+/// HubSpot down: writes are answered with a retryable error and nothing is half-written,
+/// reads go on from the mirror, the breaker stops further calls for its cooldown and
+/// `/metrics` says so; once HubSpot is back, the same write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_makes_writes_retryable_and_reads_go_on() {
+    let sim = HubSpotSim::start().await;
+    let ana = sim.add_owner(
+        "ana@portal.test",
+        "Ana",
+        "Alves",
+        &[("t1", "Berlin")],
+        false,
+    );
+    let acme = sim.add(
+        "companies",
+        json!({"name": "Acme", "hubspot_owner_id": ana}),
+    );
+    let c = sim.add(
+        "contacts",
+        json!({"firstname": "Ona", "lastname": "Outage"}),
+    );
+    sim.associate("contacts", c, "companies", acme);
+    let s = TestServer::start_hubspot_with(
+        &sim.base_url,
+        &[("ana@portal.test", "pw", "user")],
+        "breaker_failures = 1\nbreaker_cooldown_secs = 2",
+    )
+    .await;
+    let token = s
+        .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
+        .await;
+    let my = my_folder(&s, &token).await;
+    let list = |token: String| {
+        let req = s
+            .client
+            .get(s.url(&format!("/v1.0/me/contactFolders/{my}/contacts?$top=10")))
+            .bearer_auth(token);
+        async move {
+            let r = req.send().await.expect("list");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = list(token.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["value"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["givenName"] == "Ona"))
+        .and_then(|x| x["id"].as_str())
+        .expect("Ona")
+        .to_owned();
+
+    sim.set_faults(Faults {
+        fail_before: 1.0,
+        drop_after_write: 0.0,
+    });
+    let writes = sim.writes().len();
+    let patch = || {
+        s.client
+            .patch(s.url(&format!("/v1.0/me/contacts/{id}")))
+            .bearer_auth(&token)
+            .json(&json!({"jobTitle": "After the outage"}))
+            .send()
+    };
+    for _ in 0..2 {
+        let r = patch().await.expect("patch");
+        assert_eq!(r.status().as_u16(), 503, "a retryable error");
+        assert!(r.headers().contains_key("retry-after"));
+    }
+    assert_eq!(sim.writes().len(), writes, "nothing reached HubSpot");
+    let (status, body) = list(token.clone()).await;
+    assert_eq!(status, 200, "reads go on: {body}");
+    assert!(
+        s.app.refresh().await.is_ok(),
+        "a failed poll only logs once ready"
+    );
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("crmgate_hubspot_breaker_open 1"),
+        "{metrics}"
+    );
+    let ready = s.client.get(s.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200, "still ready");
+
+    sim.set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = patch().await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let raw = sim.raw();
+    assert_eq!(raw.objects["contacts"][&c]["jobtitle"], "After the outage");
     s.stop().await;
 }

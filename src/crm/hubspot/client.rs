@@ -22,6 +22,17 @@ pub struct Client {
     server_ms: AtomicI64,
     /// Counters for `/metrics`.
     pub stats: Stats,
+    /// Consecutive failed calls, and until when calls fail at once after too many.
+    breaker: std::sync::Mutex<(u32, Option<Instant>)>,
+    /// Failed calls in a row that open the breaker.
+    breaker_failures: u32,
+    /// How long it stays open.
+    breaker_cooldown: Duration,
+}
+
+/// A wait of about `d`, spread ±50 % so that clients retrying together do not stay together.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5))
 }
 
 /// What the client did, for `/metrics` and the benchmark.
@@ -61,7 +72,7 @@ const ASSOCIATION_BATCH: usize = 100;
 /// Records per list page (HubSpot's documented maximum).
 const PAGE: usize = 100;
 /// Attempts at one request through 429s and 5xx.
-const ATTEMPTS: u32 = 6;
+const ATTEMPTS: u32 = 4;
 
 impl Client {
     /// A client of the portal at `base` (https, or http on loopback for tests) with a private
@@ -86,7 +97,57 @@ impl Client {
             sent: tokio::sync::Mutex::new(VecDeque::new()),
             server_ms: AtomicI64::new(0),
             stats: Stats::default(),
+            breaker: std::sync::Mutex::new((0, None)),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(15),
         })
+    }
+
+    /// Sets the circuit breaker: after `failures` failed calls in a row, calls fail at once
+    /// for `cooldown` (reads go on from the mirror; writes get a retryable error).
+    pub fn with_breaker(mut self, failures: u32, cooldown: Duration) -> Client {
+        self.breaker_failures = failures.max(1);
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// `Err` while the breaker is open.
+    fn breaker_closed(&self) -> Result<(), CrmError> {
+        let b = self
+            .breaker
+            .lock()
+            .map_err(|_| unavailable("breaker lock"))?;
+        match b.1 {
+            Some(until) if Instant::now() < until => Err(CrmError::Unavailable {
+                retry_after: Some(until.saturating_duration_since(Instant::now())),
+                reason: "HubSpot failed repeatedly; waiting before the next attempt".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the outcome of a call for the breaker.
+    fn breaker_note(&self, ok: bool) {
+        if let Ok(mut b) = self.breaker.lock() {
+            if ok {
+                *b = (0, None);
+            } else {
+                b.0 += 1;
+                if b.0 >= self.breaker_failures {
+                    b.1 = Some(Instant::now() + self.breaker_cooldown);
+                    tracing::warn!(
+                        failures = b.0,
+                        cooldown_secs = self.breaker_cooldown.as_secs(),
+                        "HubSpot keeps failing; pausing calls"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether the breaker is open now (for `/metrics`).
+    pub fn breaker_open(&self) -> bool {
+        self.breaker_closed().is_err()
     }
 
     /// HubSpot's clock as of the latest answer (unix ms; 0 before any answer).
@@ -118,8 +179,26 @@ impl Client {
         }
     }
 
-    /// One request; `429` and `5xx` retried with growing waits, other errors returned.
+    /// One request; `429` and `5xx` retried with growing waits (with jitter), other errors
+    /// returned; while the circuit breaker is open, an error at once.
     pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), CrmError> {
+        self.breaker_closed()?;
+        let r = self.call_inner(method, path, body).await;
+        match &r {
+            Ok((status, _)) => self.breaker_note(*status < 500),
+            // A used-up daily limit is no failure of HubSpot's.
+            Err(CrmError::Unavailable { reason, .. }) if reason.contains("daily") => {}
+            Err(_) => self.breaker_note(false),
+        }
+        r
+    }
+
+    async fn call_inner(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -141,7 +220,7 @@ impl Client {
                 Err(e) if attempt < ATTEMPTS => {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(error = %e, "HubSpot request failed; retrying");
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(jitter(wait)).await;
                     wait *= 2;
                     continue;
                 }
@@ -184,7 +263,7 @@ impl Client {
                 } else {
                     wait
                 };
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(jitter(pause)).await;
                 wait *= 2;
                 continue;
             }
@@ -203,6 +282,15 @@ impl Client {
     /// or it is clear it was not applied (no connection, `429`); a lost answer or a `5xx` is
     /// [`Sent::Unknown`], for the caller to look up before anything is sent again.
     pub async fn send_once(&self, method: reqwest::Method, path: &str, body: &Value) -> Sent {
+        if let Err(e) = self.breaker_closed() {
+            return Sent::NotApplied(e);
+        }
+        let sent = self.send_once_inner(method, path, body).await;
+        self.breaker_note(matches!(sent, Sent::Answer(..)));
+        sent
+    }
+
+    async fn send_once_inner(&self, method: reqwest::Method, path: &str, body: &Value) -> Sent {
         let mut wait = Duration::from_millis(250);
         for attempt in 1..=ATTEMPTS {
             self.slot().await;
@@ -218,7 +306,7 @@ impl Client {
                 Ok(r) => r,
                 Err(e) if e.is_connect() && attempt < ATTEMPTS => {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(jitter(wait)).await;
                     wait *= 2;
                     continue;
                 }
@@ -241,7 +329,7 @@ impl Client {
                 if v["policyName"] == "DAILY" || attempt == ATTEMPTS {
                     return Sent::NotApplied(unavailable("HubSpot's API limit is used up"));
                 }
-                tokio::time::sleep(Duration::from_secs(1).max(wait)).await;
+                tokio::time::sleep(jitter(Duration::from_secs(1).max(wait))).await;
                 wait *= 2;
                 continue;
             }
@@ -291,22 +379,51 @@ impl Client {
     pub async fn list(&self, object: &str, properties: &[&str]) -> Result<Vec<Value>, CrmError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
-        let props = properties.join(",");
         loop {
-            let q = after
-                .as_deref()
-                .map(|a| format!("&after={a}"))
-                .unwrap_or_default();
-            let v = self
-                .get_ok(&format!(
-                    "/crm/v3/objects/{object}?limit={PAGE}&properties={props}{q}"
-                ))
-                .await?;
-            out.extend(v["results"].as_array().cloned().unwrap_or_default());
-            match v["paging"]["next"]["after"].as_str() {
-                Some(a) if after.as_deref() != Some(a) => after = Some(a.to_owned()),
+            let (rows, next) = self.list_page(object, properties, after.as_deref()).await?;
+            out.extend(rows);
+            match next {
+                Some(a) if after.as_deref() != Some(a.as_str()) => after = Some(a),
                 _ => return Ok(out),
             }
+        }
+    }
+
+    /// One page of live records (100) after the cursor `after`, and the next cursor (none on
+    /// the last page).
+    pub async fn list_page(
+        &self,
+        object: &str,
+        properties: &[&str],
+        after: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), CrmError> {
+        let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        let v = self
+            .get_ok(&format!(
+                "/crm/v3/objects/{object}?limit={PAGE}&properties={}{q}",
+                properties.join(",")
+            ))
+            .await?;
+        let rows = v["results"].as_array().cloned().unwrap_or_default();
+        let next = v["paging"]["next"]["after"]
+            .as_str()
+            .filter(|a| Some(*a) != after)
+            .map(str::to_owned);
+        Ok((rows, next))
+    }
+
+    /// How many live records an object type has (search's `total`; for progress only).
+    pub async fn count(&self, object: &str) -> Result<u64, CrmError> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/crm/v3/objects/{object}/search"),
+                Some(&json!({"limit": 1, "properties": ["hs_object_id"]})),
+            )
+            .await?;
+        match (status, v["total"].as_u64()) {
+            (200, Some(n)) => Ok(n),
+            _ => Err(unavailable(format!("HubSpot count of {object}: {status}"))),
         }
     }
 

@@ -40,6 +40,10 @@ pub struct HubSpotConfig {
     /// The public URL HubSpot delivers webhooks to, as configured in the app (the signature
     /// covers it); `None`: taken from the request (scheme of the listener, `Host`, path).
     pub webhook_url: Option<String>,
+    /// Failed calls in a row after which calls pause (default 5).
+    pub breaker_failures: u32,
+    /// How long they pause (default 15 s).
+    pub breaker_cooldown: Duration,
     /// Create only contacts with a valid e-mail address (HubSpot refuses some without one,
     /// depending on the portal's settings); default off.
     pub require_email: bool,

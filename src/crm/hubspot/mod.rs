@@ -39,6 +39,26 @@ struct SyncState {
     /// When the associations were last read again (our clock, unix s).
     #[serde(default)]
     last_associations: i64,
+    /// The first load's position while it runs (a restart resumes there).
+    #[serde(default)]
+    load: Option<LoadPos>,
+}
+
+/// Where the first load is: object types before `object` are read, and of that one the pages
+/// before the cursor `after`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct LoadPos {
+    /// Index into `client::OBJECTS`.
+    object: usize,
+    after: Option<String>,
+    /// HubSpot's clock when the load began.
+    began: i64,
+    /// Records read so far.
+    done: u64,
+    /// Records per object type when the load began (search's totals; for progress).
+    totals: BTreeMap<String, u64>,
+    /// Pages read so far (all types).
+    pages: u64,
 }
 
 /// What the last syncs did, for `/metrics` and the admin.
@@ -50,6 +70,11 @@ pub struct SyncReport {
     pub polls: u64,
     /// Records changed in the mirror by the latest sync.
     pub last_changed: usize,
+    /// The first load's progress: records read and the portal's total (companies, contacts,
+    /// deals), while it runs.
+    pub loading: Option<(u64, u64)>,
+    /// Pages the first load read in this process (a resumed load reads only the rest).
+    pub load_pages: u64,
 }
 
 /// A HubSpot portal read into a local mirror that feeds the replica; contact writes go to
@@ -84,7 +109,8 @@ impl HubSpot {
     /// Opens the backend: token, client, mirror and aliases.
     pub fn open(cfg: HubSpotConfig, store: Arc<Store>) -> Result<HubSpot, String> {
         let token = cfg.read_token()?;
-        let client = Client::new(&cfg.base_url, &token, cfg.requests_per_10s as usize)?;
+        let client = Client::new(&cfg.base_url, &token, cfg.requests_per_10s as usize)?
+            .with_breaker(cfg.breaker_failures, cfg.breaker_cooldown);
         let mirror = Mirror::open(store, PREFIX)?;
         let state: SyncState = mirror.load_state()?;
         mirror.set_loaded(state.loaded);
@@ -268,7 +294,9 @@ impl HubSpot {
         let now = crate::domain::time::unix_now();
         let due =
             now.saturating_sub(st.last_full) >= self.inner.cfg.reconcile_interval.as_secs() as i64;
-        let n = if !self.inner.mirror.is_loaded() || due {
+        let n = if !self.inner.mirror.is_loaded() {
+            self.first_load(st, now).await?
+        } else if due {
             self.full_read(st, now).await?
         } else {
             self.poll(st, now).await?
@@ -279,8 +307,77 @@ impl HubSpot {
         Ok(n)
     }
 
+    /// The first load: owners, then companies, contacts and deals page by page (each page
+    /// written to the mirror with its associations, the position saved after it, so a restart
+    /// resumes at the next page); ready when complete.
+    async fn first_load(&self, mut st: SyncState, now: i64) -> Result<usize, CrmError> {
+        let m = &self.inner.cfg.mapping;
+        let client = &self.inner.client;
+        let mut n = 0;
+        let mut pos = match st.load.take() {
+            Some(p) => p,
+            None => {
+                let people = client.people().await?;
+                let began = client.server_ms();
+                let mut totals = BTreeMap::new();
+                for object in client::OBJECTS {
+                    totals.insert(object.to_owned(), client.count(object).await?);
+                }
+                n += self.inner.mirror.apply(people, Vec::new()).await?;
+                LoadPos {
+                    began,
+                    totals,
+                    ..LoadPos::default()
+                }
+            }
+        };
+        let total: u64 = pos.totals.values().sum();
+        while let Some(object) = client::OBJECTS.get(pos.object).copied() {
+            let props = client::Client::properties(object, m);
+            let (rows, next) = client
+                .list_page(object, &props, pos.after.as_deref())
+                .await?;
+            let records: Vec<Record> = client
+                .records(object, &rows, m)
+                .await?
+                .into_iter()
+                .map(|r| self.localize(r))
+                .collect();
+            n += self.inner.mirror.apply(records, Vec::new()).await?;
+            pos.done += rows.len() as u64;
+            pos.pages += 1;
+            match next {
+                Some(a) => pos.after = Some(a),
+                None => {
+                    pos.object += 1;
+                    pos.after = None;
+                }
+            }
+            st.load = Some(pos.clone());
+            self.save(st.clone()).await?;
+            if let Ok(mut r) = self.inner.report.lock() {
+                r.loading = Some((pos.done, total.max(pos.done)));
+                r.load_pages += 1;
+            }
+        }
+        for object in client::OBJECTS {
+            st.since.insert(object.to_owned(), pos.began);
+        }
+        st.load = None;
+        st.loaded = true;
+        st.last_full = now;
+        st.last_associations = now;
+        self.save(st).await?;
+        self.inner.mirror.set_loaded(true);
+        if let Ok(mut r) = self.inner.report.lock() {
+            r.loading = None;
+            r.full_reads += 1;
+        }
+        Ok(n)
+    }
+
     /// Reads the whole portal and brings the mirror to it (records gone from HubSpot are
-    /// removed); the first completed read makes the backend ready.
+    /// removed): the reconciliation.
     async fn full_read(&self, mut st: SyncState, now: i64) -> Result<usize, CrmError> {
         let (records, began) = self.inner.client.snapshot(&self.inner.cfg.mapping).await?;
         let records: Vec<Record> = records.into_iter().map(|r| self.localize(r)).collect();
@@ -570,7 +667,9 @@ impl HubSpot {
             match self.find_created(&entry).await? {
                 Found::Yes(hs) => {
                     let r = self.adopt(&hs, &entry).await;
-                    outbox.remove(tables::OUTBOX, &key).await?;
+                    if r.is_ok() {
+                        outbox.remove(tables::OUTBOX, &key).await?;
+                    }
                     return r;
                 }
                 Found::NotYet => {
@@ -595,6 +694,15 @@ impl HubSpot {
             at: crate::domain::time::unix_now(),
         };
         outbox.put(tables::OUTBOX, &key, &entry).await?;
+        // Once HubSpot has the contact, the entry stays until it is adopted: should the
+        // adoption fail (the read back), the next attempt finds the contact instead of
+        // sending it again.
+        let adopted = |r: Result<Versioned, CrmError>| async {
+            if r.is_ok() {
+                outbox.remove(tables::OUTBOX, &key).await?;
+            }
+            r
+        };
         let outcome = match self
             .inner
             .client
@@ -602,13 +710,13 @@ impl HubSpot {
             .await
         {
             client::Sent::Answer(200 | 201, v) => match v["id"].as_str() {
-                Some(hs) => self.adopt(hs, &entry).await,
+                Some(hs) => return adopted(self.adopt(hs, &entry).await).await,
                 None => Err(unavailable("HubSpot create answer without id")),
             },
             client::Sent::Answer(status, v) => Err(Self::refused(status, &v)),
             client::Sent::NotApplied(e) => Err(e),
             client::Sent::Unknown(e) => match self.find_created(&entry).await {
-                Ok(Found::Yes(hs)) => self.adopt(&hs, &entry).await,
+                Ok(Found::Yes(hs)) => return adopted(self.adopt(&hs, &entry).await).await,
                 Ok(Found::No) => Err(e),
                 Ok(Found::NotYet) | Err(_) => {
                     tracing::warn!(local = %entry.local, "HubSpot create outcome unknown; kept in the outbox");
@@ -770,9 +878,16 @@ fn percent_encode(s: &str) -> String {
 
 impl CrmBackend for HubSpot {
     async fn changes(&self, cursor: Option<String>, max: usize) -> Result<ChangePage, CrmError> {
+        let report = self.report();
         self.inner
             .mirror
-            .changes(cursor, max, || "reading the HubSpot portal".into())
+            .changes(cursor, max, || match report.loading {
+                Some((done, total)) => format!(
+                    "reading the HubSpot portal: {done} of {total} records ({} %)",
+                    done * 100 / total.max(1)
+                ),
+                None => "reading the HubSpot portal".into(),
+            })
             .await
     }
 
@@ -895,8 +1010,10 @@ impl CrmBackend for HubSpot {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "# TYPE crmgate_hubspot_loaded gauge\ncrmgate_hubspot_loaded {}",
-            self.inner.mirror.is_loaded() as u8
+            "# TYPE crmgate_hubspot_loaded gauge\ncrmgate_hubspot_loaded {}\n\
+             # TYPE crmgate_hubspot_breaker_open gauge\ncrmgate_hubspot_breaker_open {}",
+            self.inner.mirror.is_loaded() as u8,
+            self.inner.client.breaker_open() as u8
         );
         for (name, v) in [
             ("requests", c.requests.load(Relaxed)),
@@ -915,6 +1032,12 @@ impl CrmBackend for HubSpot {
         // not know: "exhausted" means a daily-limit answer within the last hour.
         let at = c.daily_exhausted_at.load(Relaxed);
         let exhausted = at > 0 && crate::domain::time::unix_now() - at < 3600;
+        let (done, total) = r.loading.unwrap_or((0, 0));
+        let _ = writeln!(
+            s,
+            "# TYPE crmgate_hubspot_load_records gauge\ncrmgate_hubspot_load_records {done}\n\
+             # TYPE crmgate_hubspot_load_total gauge\ncrmgate_hubspot_load_total {total}"
+        );
         let _ = writeln!(
             s,
             "# TYPE crmgate_hubspot_daily_limit_exhausted gauge\ncrmgate_hubspot_daily_limit_exhausted {}",
