@@ -541,6 +541,9 @@ impl Config {
             let requests_per_10s = r
                 .int("crm.hubspot.requests_per_10s", 1, 1000)
                 .unwrap_or(100) as u32;
+            let searches_per_second = r
+                .int("crm.hubspot.searches_per_second", 1, 100)
+                .unwrap_or(4) as u32;
             let mut mapping = crate::crm::hubspot::map::Mapping::default();
             if let Some(v) = r.strings("crm.hubspot.company_owner_properties") {
                 mapping.extra_company_owners = v;
@@ -571,6 +574,7 @@ impl Config {
                 base_url,
                 token,
                 requests_per_10s,
+                searches_per_second,
                 mapping,
                 overlap,
                 associations_interval,

@@ -484,6 +484,7 @@ async fn an_interrupted_first_load_resumes_at_its_page() {
         base_url: sim.base_url.clone(),
         token: HubSpotToken::File(dir.path().join("token")),
         requests_per_10s: 90,
+        searches_per_second: 4,
         mapping: Mapping::default(),
         overlap: std::time::Duration::from_secs(60),
         associations_interval: std::time::Duration::from_secs(600),

@@ -55,6 +55,16 @@ async fn folders_follow_a_changing_portal_by_polling_alone() {
         );
     }
 
+    // crmgate's budgets kept HubSpot's limits: not one request was refused for rate (the
+    // rounds need more than HubSpot's 100 requests per 10 s, so the budget did wait).
+    assert_eq!(
+        s.hubspot()
+            .stats()
+            .throttled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
     // A restore moves no modification time: the reconciliation brings the record back.
     let restored = p.archived.clone();
     for (t, id) in &restored {

@@ -18,6 +18,9 @@ pub struct Client {
     token: String,
     per_10s: usize,
     sent: tokio::sync::Mutex<VecDeque<Instant>>,
+    /// Search has its own budget (per second), apart from the 10-second one.
+    search_per_s: usize,
+    searched: tokio::sync::Mutex<VecDeque<Instant>>,
     /// HubSpot's clock (unix ms) from the `Date` of the latest answer; 0 before any.
     server_ms: AtomicI64,
     /// Counters for `/metrics`.
@@ -95,12 +98,21 @@ impl Client {
             token: token.to_owned(),
             per_10s: per_10s.max(1),
             sent: tokio::sync::Mutex::new(VecDeque::new()),
+            search_per_s: 4,
+            searched: tokio::sync::Mutex::new(VecDeque::new()),
             server_ms: AtomicI64::new(0),
             stats: Stats::default(),
             breaker: std::sync::Mutex::new((0, None)),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(15),
         })
+    }
+
+    /// Sets the search budget: at most `per_s` searches in any second (HubSpot's own search
+    /// limit is 4 or 5 per second, depending on when the portal was created).
+    pub fn with_search_budget(mut self, per_s: usize) -> Client {
+        self.search_per_s = per_s.max(1);
+        self
     }
 
     /// Sets the circuit breaker: after `failures` failed calls in a row, calls fail at once
@@ -155,24 +167,33 @@ impl Client {
         self.server_ms.load(Ordering::Relaxed)
     }
 
-    /// Waits until one more request stays within the budget.
-    async fn slot(&self) {
+    /// Waits until one more request to `path` stays within its budget: searches count
+    /// against the search budget (per second), everything else against the 10-second one.
+    async fn slot(&self, path: &str) {
+        // Each window a little longer than HubSpot's: HubSpot counts arrivals, which network
+        // delays can bring closer together than the sends were.
+        let (window, cap, span) = if path.ends_with("/search") {
+            (
+                &self.searched,
+                self.search_per_s,
+                Duration::from_millis(1100),
+            )
+        } else {
+            (&self.sent, self.per_10s, Duration::from_millis(10_250))
+        };
         loop {
             let wait = {
-                let mut sent = self.sent.lock().await;
+                let mut sent = window.lock().await;
                 let now = Instant::now();
-                while sent
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(10))
-                {
+                while sent.front().is_some_and(|t| now.duration_since(*t) >= span) {
                     sent.pop_front();
                 }
-                if sent.len() < self.per_10s {
+                if sent.len() < cap {
                     sent.push_back(now);
                     return;
                 }
                 sent.front()
-                    .map(|t| Duration::from_secs(10).saturating_sub(now.duration_since(*t)))
+                    .map(|t| span.saturating_sub(now.duration_since(*t)))
                     .unwrap_or_default()
             };
             tokio::time::sleep(wait + Duration::from_millis(5)).await;
@@ -206,7 +227,7 @@ impl Client {
     ) -> Result<(u16, Value), CrmError> {
         let mut wait = Duration::from_millis(250);
         for attempt in 1..=ATTEMPTS {
-            self.slot().await;
+            self.slot(path).await;
             let mut req = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
@@ -293,7 +314,7 @@ impl Client {
     async fn send_once_inner(&self, method: reqwest::Method, path: &str, body: &Value) -> Sent {
         let mut wait = Duration::from_millis(250);
         for attempt in 1..=ATTEMPTS {
-            self.slot().await;
+            self.slot(path).await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent = self
                 .http

@@ -23,6 +23,9 @@ pub struct HubSpotConfig {
     pub token: HubSpotToken,
     /// Client-side budget: requests in any 10 seconds (HubSpot's Free/Starter burst is 100).
     pub requests_per_10s: u32,
+    /// Client-side budget of the search endpoint, which HubSpot limits on its own: searches
+    /// in any second (default 4).
+    pub searches_per_second: u32,
     /// Portal-specific meanings (owner properties, closing stages).
     pub mapping: Mapping,
     /// How far back each change search reaches before the newest modification seen, so

@@ -110,7 +110,8 @@ impl HubSpot {
     pub fn open(cfg: HubSpotConfig, store: Arc<Store>) -> Result<HubSpot, String> {
         let token = cfg.read_token()?;
         let client = Client::new(&cfg.base_url, &token, cfg.requests_per_10s as usize)?
-            .with_breaker(cfg.breaker_failures, cfg.breaker_cooldown);
+            .with_breaker(cfg.breaker_failures, cfg.breaker_cooldown)
+            .with_search_budget(cfg.searches_per_second as usize);
         let mirror = Mirror::open(store, PREFIX)?;
         let state: SyncState = mirror.load_state()?;
         mirror.set_loaded(state.loaded);
