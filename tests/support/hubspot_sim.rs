@@ -120,6 +120,8 @@ struct State {
     delivery: Option<tokio::task::JoinHandle<()>>,
     faults: Faults,
     faults_injected: u64,
+    /// Added before every answer.
+    latency: Duration,
 }
 
 /// Fault switches (all off by default).
@@ -537,6 +539,11 @@ impl HubSpotSim {
         }
     }
 
+    /// Delays every answer by `d` (default none).
+    pub fn set_latency(&self, d: Duration) {
+        self.shared.lock().latency = d;
+    }
+
     /// Sets the fault switches.
     pub fn set_faults(&self, f: Faults) {
         self.shared.lock().faults = f;
@@ -710,10 +717,17 @@ async fn handle(
     // the write was applied (the client cannot know whether it was).
     let is_write =
         method != Method::GET && !path.ends_with("/search") && !path.contains("/batch/read");
-    let (fail_before, drop_after) = {
+    let (fail_before, drop_after, latency) = {
         let st = sh.lock();
-        (st.faults.fail_before, st.faults.drop_after_write)
+        (
+            st.faults.fail_before,
+            st.faults.drop_after_write,
+            st.latency,
+        )
     };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if fail_before > 0.0 && rand::random::<f64>() < fail_before {
         sh.lock().faults_injected += 1;
         let mut r = Response::new(Full::new(Bytes::from_static(

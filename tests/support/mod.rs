@@ -93,6 +93,20 @@ pub fn hellohq_app(dir: &Path, sim_base: &str, hq_keys: &str) -> Arc<App> {
     Arc::new(App::open(cfg).expect("open"))
 }
 
+/// crmgate on a HubSpot simulator, not loaded yet (token and logins files written into `dir`).
+pub fn hubspot_app(dir: &Path, sim_base: &str, hubspot_extra: &str) -> Arc<App> {
+    TestServer::write_hellohq_files(dir, &[]);
+    std::fs::write(dir.join("hubspot-token"), hubspot_sim::HubSpotSim::TOKEN).expect("token");
+    let ov = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.to_path_buf()),
+        seed: None,
+        insecure_http: false,
+    };
+    let cfg = Config::parse(&hubspot_config(sim_base, hubspot_extra), dir, &ov).expect("config");
+    Arc::new(App::open(cfg).expect("open"))
+}
+
 /// Config text for the helloHQ backend (files from [`TestServer::write_hellohq_files`]).
 pub fn hellohq_config(sim_base: &str, hq_keys: &str, extra_config: &str) -> String {
     format!(
