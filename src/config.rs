@@ -522,6 +522,16 @@ impl Config {
                     p.strip_prefix("file:").unwrap_or(p),
                 )),
             };
+            let oauth = match r.string("crm.hubspot.oauth").as_deref() {
+                None => None,
+                Some("env") => Some(crate::crm::hubspot::config::HubSpotToken::Env),
+                Some(p) => Some(crate::crm::hubspot::config::HubSpotToken::File(resolve(
+                    p.strip_prefix("file:").unwrap_or(p),
+                ))),
+            };
+            let token_url = r
+                .string("crm.hubspot.token_url")
+                .unwrap_or_else(|| format!("{}/oauth/v1/token", base_url.trim_end_matches('/')));
             let webhook_secret = match r.string("crm.hubspot.webhook_secret").as_deref() {
                 None => None,
                 Some("env") => Some(crate::crm::hubspot::config::HubSpotToken::Env),
@@ -573,6 +583,8 @@ impl Config {
             Some(crate::crm::hubspot::config::HubSpotConfig {
                 base_url,
                 token,
+                oauth,
+                token_url,
                 requests_per_10s,
                 searches_per_second,
                 mapping,

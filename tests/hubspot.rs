@@ -483,6 +483,8 @@ async fn an_interrupted_first_load_resumes_at_its_page() {
     let cfg = HubSpotConfig {
         base_url: sim.base_url.clone(),
         token: HubSpotToken::File(dir.path().join("token")),
+        oauth: None,
+        token_url: format!("{}/oauth/v1/token", sim.base_url),
         requests_per_10s: 90,
         searches_per_second: 4,
         mapping: Mapping::default(),
@@ -546,4 +548,63 @@ async fn an_interrupted_first_load_resumes_at_its_page() {
     }
     assert!(again.changes(None, 10).await.is_ok(), "ready");
     assert_eq!(again.report().loading, None);
+}
+
+/// HubSpot as an OAuth app: access tokens come from the refresh token, an expired one is
+/// replaced on its 401 and the request sent again, and the refresh token HubSpot rotates is
+/// kept, so a restart works although the configured one no longer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_are_refreshed_and_a_rotated_refresh_token_survives_a_restart() {
+    let sim = HubSpotSim::start().await;
+    sim.set_access_ttl(std::time::Duration::from_secs(1));
+    let ana = sim.add_owner(
+        "ana@portal.test",
+        "Ana",
+        "Alves",
+        &[("t1", "Berlin")],
+        false,
+    );
+    let acme = sim.add(
+        "companies",
+        json!({"name": "Acme", "hubspot_owner_id": ana}),
+    );
+    let c = sim.add("contacts", json!({"firstname": "Otto", "lastname": "Auth"}));
+    sim.associate("contacts", c, "companies", acme);
+    let creds = tempfile::tempdir().expect("dir");
+    let file = creds.path().join("oauth.json");
+    std::fs::write(
+        &file,
+        json!({"client_id": HubSpotSim::CLIENT_ID, "client_secret": HubSpotSim::CLIENT_SECRET,
+            "refresh_token": HubSpotSim::REFRESH_TOKEN})
+        .to_string(),
+    )
+    .expect("creds");
+    let extra = format!("oauth = \"file:{}\"", file.display());
+    let s = support::TestServer::start_hubspot_with(&sim.base_url, &[], &extra).await;
+    assert_eq!(sim.token_grants(), 1, "one token for the load");
+    // The access token expires; the next poll gets a 401, a new token, and goes on.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    sim.update("contacts", c, json!({"jobtitle": "Refreshed"}));
+    s.app.refresh().await.expect("poll after expiry");
+    let after_expiry = sim.token_grants();
+    assert!(after_expiry >= 2, "a new access token after the 401");
+    let seen = |s: &support::TestServer| {
+        let e = s.app.replica.read().expect("replica");
+        e.contact_record_by_id(&c.to_string())
+            .map(|r| r.job_title.clone())
+    };
+    assert_eq!(seen(&s), Some(Some("Refreshed".into())));
+    // The configured refresh token was rotated away at the first grant; after a restart the
+    // kept one works.
+    let s = s
+        .restart(&support::hubspot_config(&sim.base_url, &extra))
+        .await;
+    sim.update("contacts", c, json!({"jobtitle": "After restart"}));
+    s.app.refresh().await.expect("poll after the restart");
+    assert!(
+        sim.token_grants() > after_expiry,
+        "tokens from the kept refresh token"
+    );
+    assert_eq!(seen(&s), Some(Some("After restart".into())));
+    s.stop().await;
 }

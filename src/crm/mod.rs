@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod hellohq;
 pub mod hubspot;
 pub mod mirror;
+pub mod oauth;
 
 use crate::domain::dataset::Problem;
 use crate::domain::{Contact, ContactField, Kind, Record};

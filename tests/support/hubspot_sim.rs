@@ -122,6 +122,12 @@ struct State {
     faults_injected: u64,
     /// Added before every answer.
     latency: Duration,
+    /// OAuth: the refresh token that works now (each use rotates it), the access tokens
+    /// issued with their expiry, their lifetime, and how many were issued.
+    refresh_token: String,
+    access_tokens: BTreeMap<String, Instant>,
+    access_ttl: Duration,
+    token_grants: u64,
 }
 
 /// Fault switches (all off by default).
@@ -273,6 +279,22 @@ fn defaults(t: &str) -> &'static [&'static str] {
 impl HubSpotSim {
     /// The private-app token the sim accepts.
     pub const TOKEN: &'static str = "pat-sim-0001";
+    /// The OAuth app the sim knows, and its first refresh token.
+    pub const CLIENT_ID: &'static str = "sim-client-0001";
+    /// The OAuth app's secret.
+    pub const CLIENT_SECRET: &'static str = "sim-client-secret";
+    /// The refresh token an install gives first.
+    pub const REFRESH_TOKEN: &'static str = "sim-refresh-0001";
+
+    /// How long OAuth access tokens live (default 30 minutes, HubSpot's).
+    pub fn set_access_ttl(&self, d: Duration) {
+        self.shared.lock().access_ttl = d;
+    }
+
+    /// OAuth access tokens issued so far.
+    pub fn token_grants(&self) -> u64 {
+        self.shared.lock().token_grants
+    }
 
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
     pub async fn start() -> HubSpotSim {
@@ -283,6 +305,8 @@ impl HubSpotSim {
         let base_url = format!("http://127.0.0.1:{}", addr.port());
         let mut st = State {
             next_id: 100,
+            refresh_token: HubSpotSim::REFRESH_TOKEN.to_owned(),
+            access_ttl: Duration::from_secs(1800),
             ..State::default()
         };
         for (t, _, _) in TYPES {
@@ -787,7 +811,15 @@ fn answer(
             .join("/")
     );
     *st.by_route.entry(route).or_default() += 1;
-    if auth != Some(&format!("Bearer {}", HubSpotSim::TOKEN)) {
+    if method == Method::POST && path == "/oauth/v1/token" {
+        return token_grant(&mut st, body);
+    }
+    let bearer = auth.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    let issued = st
+        .access_tokens
+        .get(bearer)
+        .is_some_and(|until| Instant::now() < *until);
+    if bearer != HubSpotSim::TOKEN && !issued {
         return error(
             401,
             "INVALID_AUTHENTICATION",
@@ -1215,6 +1247,50 @@ fn answer(
         }
         _ => error(404, "NOT_FOUND", "No route"),
     }
+}
+
+/// `POST /oauth/v1/token` with `grant_type=refresh_token`: the client id and secret as form
+/// fields, the current refresh token; answers an access token and a new refresh token (the
+/// old one stops working: the strict reading of rotation).
+fn token_grant(st: &mut State, body: &[u8]) -> (u16, Value) {
+    let text = String::from_utf8_lossy(body);
+    let field = |name: &str| {
+        text.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| percent_decode(&v.replace('+', " ")))
+        })
+    };
+    let bad = |message: &str| {
+        (
+            400,
+            json!({"status": "BAD_REFRESH_TOKEN", "message": message,
+                "correlationId": "00000000-0000-4000-8000-000000000002"}),
+        )
+    };
+    if field("grant_type").as_deref() != Some("refresh_token") {
+        return bad("grant_type must be refresh_token");
+    }
+    if field("client_id").as_deref() != Some(HubSpotSim::CLIENT_ID)
+        || field("client_secret").as_deref() != Some(HubSpotSim::CLIENT_SECRET)
+    {
+        return (
+            400,
+            json!({"status": "BAD_CLIENT_ID", "message": "missing or unknown client id or secret"}),
+        );
+    }
+    if field("refresh_token").as_deref() != Some(st.refresh_token.as_str()) {
+        return bad("missing or unknown refresh token");
+    }
+    st.token_grants += 1;
+    let access = format!("oat-sim-{:04}", st.token_grants);
+    st.refresh_token = format!("sim-refresh-{:04}", st.token_grants + 1);
+    let until = Instant::now() + st.access_ttl;
+    st.access_tokens.insert(access.clone(), until);
+    (
+        200,
+        json!({"token_type": "bearer", "access_token": access, "refresh_token": st.refresh_token,
+            "expires_in": st.access_ttl.as_secs()}),
+    )
 }
 
 /// True when `id` is a record of `t` that is not archived.

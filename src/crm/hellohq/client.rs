@@ -5,7 +5,7 @@
 
 use super::config::{HelloHqConfig, HelloHqCredentials, TokenAuth};
 use crate::crm::CrmError;
-use crate::store::{KvStore, Store};
+use crate::store::Store;
 use rand::Rng;
 use reqwest::Method;
 use serde_json::Value;
@@ -14,56 +14,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// OAuth2 client credentials and refresh token.
-#[derive(Clone, serde::Deserialize)]
-pub struct Credentials {
-    /// App id (`{customer-id}-{client-id}`).
-    pub client_id: String,
-    /// Client secret.
-    pub client_secret: String,
-    /// Refresh token (valid until revoked).
-    pub refresh_token: String,
-}
+pub use crate::crm::oauth::Credentials;
 
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
-            .field("refresh_token", &"<redacted>")
-            .finish()
-    }
-}
-
-impl Credentials {
-    /// Reads the credentials from the environment or a file.
-    pub fn load(src: &HelloHqCredentials) -> Result<Credentials, String> {
-        match src {
-            HelloHqCredentials::Env => {
-                let var = |k: &str| {
-                    std::env::var(k)
-                        .ok()
-                        .filter(|v| !v.is_empty())
-                        .ok_or_else(|| format!("crm.hellohq: environment variable {k} is not set"))
-                };
-                Ok(Credentials {
-                    client_id: var("CRMGATE_HELLOHQ_CLIENT_ID")?,
-                    client_secret: var("CRMGATE_HELLOHQ_CLIENT_SECRET")?,
-                    refresh_token: var("CRMGATE_HELLOHQ_REFRESH_TOKEN")?,
-                })
-            }
-            HelloHqCredentials::File(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("crm.hellohq.credentials: {}: {e}", p.display()))?;
-                serde_json::from_str(&text).map_err(|e| {
-                    format!(
-                        "crm.hellohq.credentials: {}: expected {{\"client_id\", \"client_secret\", \
-                         \"refresh_token\"}}: {e}",
-                        p.display()
-                    )
-                })
-            }
-        }
+/// Reads helloHQ's credentials from the environment or a file.
+pub fn load_credentials(src: &HelloHqCredentials) -> Result<Credentials, String> {
+    match src {
+        HelloHqCredentials::Env => Credentials::from_env("CRMGATE_HELLOHQ", "crm.hellohq"),
+        HelloHqCredentials::File(p) => Credentials::from_file(p, "crm.hellohq.credentials"),
     }
 }
 
@@ -178,11 +135,9 @@ impl Health {
 pub struct Client {
     http: reqwest::Client,
     cfg: HelloHqConfig,
-    creds: Credentials,
-    /// The access token and the refresh token in use (helloHQ may rotate the latter).
-    token: tokio::sync::Mutex<Tokens>,
-    /// Where a rotated refresh token is kept (the data dir, files 0600).
-    store: Option<Arc<Store>>,
+    /// The access token and the refresh token in use (helloHQ may rotate the latter; a
+    /// rotated one is kept in the data dir).
+    oauth: crate::crm::oauth::Refresher,
     bucket: Mutex<Bucket>,
     breaker: Mutex<Breaker>,
     /// helloHQ's clock minus ours, seconds (from `Date` headers).
@@ -191,28 +146,8 @@ pub struct Client {
     pub counters: Counters,
 }
 
-/// The tokens of a client.
-struct Tokens {
-    access: Option<String>,
-    refresh: String,
-}
-
 /// Store key of the refresh token in use when helloHQ rotated the configured one.
 const REFRESH_KEY: &[u8] = b"hq/refresh_token";
-
-/// A rotated refresh token, with the configured token it descends from: a new token in the
-/// configuration (an admin authorized crmgate again) wins over the stored one.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Rotated {
-    configured: String,
-    token: String,
-}
-
-fn fingerprint(token: &str) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(token.as_bytes());
-    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
 
 fn unavailable(retry_after: Option<Duration>, reason: impl Into<String>) -> CrmError {
     CrmError::Unavailable {
@@ -244,19 +179,18 @@ impl Client {
         creds: Credentials,
         store: Option<Arc<Store>>,
     ) -> Result<Client, String> {
-        let mut refresh = creds.refresh_token.clone();
-        if let Some(st) = &store {
-            if let Some(b) = st.get(REFRESH_KEY).map_err(|e| e.to_string())? {
-                match serde_json::from_slice::<Rotated>(&b) {
-                    Ok(r) if r.configured == fingerprint(&creds.refresh_token) => refresh = r.token,
-                    Ok(_) => tracing::info!(
-                        "the configured helloHQ refresh token changed; using it instead of the \
-                         rotated one kept in the data dir"
-                    ),
-                    Err(e) => return Err(format!("{}: {e}", String::from_utf8_lossy(REFRESH_KEY))),
-                }
-            }
-        }
+        let auth = match cfg.token_auth {
+            TokenAuth::Basic => crate::crm::oauth::ClientAuth::Basic,
+            TokenAuth::Body => crate::crm::oauth::ClientAuth::Body,
+        };
+        let oauth = crate::crm::oauth::Refresher::new(
+            "helloHQ",
+            &cfg.token_url,
+            creds,
+            auth,
+            store,
+            REFRESH_KEY,
+        )?;
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
@@ -267,12 +201,7 @@ impl Client {
         let burst = Self::burst(cfg.requests_per_minute);
         Ok(Client {
             http,
-            creds,
-            token: tokio::sync::Mutex::new(Tokens {
-                access: None,
-                refresh,
-            }),
-            store,
+            oauth,
             bucket: Mutex::new(Bucket {
                 tokens: burst,
                 last: Instant::now(),
@@ -406,91 +335,24 @@ impl Client {
     }
 
     async fn access_token(&self, refresh: bool) -> Result<String, CrmError> {
-        let mut tok = self.token.lock().await;
-        if !refresh {
-            if let Some(t) = tok.access.as_ref() {
-                return Ok(t.clone());
-            }
-        }
-        self.counters
-            .token_refreshes
-            .fetch_add(1, Ordering::Relaxed);
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", tok.refresh.as_str()),
-        ];
-        let mut req = self.http.post(&self.cfg.token_url);
-        match self.cfg.token_auth {
-            TokenAuth::Basic => {
-                req = req.basic_auth(&self.creds.client_id, Some(&self.creds.client_secret))
-            }
-            TokenAuth::Body => {
-                form.push(("client_id", self.creds.client_id.as_str()));
-                form.push(("client_secret", self.creds.client_secret.as_str()));
-            }
-        }
-        let resp = req.form(&form).send().await.map_err(|e| {
-            self.record(false);
-            unavailable(None, format!("helloHQ token endpoint: {}", e.without_url()))
-        })?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status != 200 {
-            if status >= 500 {
-                self.record(false);
-            }
-            let why = body
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no reason given");
-            tracing::error!(status, why, "helloHQ refused the token refresh");
-            return Err(unavailable(
-                None,
-                format!("helloHQ token endpoint answered {status} ({why})"),
-            ));
-        }
-        let t = body
-            .get("access_token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| unavailable(None, "helloHQ token answer without access_token"))?
-            .to_owned();
-        // A new refresh token replaces the one just used, which may no longer work: keep it
-        // (in memory first, so this process goes on working whatever the disk says) and
-        // durably, or a restart would be locked out.
-        if let Some(rotated) = body
-            .get("refresh_token")
-            .and_then(Value::as_str)
-            .filter(|r| !r.is_empty() && *r != tok.refresh)
+        use crate::crm::oauth::TokenFailure;
+        match self
+            .oauth
+            .access_token(&self.http, refresh, &self.counters.token_refreshes)
+            .await
         {
-            tok.refresh = rotated.to_owned();
-            let kept = match &self.store {
-                Some(store) => {
-                    let record = Rotated {
-                        configured: fingerprint(&self.creds.refresh_token),
-                        token: rotated.to_owned(),
-                    };
-                    let store = store.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-                        store.put(REFRESH_KEY, &bytes).map_err(|e| e.to_string())
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
+            Ok(t) => Ok(t),
+            Err(TokenFailure::Unreachable(m)) => {
+                self.record(false);
+                Err(unavailable(None, m))
+            }
+            Err(TokenFailure::Refused { status, message }) => {
+                if status >= 500 {
+                    self.record(false);
                 }
-                None => Ok(()),
-            };
-            match kept {
-                Ok(()) => tracing::info!("helloHQ rotated the refresh token; the new one is kept"),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "helloHQ rotated the refresh token and it could not be saved: after a \
-                     restart crmgate must be authorized again"
-                ),
+                Err(unavailable(None, message))
             }
         }
-        tok.access = Some(t.clone());
-        Ok(t)
     }
 
     /// One request (a `401` refreshes the token and is retried once). `max_wait` bounds the

@@ -30,7 +30,7 @@ use super::{ChangePage, CrmBackend, CrmError, Precondition, Versioned};
 use crate::domain::dataset::Problem;
 use crate::domain::{Contact, ContactField, Kind, Record};
 use crate::store::Store;
-use client::{unix_now, Client, Credentials, Failure, Health, Reply};
+use client::{unix_now, Client, Failure, Health, Reply};
 use config::HelloHqConfig;
 use map::{Alias, Ctx, Set};
 use reqwest::Method;
@@ -271,7 +271,7 @@ impl HelloHq {
     /// helloHQ users is no business of the CRM layer: `auth` keeps it and lays it over the
     /// user records this backend emits (which carry no password or role).
     pub fn open(cfg: HelloHqConfig, store: Arc<Store>) -> Result<HelloHq, String> {
-        let creds = Credentials::load(&cfg.credentials)?;
+        let creds = client::load_credentials(&cfg.credentials)?;
         let client = Client::new(cfg.clone(), creds, Some(store.clone()))?;
         let mirror = Mirror::open(store, PREFIX)?;
         let state: SyncState = mirror.load_state()?;

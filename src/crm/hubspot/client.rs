@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: String,
+    auth: Auth,
     per_10s: usize,
     sent: tokio::sync::Mutex<VecDeque<Instant>>,
     /// Search has its own budget (per second), apart from the 10-second one.
@@ -47,6 +47,8 @@ pub struct Stats {
     pub throttled: AtomicU64,
     /// `429` answers naming the daily limit.
     pub daily_exhausted: AtomicU64,
+    /// Access tokens fetched (OAuth).
+    pub token_refreshes: AtomicU64,
     /// Unix seconds of the latest daily-limit `429` (0: none).
     pub daily_exhausted_at: AtomicI64,
     /// `5xx` answers and failed connections.
@@ -58,6 +60,14 @@ fn unavailable(reason: impl Into<String>) -> CrmError {
         retry_after: None,
         reason: reason.into(),
     }
+}
+
+/// How requests are authorised.
+enum Auth {
+    /// A private app's static token.
+    Static(String),
+    /// An OAuth app: access tokens from the refresh token (refreshed on `401`).
+    OAuth(Box<crate::crm::oauth::Refresher>),
 }
 
 /// What became of a request sent with [`Client::send_once`].
@@ -95,7 +105,7 @@ impl Client {
         Ok(Client {
             http,
             base,
-            token: token.to_owned(),
+            auth: Auth::Static(token.to_owned()),
             per_10s: per_10s.max(1),
             sent: tokio::sync::Mutex::new(VecDeque::new()),
             search_per_s: 4,
@@ -106,6 +116,26 @@ impl Client {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(15),
         })
+    }
+
+    /// The same client authorised as an OAuth app instead (access tokens from `oauth`).
+    pub fn with_oauth(mut self, oauth: crate::crm::oauth::Refresher) -> Client {
+        self.auth = Auth::OAuth(Box::new(oauth));
+        self
+    }
+
+    /// The bearer token for the next request (`fresh`: after a `401`, a new one).
+    async fn bearer(&self, fresh: bool) -> Result<String, CrmError> {
+        match &self.auth {
+            Auth::Static(t) => Ok(t.clone()),
+            Auth::OAuth(o) => o
+                .access_token(&self.http, fresh, &self.stats.token_refreshes)
+                .await
+                .map_err(|e| match e {
+                    crate::crm::oauth::TokenFailure::Unreachable(m)
+                    | crate::crm::oauth::TokenFailure::Refused { message: m, .. } => unavailable(m),
+                }),
+        }
     }
 
     /// Sets the search budget: at most `per_s` searches in any second (HubSpot's own search
@@ -226,12 +256,14 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<(u16, Value), CrmError> {
         let mut wait = Duration::from_millis(250);
+        let mut fresh = false;
         for attempt in 1..=ATTEMPTS {
             self.slot(path).await;
+            let token = self.bearer(fresh).await?;
             let mut req = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
-                .bearer_auth(&self.token);
+                .bearer_auth(token);
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -288,6 +320,11 @@ impl Client {
                 wait *= 2;
                 continue;
             }
+            // An expired access token: a new one, and the request once more.
+            if status == 401 && !fresh && matches!(self.auth, Auth::OAuth(_)) {
+                fresh = true;
+                continue;
+            }
             if status == 401 || status == 403 {
                 return Err(unavailable(format!(
                     "HubSpot refused the token ({status}): {}",
@@ -313,13 +350,18 @@ impl Client {
 
     async fn send_once_inner(&self, method: reqwest::Method, path: &str, body: &Value) -> Sent {
         let mut wait = Duration::from_millis(250);
+        let mut fresh = false;
         for attempt in 1..=ATTEMPTS {
             self.slot(path).await;
+            let token = match self.bearer(fresh).await {
+                Ok(t) => t,
+                Err(e) => return Sent::NotApplied(e),
+            };
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
-                .bearer_auth(&self.token)
+                .bearer_auth(token)
                 .json(body)
                 .send()
                 .await;
@@ -357,6 +399,11 @@ impl Client {
             if status >= 500 {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 return Sent::Unknown(unavailable(format!("HubSpot answered {status}")));
+            }
+            // A 401 is answered before anything is done: with a new token, once more.
+            if status == 401 && !fresh && matches!(self.auth, Auth::OAuth(_)) {
+                fresh = true;
+                continue;
             }
             if status == 401 || status == 403 {
                 return Sent::NotApplied(unavailable(format!(

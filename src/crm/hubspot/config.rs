@@ -19,8 +19,14 @@ pub enum HubSpotToken {
 pub struct HubSpotConfig {
     /// API root (`https://api.hubapi.com`; http only on loopback, for tests).
     pub base_url: String,
-    /// The token.
+    /// The private app's token (unless `oauth` is set).
     pub token: HubSpotToken,
+    /// An OAuth app's client id, secret and refresh token instead of a private app's token:
+    /// `Env` reads `CRMGATE_HUBSPOT_CLIENT_ID`, `…_CLIENT_SECRET`, `…_REFRESH_TOKEN`; a file
+    /// holds `{"client_id", "client_secret", "refresh_token"}`.
+    pub oauth: Option<HubSpotToken>,
+    /// The OAuth token endpoint (default `{base_url}/oauth/v1/token`).
+    pub token_url: String,
     /// Client-side budget: requests in any 10 seconds (HubSpot's Free/Starter burst is 100).
     pub requests_per_10s: u32,
     /// Client-side budget of the search endpoint, which HubSpot limits on its own: searches
@@ -59,6 +65,18 @@ impl HubSpotConfig {
     /// The token, read from where the configuration says.
     pub fn read_token(&self) -> Result<String, String> {
         read_secret(&self.token, "crm.hubspot.token", "CRMGATE_HUBSPOT_TOKEN")
+    }
+
+    /// The OAuth credentials, when HubSpot is used as an OAuth app.
+    pub fn read_oauth(&self) -> Result<Option<crate::crm::oauth::Credentials>, String> {
+        use crate::crm::oauth::Credentials;
+        self.oauth
+            .as_ref()
+            .map(|src| match src {
+                HubSpotToken::Env => Credentials::from_env("CRMGATE_HUBSPOT", "crm.hubspot.oauth"),
+                HubSpotToken::File(p) => Credentials::from_file(p, "crm.hubspot.oauth"),
+            })
+            .transpose()
     }
 
     /// The app's client secret for webhooks, if they are on.

@@ -108,10 +108,24 @@ fn unavailable(reason: impl Into<String>) -> CrmError {
 impl HubSpot {
     /// Opens the backend: token, client, mirror and aliases.
     pub fn open(cfg: HubSpotConfig, store: Arc<Store>) -> Result<HubSpot, String> {
-        let token = cfg.read_token()?;
-        let client = Client::new(&cfg.base_url, &token, cfg.requests_per_10s as usize)?
-            .with_breaker(cfg.breaker_failures, cfg.breaker_cooldown)
-            .with_search_budget(cfg.searches_per_second as usize);
+        let client = match cfg.read_oauth()? {
+            Some(creds) => Client::new(&cfg.base_url, "", cfg.requests_per_10s as usize)?
+                .with_oauth(crate::crm::oauth::Refresher::new(
+                    "HubSpot",
+                    &cfg.token_url,
+                    creds,
+                    crate::crm::oauth::ClientAuth::Body,
+                    Some(store.clone()),
+                    b"hs/refresh_token",
+                )?),
+            None => Client::new(
+                &cfg.base_url,
+                &cfg.read_token()?,
+                cfg.requests_per_10s as usize,
+            )?,
+        }
+        .with_breaker(cfg.breaker_failures, cfg.breaker_cooldown)
+        .with_search_budget(cfg.searches_per_second as usize);
         let mirror = Mirror::open(store, PREFIX)?;
         let state: SyncState = mirror.load_state()?;
         mirror.set_loaded(state.loaded);
@@ -1021,6 +1035,7 @@ impl CrmBackend for HubSpot {
             ("throttled", c.throttled.load(Relaxed)),
             ("daily_limit_hits", c.daily_exhausted.load(Relaxed)),
             ("failures", c.failures.load(Relaxed)),
+            ("token_refreshes", c.token_refreshes.load(Relaxed)),
             ("full_reads", r.full_reads),
             ("polls", r.polls),
         ] {
