@@ -564,6 +564,34 @@ impl Config {
             if let Some(v) = r.strings("crm.hubspot.lost_stages") {
                 mapping.lost_stages = v;
             }
+            mapping.default_lifecycle_stage = r.string("crm.hubspot.default_lifecycle_stage");
+            match r.get("crm.hubspot.custom_properties") {
+                None => {}
+                Some(toml::Value::Table(t)) => {
+                    for (field, prop) in t {
+                        let known = crate::crm::hubspot::map::CUSTOM_FIELDS
+                            .iter()
+                            .any(|(name, _)| name == field);
+                        match prop.as_str() {
+                            Some(p) if known && !p.is_empty() => {
+                                mapping.custom.insert(field.clone(), p.to_owned());
+                            }
+                            _ if !known => r.bad(
+                                &format!("crm.hubspot.custom_properties.{field}"),
+                                "unknown field (known: title, middle_name, department, notes)",
+                            ),
+                            _ => r.bad(
+                                &format!("crm.hubspot.custom_properties.{field}"),
+                                "expected a HubSpot property name",
+                            ),
+                        }
+                    }
+                }
+                Some(_) => r.bad(
+                    "crm.hubspot.custom_properties",
+                    "expected a table of field = \"property\"",
+                ),
+            }
             let logins = r.string("crm.hubspot.logins").map(|p| resolve(&p));
             let overlap = Duration::from_secs(
                 r.int("crm.hubspot.overlap_secs", 0, 86400).unwrap_or(60) as u64,

@@ -608,3 +608,83 @@ async fn oauth_tokens_are_refreshed_and_a_rotated_refresh_token_survives_a_resta
     assert_eq!(seen(&s), Some(Some("After restart".into())));
     s.stop().await;
 }
+
+/// Fields HubSpot has no standard property for can be mapped to custom properties: then they
+/// are read, shown and written like the others (a PATCH of that property alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_properties_hold_what_standard_ones_cannot() {
+    let sim = HubSpotSim::start().await;
+    let ana = sim.add_owner(
+        "ana@portal.test",
+        "Ana",
+        "Alves",
+        &[("t1", "Berlin")],
+        false,
+    );
+    let acme = sim.add(
+        "companies",
+        json!({"name": "Acme", "hubspot_owner_id": ana}),
+    );
+    let c = sim.add(
+        "contacts",
+        json!({"firstname": "Cora", "lastname": "Custom", "abteilung": "Einkauf"}),
+    );
+    sim.associate("contacts", c, "companies", acme);
+    let s = support::TestServer::start_hubspot_with(
+        &sim.base_url,
+        &[("ana@portal.test", "pw", "user")],
+        "[crm.hubspot.custom_properties]\ndepartment = \"abteilung\"\nnotes = \"crm_notes\"",
+    )
+    .await;
+    let token = s
+        .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
+        .await;
+    let folders: serde_json::Value = s
+        .client
+        .get(s.url("/v1.0/me/contactFolders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("folders")
+        .json()
+        .await
+        .expect("json");
+    let my = folders["value"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["displayName"] == "HQ My Contacts"))
+        .and_then(|f| f["id"].as_str())
+        .expect("My")
+        .to_owned();
+    let list: serde_json::Value = s
+        .client
+        .get(s.url(&format!("/v1.0/me/contactFolders/{my}/contacts")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let cora = &list["value"][0];
+    assert_eq!(cora["department"], "Einkauf", "{cora}");
+    let id = cora["id"].as_str().expect("id");
+    let before = sim.writes().len();
+    let r = s
+        .client
+        .patch(s.url(&format!("/v1.0/me/contacts/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"personalNotes": "met at the fair"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let writes: Vec<_> = sim.writes().into_iter().skip(before).collect();
+    assert_eq!(
+        writes,
+        vec![(
+            format!("PATCH contacts/{c}"),
+            json!({"properties": {"crm_notes": "met at the fair"}})
+        )]
+    );
+    s.stop().await;
+}

@@ -267,3 +267,79 @@ async fn an_outage_makes_writes_retryable_and_reads_go_on() {
     assert_eq!(raw.objects["contacts"][&c]["jobtitle"], "After the outage");
     s.stop().await;
 }
+
+/// The daily limit used up: reported in `/metrics`, `/readyz` stays ready, reads go on, writes
+/// answer a retryable error, and the breaker stays closed (HubSpot is not failing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_up_daily_limit_is_reported_and_reads_go_on() {
+    let sim = HubSpotSim::start().await;
+    let ana = sim.add_owner(
+        "ana@portal.test",
+        "Ana",
+        "Alves",
+        &[("t1", "Berlin")],
+        false,
+    );
+    let acme = sim.add(
+        "companies",
+        json!({"name": "Acme", "hubspot_owner_id": ana}),
+    );
+    let c = sim.add(
+        "contacts",
+        json!({"firstname": "Dana", "lastname": "Daily"}),
+    );
+    sim.associate("contacts", c, "companies", acme);
+    let s = TestServer::start_hubspot_with(
+        &sim.base_url,
+        &[("ana@portal.test", "pw", "user")],
+        "breaker_failures = 1",
+    )
+    .await;
+    let token = s
+        .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
+        .await;
+    let my = my_folder(&s, &token).await;
+    sim.set_daily_exhausted(true);
+    assert!(s.app.refresh().await.is_ok(), "the poll fails quietly");
+    let list = s
+        .client
+        .get(s.url(&format!("/v1.0/me/contactFolders/{my}/contacts")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(list.status().as_u16(), 200);
+    let body: Value = list.json().await.expect("json");
+    let id = body["value"][0]["id"].as_str().expect("id").to_owned();
+    let r = s
+        .client
+        .patch(s.url(&format!("/v1.0/me/contacts/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"jobTitle": "Tomorrow"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("crmgate_hubspot_daily_limit_exhausted 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("crmgate_hubspot_breaker_open 0"),
+        "{metrics}"
+    );
+    let ready = s.client.get(s.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    sim.set_daily_exhausted(false);
+    s.stop().await;
+}

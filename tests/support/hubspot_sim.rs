@@ -125,6 +125,8 @@ struct State {
     /// OAuth: the refresh token that works now (each use rotates it), the access tokens
     /// issued with their expiry, their lifetime, and how many were issued.
     refresh_token: String,
+    /// The portal's daily limit is used up: every API request answers HubSpot's DAILY 429.
+    daily_exhausted: bool,
     access_tokens: BTreeMap<String, Instant>,
     access_ttl: Duration,
     token_grants: u64,
@@ -563,6 +565,11 @@ impl HubSpotSim {
         }
     }
 
+    /// Uses up (or restores) the portal's daily limit.
+    pub fn set_daily_exhausted(&self, on: bool) {
+        self.shared.lock().daily_exhausted = on;
+    }
+
     /// Delays every answer by `d` (default none).
     pub fn set_latency(&self, d: Duration) {
         self.shared.lock().latency = d;
@@ -824,6 +831,14 @@ fn answer(
             401,
             "INVALID_AUTHENTICATION",
             "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
+        );
+    }
+    if st.daily_exhausted {
+        return (
+            429,
+            json!({"status": "error", "message": "You have reached your daily limit.",
+                "errorType": "RATE_LIMIT", "correlationId": "00000000-0000-4000-8000-000000000003",
+                "policyName": "DAILY", "requestId": "00000000-0000-4000-8000-000000000004"}),
         );
     }
     // Rate limits: search has its own (5/s); the rest share 100 per rolling 10 s.

@@ -694,6 +694,7 @@ impl Client {
                 .iter()
                 .copied()
                 .chain(["company", "hubspot_team_id"])
+                .chain(m.custom.values().map(String::as_str))
                 .collect(),
             _ => DEAL_PROPERTIES.to_vec(),
         }
@@ -723,7 +724,7 @@ impl Client {
                     .filter_map(|c| {
                         let id = c["id"].as_str()?;
                         let companies = of_contact.get(id).cloned().unwrap_or_default();
-                        map::contact(c, &companies).map(Record::Contact)
+                        map::contact(c, &companies, m).map(Record::Contact)
                     })
                     .collect()
             }

@@ -12,6 +12,7 @@ use crate::domain::{
     Phone, PhoneKind, PostalAddress, Subsystem, SubsystemId, User, UserId,
 };
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Where portals differ: which properties and values mean what (configuration).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,29 @@ pub struct Mapping {
     pub lost_stages: Vec<String>,
     /// Lifecycle stage given to contacts created through crmgate (`None`: HubSpot's default).
     pub default_lifecycle_stage: Option<String>,
+    /// Custom contact properties holding fields HubSpot has no standard property for:
+    /// field (`title`, `middle_name`, `department`, `notes`) → property name. A mapped field
+    /// is read and written; an unmapped one is refused on writes.
+    pub custom: BTreeMap<String, String>,
+}
+
+/// The contact fields a custom property can hold, by their configuration name.
+pub const CUSTOM_FIELDS: [(&str, ContactField); 4] = [
+    ("title", ContactField::Title),
+    ("middle_name", ContactField::MiddleName),
+    ("department", ContactField::Department),
+    ("notes", ContactField::Notes),
+];
+
+impl Mapping {
+    /// The custom property holding `field`, if one is configured.
+    pub fn custom_property(&self, field: ContactField) -> Option<&str> {
+        CUSTOM_FIELDS
+            .iter()
+            .find(|(_, f)| *f == field)
+            .and_then(|(name, _)| self.custom.get(*name))
+            .map(String::as_str)
+    }
 }
 
 impl Default for Mapping {
@@ -33,6 +57,7 @@ impl Default for Mapping {
             won_stages: vec!["closedwon".into()],
             lost_stages: vec!["closedlost".into()],
             default_lifecycle_stage: None,
+            custom: BTreeMap::new(),
         }
     }
 }
@@ -221,7 +246,7 @@ pub fn company(v: &Value, m: &Mapping) -> Option<Company> {
 }
 
 /// A HubSpot contact with the ids of the companies it is associated with.
-pub fn contact(v: &Value, companies: &[String]) -> Option<Contact> {
+pub fn contact(v: &Value, companies: &[String], m: &Mapping) -> Option<Contact> {
     let id = id_of(v)?;
     let mut emails: Vec<Email> = owned(v, "email")
         .into_iter()
@@ -249,7 +274,13 @@ pub fn contact(v: &Value, companies: &[String]) -> Option<Contact> {
     let has_address = ["address", "city", "zip", "state", "country"]
         .iter()
         .any(|p| prop(v, p).is_some());
-    let mut extra = extra(v, &CONTACT_PROPERTIES);
+    let custom = |f: ContactField| m.custom_property(f).and_then(|p| owned(v, p));
+    let mapped: Vec<&str> = CONTACT_PROPERTIES
+        .iter()
+        .copied()
+        .chain(m.custom.values().map(String::as_str))
+        .collect();
+    let mut extra = extra(v, &mapped);
     if companies.is_empty() {
         if let Some(c) = owned(v, "company") {
             extra.insert("company_name".into(), Value::String(c));
@@ -264,12 +295,12 @@ pub fn contact(v: &Value, companies: &[String]) -> Option<Contact> {
             .collect(),
         subsystems: team_of(v),
         salutation: owned(v, "salutation"),
-        title: None,
+        title: custom(ContactField::Title),
         first_name: owned(v, "firstname"),
-        middle_name: None,
+        middle_name: custom(ContactField::MiddleName),
         last_name: owned(v, "lastname"),
         job_title: owned(v, "jobtitle"),
-        department: None,
+        department: custom(ContactField::Department),
         emails,
         phones,
         addresses: if has_address {
@@ -288,7 +319,7 @@ pub fn contact(v: &Value, companies: &[String]) -> Option<Contact> {
         birthday: owned(v, "date_of_birth")
             .filter(|d| d.len() >= 10)
             .map(|d| d[..10].to_owned()),
-        notes: None,
+        notes: custom(ContactField::Notes),
         categories: Vec::new(),
         owner: owned(v, "hubspot_owner_id").map(|o| UserId::from(o.as_str())),
         types: owned(v, "lifecyclestage").into_iter().collect(),
@@ -330,8 +361,24 @@ fn text(s: &Option<String>) -> Value {
 /// The HubSpot properties that make a contact hold `new`'s values of the `changed` fields:
 /// the body of a PATCH (or, with every field, of a create). Fields HubSpot has no place for
 /// are never here: [`capabilities`] refuses them before a write is planned.
-pub fn contact_properties(new: &Contact, changed: &[ContactField]) -> Map<String, Value> {
+pub fn contact_properties(
+    new: &Contact,
+    changed: &[ContactField],
+    m: &Mapping,
+) -> Map<String, Value> {
     let mut p = Map::new();
+    for f in changed {
+        let value = match f {
+            ContactField::Title => &new.title,
+            ContactField::MiddleName => &new.middle_name,
+            ContactField::Department => &new.department,
+            ContactField::Notes => &new.notes,
+            _ => continue,
+        };
+        if let Some(name) = m.custom_property(*f) {
+            p.insert(name.to_owned(), text(value));
+        }
+    }
     let first_of = |kind: PhoneKind| {
         new.phones
             .iter()
@@ -407,11 +454,11 @@ pub fn contact_properties(new: &Contact, changed: &[ContactField]) -> Map<String
 /// What a HubSpot portal holds of a contact: no middle name, academic title, department,
 /// notes or categories among the standard properties crmgate maps; one work, one mobile and
 /// one fax number; one address; one web site. Contacts are written; the rest is HubSpot's.
-pub fn capabilities() -> Capabilities {
+pub fn capabilities(m: &Mapping) -> Capabilities {
     Capabilities {
         crm: "HubSpot",
         writable: vec![Kind::Contact],
-        unstorable: vec![
+        unstorable: [
             ContactField::Title,
             ContactField::MiddleName,
             ContactField::Department,
@@ -419,7 +466,10 @@ pub fn capabilities() -> Capabilities {
             ContactField::Categories,
             ContactField::Types,
             ContactField::Subsystems,
-        ],
+        ]
+        .into_iter()
+        .filter(|f| m.custom_property(*f).is_none())
+        .collect(),
         max_values: vec![
             (Multi::Websites, 1),
             (Multi::Addresses, 1),
@@ -453,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_contact_maps_with_its_associations_and_keeps_the_rest() {
-        let c = contact(&hs_contact(), &["9".into()]).expect("maps");
+        let c = contact(&hs_contact(), &["9".into()], &Mapping::default()).expect("maps");
         assert_eq!(c.id.as_str(), "501");
         assert_eq!(c.companies, vec![CompanyId::from("9")]);
         assert_eq!(c.emails.len(), 3);
@@ -467,9 +517,12 @@ mod tests {
             !c.extra.contains_key("company"),
             "the company is the association"
         );
-        let alone = contact(&hs_contact(), &[]).expect("maps");
+        let alone = contact(&hs_contact(), &[], &Mapping::default()).expect("maps");
         assert_eq!(alone.extra.get("company_name"), Some(&json!("Acme Ltd")));
-        assert!(contact(&json!({"properties": {}}), &[]).is_none(), "no id");
+        assert!(
+            contact(&json!({"properties": {}}), &[], &Mapping::default()).is_none(),
+            "no id"
+        );
     }
 
     #[test]
@@ -536,12 +589,12 @@ mod tests {
 
     #[test]
     fn a_patch_holds_exactly_the_changed_fields() {
-        let old = contact(&hs_contact(), &["9".into()]).expect("maps");
+        let old = contact(&hs_contact(), &["9".into()], &Mapping::default()).expect("maps");
         let mut new = old.clone();
         new.job_title = Some("Engineer".into());
         new.phones.retain(|p| p.kind != PhoneKind::Mobile);
         let changed = old.changed_fields(&new);
-        let p = contact_properties(&new, &changed);
+        let p = contact_properties(&new, &changed, &Mapping::default());
         assert_eq!(
             p,
             json!({"jobtitle": "Engineer", "phone": "+44 20 1", "mobilephone": null, "fax": null})
@@ -549,10 +602,32 @@ mod tests {
                 .cloned()
                 .unwrap_or_default()
         );
-        assert!(contact_properties(&new, &[]).is_empty());
+        assert!(contact_properties(&new, &[], &Mapping::default()).is_empty());
         // What HubSpot cannot hold is refused when the write is planned.
         let mut noted = old.clone();
         noted.notes = Some("x".into());
-        assert_eq!(capabilities().check_contact(&old, &noted)[0].path, "notes");
+        assert_eq!(
+            capabilities(&Mapping::default()).check_contact(&old, &noted)[0].path,
+            "notes"
+        );
+        // Mapped to a custom property, notes are read and written.
+        let mut m = Mapping::default();
+        m.custom.insert("notes".into(), "crm_notes".into());
+        assert!(capabilities(&m).check_contact(&old, &noted).is_empty());
+        assert_eq!(
+            contact_properties(&noted, &[ContactField::Notes], &m),
+            json!({"crm_notes": noted.notes})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        );
+        let mut v = hs_contact();
+        v["properties"]["crm_notes"] = json!("met at the fair");
+        let c = contact(&v, &[], &m).expect("maps");
+        assert_eq!(c.notes.as_deref(), Some("met at the fair"));
+        assert!(
+            !c.extra.contains_key("crm_notes"),
+            "mapped, so no extra field"
+        );
     }
 }

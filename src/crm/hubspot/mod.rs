@@ -578,8 +578,7 @@ impl HubSpot {
 
     /// Reads one contact back from HubSpot into the mirror.
     async fn reread(&self, hs: &str) -> Result<Versioned, CrmError> {
-        let mut props: Vec<&str> = map::CONTACT_PROPERTIES.to_vec();
-        props.extend(["company", "hubspot_team_id"]);
+        let props = client::Client::properties("contacts", &self.inner.cfg.mapping);
         let (status, v) = self
             .inner
             .client
@@ -607,7 +606,7 @@ impl HubSpot {
             .await?
             .remove(hs)
             .unwrap_or_default();
-        let record = map::contact(&v, &companies)
+        let record = map::contact(&v, &companies, &self.inner.cfg.mapping)
             .map(|c| self.localize(Record::Contact(c)))
             .ok_or_else(|| unavailable("HubSpot answered a contact without id"))?;
         let id = record.id().to_owned();
@@ -651,7 +650,7 @@ impl HubSpot {
     async fn create(&self, c: Contact) -> Result<Versioned, CrmError> {
         self.check(c.id.as_str(), &Precondition::MustNotExist)
             .await?;
-        let mut props = map::contact_properties(&c, ContactField::ALL);
+        let mut props = map::contact_properties(&c, ContactField::ALL, &self.inner.cfg.mapping);
         if let Some(stage) = &self.inner.cfg.mapping.default_lifecycle_stage {
             props.insert("lifecyclestage".into(), Value::String(stage.clone()));
         }
@@ -951,8 +950,9 @@ impl CrmBackend for HubSpot {
         let Record::Contact(old) = &cur.record else {
             return Err(CrmError::NotFound);
         };
-        let before = map::contact_properties(old, &changed);
-        let mut props = map::contact_properties(&contact, &changed);
+        let m = &self.inner.cfg.mapping;
+        let before = map::contact_properties(old, &changed, m);
+        let mut props = map::contact_properties(&contact, &changed, m);
         props.retain(|k, v| before.get(k) != Some(v));
         if !props.is_empty() {
             let (status, v) = self
@@ -1014,7 +1014,7 @@ impl CrmBackend for HubSpot {
     }
 
     fn capabilities(&self) -> Capabilities {
-        map::capabilities()
+        map::capabilities(&self.inner.cfg.mapping)
     }
 
     fn metrics(&self) -> String {
