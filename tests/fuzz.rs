@@ -1237,6 +1237,14 @@ fn amplifiers(kind: &str) -> Vec<Vec<u8>> {
             format!("{{\"value\":[{}]}}", arr("{},", 330_000)).as_bytes(),
         ]
         .concat()],
+        "hubspot" => vec![
+            [&[b'0'][..], format!("[{}]", arr("{},", 330_000)).as_bytes()].concat(),
+            [
+                &[b'1'][..],
+                format!("{{\"results\":[{}]}}", arr("{},", 330_000)).as_bytes(),
+            ]
+            .concat(),
+        ],
         _ => Vec::new(),
     }
 }
@@ -3818,6 +3826,139 @@ fn fuzz_hellohq() {
     );
 }
 
+// ---- HubSpot ---------------------------------------------------------------------------------
+
+/// Keys the HubSpot mutations plant.
+const HS_KEYS: &[&str] = &[
+    "id",
+    "results",
+    "properties",
+    "eventId",
+    "subscriptionType",
+    "objectId",
+    "fromObjectId",
+    "toObjectId",
+    "associationType",
+    "mergedObjectIds",
+    "primaryObjectId",
+    "email",
+    "hs_additional_emails",
+    "hubspot_owner_id",
+    "hubspot_team_id",
+    "date_of_birth",
+    "dealstage",
+    "teams",
+    "type",
+    "archived",
+];
+
+/// One input: the first byte says what it is (`0` a signed webhook delivery, `1`–`3` a list
+/// answer of contacts, companies, deals, `4` an owners page), the rest is the body.
+fn hubspot_exec(input: &[u8]) {
+    use crmgate::crm::hubspot::{map, webhook};
+    let Some((&kind, body)) = input.split_first() else {
+        return;
+    };
+    if kind == b'0' {
+        let uri = "https://crmgate.test/hubspot/webhooks";
+        let ts = "1793520000000";
+        let r = webhook::Receiver::new("fuzz-secret".into());
+        let sig = webhook::sign("fuzz-secret", "POST", uri, body, ts);
+        let _ = r.accept("POST", uri, body, Some(ts), Some(&sig), 1_793_520_000_000);
+        // A forged one is refused before the body is read.
+        assert!(r
+            .accept("POST", uri, body, Some(ts), Some("AAAA"), 1_793_520_000_000)
+            .is_err());
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let mut m = map::Mapping::default();
+    m.extra_company_owners.push("second_owner".into());
+    m.custom.insert("notes".into(), "crm_notes".into());
+    let rows = v["results"].as_array().cloned().unwrap_or_default();
+    match kind {
+        b'1' => {
+            for r in &rows {
+                if let Some(c) = map::contact(r, &["9".into()], &m) {
+                    let _ = map::contact_properties(&c, crmgate::domain::ContactField::ALL, &m);
+                }
+            }
+        }
+        b'2' => rows.iter().for_each(|r| {
+            let _ = map::company(r, &m);
+        }),
+        b'3' => rows.iter().for_each(|r| {
+            let _ = map::deal(r, &["501".into()], &["9".into()], &m);
+        }),
+        _ => {
+            let _ = map::teams(&rows);
+            rows.iter().for_each(|r| {
+                let _ = map::user(r);
+            });
+        }
+    }
+    for r in &rows {
+        for t in ["createdAt", "updatedAt"] {
+            if let Some(s) = r[t].as_str() {
+                let _ = crmgate::crm::hubspot::client::parse_time_ms(s);
+            }
+        }
+    }
+}
+
+#[test]
+fn fuzz_hubspot() {
+    let _serial = serial();
+    if !here("fuzz_hubspot") {
+        return;
+    }
+    let files = seed_files("hubspot");
+    let seeds: Vec<Vec<u8>> = files
+        .iter()
+        .map(|(name, b)| {
+            let mut v = vec![name.as_bytes()[0]];
+            v.extend_from_slice(b);
+            v
+        })
+        .collect();
+    let donors: Vec<Value> = seeds
+        .iter()
+        .filter_map(|b| serde_json::from_slice(&b[1..]).ok())
+        .collect();
+    let m = Mutator::new(JSON_DICT, JSON_NESTS, 1 << 20);
+    let gen = |rng: &mut Rng| -> Vec<u8> {
+        let seed = rng.pick(&seeds).clone();
+        if rng.one_in(2) {
+            if let Ok(mut v) = serde_json::from_slice::<Value>(&seed[1..]) {
+                mutate_json(rng, &mut v, HS_KEYS, &donors, 1 << 20);
+                let mut out = vec![seed[0]];
+                out.extend(serde_json::to_vec(&v).expect("json"));
+                return out;
+            }
+        }
+        let mut rest = seed[1..].to_vec();
+        m.mutate(rng, &mut rest, &seeds);
+        let mut out = vec![*rng.pick(&[b'0', b'1', b'2', b'3', b'4'])];
+        out.extend(rest);
+        out
+    };
+    let all = [seeds.clone(), amplifiers("hubspot")].concat();
+    run(
+        &Target {
+            name: "hubspot",
+            cases: 12000,
+            memory: |i| parse_bound(i.len()),
+            memory_text: "64×len + 16 MiB",
+            known: &[],
+        },
+        &all,
+        &gen,
+        &|input: &[u8]| hubspot_exec(input),
+    );
+}
+
 // ---- CardDAV ---------------------------------------------------------------------------------
 
 /// Fragments vCard mutations splice in.
@@ -4114,6 +4255,24 @@ fn regression_vcard_many_parameters() {
         mib(peak),
         mib(parse_bound(input.len()))
     );
+}
+
+/// Found by fuzz_hubspot on its first run: a contact whose `date_of_birth` has a multi-byte
+/// character across its tenth byte panicked the mapping (`d[..10]`), which every HubSpot sync
+/// runs on every contact: one such contact in a portal would stop crmgate's polls. Now the
+/// first ten bytes are taken only on a character boundary and must be a date.
+#[test]
+fn regression_hubspot_birthday_char_boundary() {
+    let _serial = serial();
+    if !here("regression_hubspot_birthday_char_boundary") {
+        return;
+    }
+    let input = seed_files("regressions")
+        .into_iter()
+        .find(|(n, _)| n.starts_with("hubspot-birthday-char-boundary"))
+        .map(|(_, b)| b)
+        .expect("the input");
+    hubspot_exec(&input);
 }
 
 /// Found by fuzz_carddav within seconds of its first run: a PROPFIND asking for a property in

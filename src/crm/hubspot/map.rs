@@ -316,9 +316,11 @@ pub fn contact(v: &Value, companies: &[String], m: &Mapping) -> Option<Contact> 
             Vec::new()
         },
         websites: owned(v, "website").into_iter().collect(),
+        // `YYYY-MM-DD` (HubSpot's date properties), possibly followed by a time; anything
+        // else is no birthday.
         birthday: owned(v, "date_of_birth")
-            .filter(|d| d.len() >= 10)
-            .map(|d| d[..10].to_owned()),
+            .and_then(|d| d.get(..10).map(str::to_owned))
+            .filter(|d| crate::domain::dataset::check_date(d).is_ok()),
         notes: custom(ContactField::Notes),
         categories: Vec::new(),
         owner: owned(v, "hubspot_owner_id").map(|o| UserId::from(o.as_str())),
@@ -517,6 +519,21 @@ mod tests {
             !c.extra.contains_key("company"),
             "the company is the association"
         );
+        // A date of birth that is no date (or cuts a character in two) is no birthday.
+        for odd in [
+            "1815-12-\u{43606}10",
+            "10.12.1815",
+            "1815-12-10T00:00:00Z",
+            "1815",
+        ] {
+            let mut v = hs_contact();
+            v["properties"]["date_of_birth"] = json!(odd);
+            let c = contact(&v, &[], &Mapping::default()).expect("maps");
+            let want = odd
+                .starts_with("1815-12-10")
+                .then(|| "1815-12-10".to_owned());
+            assert_eq!(c.birthday, want, "{odd}");
+        }
         let alone = contact(&hs_contact(), &[], &Mapping::default()).expect("maps");
         assert_eq!(alone.extra.get("company_name"), Some(&json!("Acme Ltd")));
         assert!(

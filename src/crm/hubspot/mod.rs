@@ -29,8 +29,9 @@ const PREFIX: &str = "hs/";
 struct SyncState {
     /// The first full read finished.
     loaded: bool,
-    /// Object type → HubSpot time (unix ms) the next change search starts from (less the
-    /// overlap).
+    /// Object type → HubSpot time (unix ms) the next change search starts from: the newest
+    /// modification seen less the overlap (search shows changes late), or, after a whole read,
+    /// the moment it began (what changed before was read by it; lists do not lag).
     #[serde(default)]
     since: BTreeMap<String, i64>,
     /// When the portal was last read whole (our clock, unix s).
@@ -459,9 +460,7 @@ impl HubSpot {
         for object in client::OBJECTS {
             let since = st.since.get(object).copied().unwrap_or(0);
             let props = client::Client::properties(object, m);
-            let (rows, seen) = client
-                .modified_since(object, since.saturating_sub(overlap), &props)
-                .await?;
+            let (rows, seen) = client.modified_since(object, since, &props).await?;
             // The same record may come twice (at a search restart): keep its last row.
             let mut last: HashMap<&str, &Value> = HashMap::new();
             for r in &rows {
@@ -471,7 +470,7 @@ impl HubSpot {
             }
             let rows: Vec<Value> = last.into_values().cloned().collect();
             records.extend(client.records(object, &rows, m).await?);
-            newest.insert(object, seen.max(since));
+            newest.insert(object, seen.saturating_sub(overlap).max(since));
             let kind = match object {
                 "companies" => Kind::Company,
                 "contacts" => Kind::Contact,
