@@ -3940,7 +3940,7 @@ fn fuzz_hubspot() {
         }
         let mut rest = seed[1..].to_vec();
         m.mutate(rng, &mut rest, &seeds);
-        let mut out = vec![*rng.pick(&[b'0', b'1', b'2', b'3', b'4'])];
+        let mut out = vec![*rng.pick(b"01234")];
         out.extend(rest);
         out
     };
