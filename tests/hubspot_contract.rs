@@ -388,3 +388,132 @@ async fn the_simulator_enforces_hubspots_rate_limits() {
     assert_eq!(last.1["policyName"], "TEN_SECONDLY_ROLLING");
     assert_eq!(sim.requests().0, 107);
 }
+
+/// Webhook deliveries as the README describes them: a JSON array of at most 100 events, each
+/// with `eventId`, `subscriptionId`, `portalId`, `appId`, `occurredAt` (ms), `subscriptionType`,
+/// `attemptNumber`, `objectId` (property changes: `propertyName`, `propertyValue`,
+/// `changeSource`), signed in `X-HubSpot-Signature-v3` = base64(HMAC-SHA256(secret, method +
+/// URI + body + timestamp)) — checked here with the hmac crate directly, not the simulator's
+/// helper. And the daily-limit 429 body and the OAuth token answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_daily_limits_and_tokens_keep_the_documented_shapes() {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let sim = HubSpotSim::start().await;
+    // Nobody listens here: deliveries fail, and are recorded all the same.
+    let target = "http://127.0.0.1:9/hubspot/webhooks";
+    sim.deliver_webhooks(target, "contract-secret");
+    let c = sim.add("contacts", json!({"firstname": "W"}));
+    sim.update("contacts", c, json!({"jobtitle": "Hooked"}));
+    let k = sim.add("companies", json!({"name": "K"}));
+    sim.associate("contacts", c, "companies", k);
+    sim.archive("contacts", c);
+    let mut events: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        events = sim
+            .deliveries()
+            .iter()
+            .flat_map(|(_, _, b)| serde_json::from_slice::<Vec<Value>>(b).expect("an array"))
+            .collect();
+        if events.len() >= 5 {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["subscriptionType"].as_str())
+        .collect();
+    for want in [
+        "contact.creation",
+        "contact.propertyChange",
+        "company.creation",
+        "contact.associationChange",
+        "contact.deletion",
+    ] {
+        assert!(kinds.contains(&want), "{want} in {kinds:?}");
+    }
+    for e in &events {
+        for f in [
+            "eventId",
+            "subscriptionId",
+            "portalId",
+            "appId",
+            "occurredAt",
+            "attemptNumber",
+            "objectId",
+        ] {
+            assert!(e[f].is_u64(), "{f} in {e}");
+        }
+        if e["subscriptionType"] == "contact.propertyChange" {
+            assert_eq!(e["propertyName"], "jobtitle");
+            assert_eq!(e["propertyValue"], "Hooked");
+            assert!(e["changeSource"].is_string());
+        }
+    }
+    for (ts, sig, body) in sim.deliveries() {
+        let events: Vec<Value> = serde_json::from_slice(&body).expect("array");
+        assert!(events.len() <= 100);
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"contract-secret").expect("key");
+        mac.update(format!("POST{target}").as_bytes());
+        mac.update(&body);
+        mac.update(ts.as_bytes());
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(sig, want, "v3 signature");
+        assert!(ts.parse::<i64>().is_ok(), "timestamp in ms");
+    }
+    sim.stop_webhooks();
+
+    let http = reqwest::Client::new();
+    // The daily limit: HubSpot's 429 body naming the DAILY policy.
+    sim.set_daily_exhausted(true);
+    let r = http
+        .get(format!("{}/crm/v3/objects/contacts", sim.base_url))
+        .bearer_auth(HubSpotSim::TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 429);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["policyName"], "DAILY");
+    assert_eq!(v["errorType"], "RATE_LIMIT");
+    assert_eq!(v["status"], "error");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("daily")));
+    sim.set_daily_exhausted(false);
+
+    // OAuth: the refresh-token grant answers a bearer token with its lifetime; the refresh
+    // token used stops working.
+    let grant = |refresh: String| {
+        http.post(format!("{}/oauth/v1/token", sim.base_url))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", HubSpotSim::CLIENT_ID),
+                ("client_secret", HubSpotSim::CLIENT_SECRET),
+                ("refresh_token", refresh.as_str()),
+            ])
+            .send()
+    };
+    let r = grant(HubSpotSim::REFRESH_TOKEN.into())
+        .await
+        .expect("grant");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["token_type"], "bearer");
+    assert!(v["expires_in"].as_u64().is_some_and(|s| s > 0));
+    let access = v["access_token"].as_str().expect("access").to_owned();
+    let ok = http
+        .get(format!("{}/crm/v3/objects/contacts", sim.base_url))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(ok.status().as_u16(), 200, "the access token works");
+    let again = grant(HubSpotSim::REFRESH_TOKEN.into())
+        .await
+        .expect("grant");
+    assert_eq!(
+        again.status().as_u16(),
+        400,
+        "a used refresh token is spent"
+    );
+}
