@@ -38,10 +38,10 @@ pub struct HubSpotConfig {
     /// records that reach HubSpot's search late are still found (default 60 s).
     pub overlap: Duration,
     /// How often the associations of every contact and deal are read again (association
-    /// edits need not move a record's modification time; default 600 s).
+    /// edits need not move a record's modification time; default 1,800 s).
     pub associations_interval: Duration,
     /// How often the whole portal is read again (catches restores and records deleted for
-    /// good; default 3,600 s).
+    /// good; default 21,600 s = 6 h).
     pub reconcile_interval: Duration,
     /// Where the app's client secret comes from, for verifying webhook deliveries; `None`:
     /// webhooks are off and crmgate only polls.
