@@ -13,7 +13,7 @@ use crate::replica::{LoadStats, Replica, ReplicaError};
 use crate::store::{Store, StoreError};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -364,6 +364,68 @@ impl App {
     /// The CRM backend's own metrics, in the Prometheus text format.
     pub fn crm_metrics(&self) -> String {
         self.crm.metrics()
+    }
+
+    /// Whether CRM webhooks are received (a HubSpot backend with a webhook secret), and the
+    /// public URL they are signed for if configured.
+    pub fn webhooks(&self) -> Option<Option<String>> {
+        match &self.crm {
+            Crm::HubSpot(h) => h.webhooks().map(|_| h.webhook_url().map(str::to_owned)),
+            _ => None,
+        }
+    }
+
+    /// Takes one CRM webhook delivery (crm::hubspot::webhook): checked at once; the records
+    /// its events name are then read from the CRM and the replica catches up, in the
+    /// background (polling stays the safety net). `Err` says why it was refused.
+    pub fn receive_webhook(
+        self: &Arc<Self>,
+        uri: &str,
+        body: &[u8],
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<(), &'static str> {
+        let Crm::HubSpot(hs) = &self.crm else {
+            return Err("webhooks are off");
+        };
+        let Some(receiver) = hs.webhooks() else {
+            return Err("webhooks are off");
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let targets = match receiver.accept("POST", uri, body, timestamp, signature, now_ms) {
+            Ok(t) => t,
+            Err(why) => {
+                self.metrics
+                    .webhooks_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(reason = why.text(), "HubSpot webhook delivery refused");
+                return Err(why.text());
+            }
+        };
+        self.metrics
+            .webhooks_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        if !targets.is_empty() {
+            let (app, hs) = (self.clone(), hs.clone());
+            tokio::spawn(async move {
+                let n = targets.len();
+                match hs.confirm(targets).await {
+                    Ok(_) => {
+                        if let Err(e) = app.catch_up().await {
+                            tracing::warn!(error = %e, "replica catch-up after a webhook failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e, records = n,
+                        "records named by a HubSpot webhook could not be read; the next poll finds them"
+                    ),
+                }
+            });
+        }
+        Ok(())
     }
 
     /// The newest audit records, newest last.
