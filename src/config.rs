@@ -554,6 +554,9 @@ impl Config {
             let searches_per_second = r
                 .int("crm.hubspot.searches_per_second", 1, 100)
                 .unwrap_or(4) as u32;
+            let page_size = r.int("crm.hubspot.page_size", 1, 100).unwrap_or(100) as u32;
+            let search_page_size =
+                r.int("crm.hubspot.search_page_size", 1, 200).unwrap_or(200) as u32;
             let mut mapping = crate::crm::hubspot::map::Mapping::default();
             if let Some(v) = r.strings("crm.hubspot.company_owner_properties") {
                 mapping.extra_company_owners = v;
@@ -615,6 +618,8 @@ impl Config {
                 token_url,
                 requests_per_10s,
                 searches_per_second,
+                page_size,
+                search_page_size,
                 mapping,
                 overlap,
                 associations_interval,

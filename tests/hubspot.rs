@@ -487,6 +487,8 @@ async fn an_interrupted_first_load_resumes_at_its_page() {
         token_url: format!("{}/oauth/v1/token", sim.base_url),
         requests_per_10s: 90,
         searches_per_second: 4,
+        page_size: 100,
+        search_page_size: 200,
         mapping: Mapping::default(),
         overlap: std::time::Duration::from_secs(60),
         associations_interval: std::time::Duration::from_secs(600),
@@ -686,5 +688,30 @@ async fn custom_properties_hold_what_standard_ones_cannot() {
             json!({"properties": {"crm_notes": "met at the fair"}})
         )]
     );
+    s.stop().await;
+}
+
+/// Page and batch sizes follow the configuration (portals or proxies that want smaller pages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_sizes_follow_the_configuration() {
+    let sim = HubSpotSim::start().await;
+    let ana = sim.add_owner("ana@portal.test", "Ana", "Alves", &[("t1", "Berlin")], false);
+    let acme = sim.add("companies", json!({"name": "Acme", "hubspot_owner_id": ana}));
+    for i in 0..20 {
+        let c = sim.add("contacts", json!({"firstname": format!("P{i}"), "lastname": "Page"}));
+        sim.associate("contacts", c, "companies", acme);
+    }
+    let s = support::TestServer::start_hubspot_with(&sim.base_url, &[], "page_size = 7").await;
+    let (_, routes) = sim.requests();
+    assert_eq!(routes.get("GET crm/v3/objects/contacts"), Some(&3), "20 in pages of 7");
+    assert_eq!(
+        routes.get("POST crm/v4/associations/contacts/companies/batch/read"),
+        Some(&3),
+        "associations in batches of 7"
+    );
+    let e = s.app.replica.read().expect("replica");
+    let u = e.find_login("ana@portal.test").expect("ana");
+    assert_eq!(e.list(u, VirtualFolder::My).len(), 20);
+    drop(e);
     s.stop().await;
 }

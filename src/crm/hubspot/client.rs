@@ -21,6 +21,10 @@ pub struct Client {
     /// Search has its own budget (per second), apart from the 10-second one.
     search_per_s: usize,
     searched: tokio::sync::Mutex<VecDeque<Instant>>,
+    /// Records per list page and inputs per batch call (at most 100).
+    page: usize,
+    /// Records per search page (at most 200).
+    search_page: usize,
     /// HubSpot's clock (unix ms) from the `Date` of the latest answer; 0 before any.
     server_ms: AtomicI64,
     /// Counters for `/metrics`.
@@ -80,10 +84,10 @@ pub enum Sent {
     Unknown(CrmError),
 }
 
-/// Most inputs of one associations batch read.
-const ASSOCIATION_BATCH: usize = 100;
-/// Records per list page (HubSpot's documented maximum).
-const PAGE: usize = 100;
+/// Records per list page and inputs per batch call by default (HubSpot's documented maximum).
+pub const PAGE: usize = 100;
+/// Records per search page by default (HubSpot's documented maximum).
+pub const SEARCH_PAGE: usize = 200;
 /// Attempts at one request through 429s and 5xx.
 const ATTEMPTS: u32 = 4;
 
@@ -110,6 +114,8 @@ impl Client {
             sent: tokio::sync::Mutex::new(VecDeque::new()),
             search_per_s: 4,
             searched: tokio::sync::Mutex::new(VecDeque::new()),
+            page: PAGE,
+            search_page: SEARCH_PAGE,
             server_ms: AtomicI64::new(0),
             stats: Stats::default(),
             breaker: std::sync::Mutex::new((0, None)),
@@ -136,6 +142,14 @@ impl Client {
                     | crate::crm::oauth::TokenFailure::Refused { message: m, .. } => unavailable(m),
                 }),
         }
+    }
+
+    /// Sets the page sizes: records per list page and inputs per batch call (1–100), records
+    /// per search page (1–200).
+    pub fn with_pages(mut self, page: usize, search_page: usize) -> Client {
+        self.page = page.clamp(1, PAGE);
+        self.search_page = search_page.clamp(1, SEARCH_PAGE);
+        self
     }
 
     /// Sets the search budget: at most `per_s` searches in any second (HubSpot's own search
@@ -457,7 +471,7 @@ impl Client {
         }
     }
 
-    /// One page of live records (100) after the cursor `after`, and the next cursor (none on
+    /// One page of live records (`page_size`) after the cursor `after`, and the next cursor (none on
     /// the last page).
     pub async fn list_page(
         &self,
@@ -468,7 +482,8 @@ impl Client {
         let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
         let v = self
             .get_ok(&format!(
-                "/crm/v3/objects/{object}?limit={PAGE}&properties={}{q}",
+                "/crm/v3/objects/{object}?limit={}&properties={}{q}",
+                self.page,
                 properties.join(",")
             ))
             .await?;
@@ -503,7 +518,7 @@ impl Client {
         ids: &[String],
     ) -> Result<HashMap<String, Vec<String>>, CrmError> {
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
-        for chunk in ids.chunks(ASSOCIATION_BATCH) {
+        for chunk in ids.chunks(self.page) {
             let inputs: Vec<Value> = chunk.iter().map(|i| json!({"id": i})).collect();
             let (status, v) = self
                 .call(
@@ -549,7 +564,7 @@ impl Client {
         since_ms: i64,
         properties: &[&str],
     ) -> Result<(Vec<Value>, i64), CrmError> {
-        const LIMIT: usize = 200;
+        let limit = self.search_page;
         const CAP: usize = 10_000;
         let prop = if object == "contacts" {
             "lastmodifieddate"
@@ -565,7 +580,7 @@ impl Client {
                 "filterGroups": [{"filters": [{"propertyName": prop, "operator": "GTE", "value": from.to_string()}]}],
                 "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
                 "properties": properties.iter().copied().chain([prop]).collect::<Vec<_>>(),
-                "limit": LIMIT,
+                "limit": limit,
                 "after": after.to_string(),
             });
             let (status, v) = self
@@ -594,7 +609,7 @@ impl Client {
                 .and_then(|a| a.parse::<usize>().ok());
             match next {
                 None => return Ok((out, newest)),
-                Some(a) if a + LIMIT <= CAP => after = a,
+                Some(a) if a + limit <= CAP => after = a,
                 // At the cap: a new search from the newest timestamp seen. Should one
                 // timestamp hold more than a whole capped search, nothing moves: stop.
                 Some(_) if newest > from => {
@@ -622,7 +637,7 @@ impl Client {
         properties: &[&str],
     ) -> Result<Vec<Value>, CrmError> {
         let mut out = Vec::new();
-        for chunk in ids.chunks(PAGE) {
+        for chunk in ids.chunks(self.page) {
             let inputs: Vec<Value> = chunk.iter().map(|i| json!({"id": i})).collect();
             let (status, v) = self
                 .call(
@@ -654,7 +669,8 @@ impl Client {
                 .unwrap_or_default();
             let v = self
                 .get_ok(&format!(
-                    "/crm/v3/objects/{object}?limit={PAGE}&archived=true&properties=hs_object_id{q}"
+                    "/crm/v3/objects/{object}?limit={}&archived=true&properties=hs_object_id{q}",
+                    self.page
                 ))
                 .await?;
             out.extend(

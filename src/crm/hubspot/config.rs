@@ -32,6 +32,10 @@ pub struct HubSpotConfig {
     /// Client-side budget of the search endpoint, which HubSpot limits on its own: searches
     /// in any second (default 4).
     pub searches_per_second: u32,
+    /// Records per list page and inputs per batch call (1–100, default 100).
+    pub page_size: u32,
+    /// Records per search page (1–200, default 200).
+    pub search_page_size: u32,
     /// Portal-specific meanings (owner properties, closing stages).
     pub mapping: Mapping,
     /// How far back each change search reaches before the newest modification seen, so
