@@ -695,23 +695,41 @@ async fn custom_properties_hold_what_standard_ones_cannot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_sizes_follow_the_configuration() {
     let sim = HubSpotSim::start().await;
-    let ana = sim.add_owner("ana@portal.test", "Ana", "Alves", &[("t1", "Berlin")], false);
-    let acme = sim.add("companies", json!({"name": "Acme", "hubspot_owner_id": ana}));
+    let ana = sim.add_owner(
+        "ana@portal.test",
+        "Ana",
+        "Alves",
+        &[("t1", "Berlin")],
+        false,
+    );
+    let acme = sim.add(
+        "companies",
+        json!({"name": "Acme", "hubspot_owner_id": ana}),
+    );
     for i in 0..20 {
-        let c = sim.add("contacts", json!({"firstname": format!("P{i}"), "lastname": "Page"}));
+        let c = sim.add(
+            "contacts",
+            json!({"firstname": format!("P{i}"), "lastname": "Page"}),
+        );
         sim.associate("contacts", c, "companies", acme);
     }
     let s = support::TestServer::start_hubspot_with(&sim.base_url, &[], "page_size = 7").await;
     let (_, routes) = sim.requests();
-    assert_eq!(routes.get("GET crm/v3/objects/contacts"), Some(&3), "20 in pages of 7");
+    assert_eq!(
+        routes.get("GET crm/v3/objects/contacts"),
+        Some(&3),
+        "20 in pages of 7"
+    );
     assert_eq!(
         routes.get("POST crm/v4/associations/contacts/companies/batch/read"),
         Some(&3),
         "associations in batches of 7"
     );
-    let e = s.app.replica.read().expect("replica");
-    let u = e.find_login("ana@portal.test").expect("ana");
-    assert_eq!(e.list(u, VirtualFolder::My).len(), 20);
-    drop(e);
+    let my = {
+        let e = s.app.replica.read().expect("replica");
+        let u = e.find_login("ana@portal.test").expect("ana");
+        e.list(u, VirtualFolder::My).len()
+    };
+    assert_eq!(my, 20);
     s.stop().await;
 }

@@ -126,7 +126,8 @@ impl HubSpot {
             )?,
         }
         .with_breaker(cfg.breaker_failures, cfg.breaker_cooldown)
-        .with_search_budget(cfg.searches_per_second as usize);
+        .with_search_budget(cfg.searches_per_second as usize)
+        .with_pages(cfg.page_size as usize, cfg.search_page_size as usize);
         let mirror = Mirror::open(store, PREFIX)?;
         let state: SyncState = mirror.load_state()?;
         mirror.set_loaded(state.loaded);
