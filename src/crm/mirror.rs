@@ -106,6 +106,22 @@ impl Mirror {
             .map_err(|e| unavailable(format!("worker failed: {e}")))?
     }
 
+    /// Records of the mirror, one blocking task for all of them (for reads of thousands).
+    pub async fn read_many(
+        &self,
+        kind: Kind,
+        ids: Vec<String>,
+    ) -> Result<Vec<Option<Versioned>>, CrmError> {
+        let local = self.local.clone();
+        tokio::task::spawn_blocking(move || {
+            ids.iter()
+                .map(|id| local.read_blocking(kind, id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| unavailable(format!("worker failed: {e}")))?
+    }
+
     /// Every id of `kind` in the mirror.
     pub async fn ids(&self, kind: Kind) -> Result<Vec<String>, CrmError> {
         let local = self.local.clone();

@@ -92,6 +92,9 @@ struct Inner {
     cfg: HubSpotConfig,
     /// HubSpot id → crmgate's id, for contacts created through crmgate.
     aliases: RwLock<HashMap<String, Alias>>,
+    /// crmgate's id → HubSpot id, the reverse of `aliases` (looked up per contact when the
+    /// associations are read again).
+    hs_ids: RwLock<HashMap<String, String>>,
     syncing: tokio::sync::Mutex<()>,
     writes: tokio::sync::Mutex<()>,
     state: Mutex<SyncState>,
@@ -138,6 +141,12 @@ impl HubSpot {
                 client,
                 mirror,
                 cfg,
+                hs_ids: RwLock::new(
+                    aliases
+                        .iter()
+                        .map(|(hs, a)| (a.local.clone(), hs.clone()))
+                        .collect(),
+                ),
                 aliases: RwLock::new(aliases),
                 syncing: tokio::sync::Mutex::new(()),
                 writes: tokio::sync::Mutex::new(()),
@@ -159,14 +168,10 @@ impl HubSpot {
 
     fn hs_id(&self, local: &str) -> String {
         self.inner
-            .aliases
+            .hs_ids
             .read()
             .ok()
-            .and_then(|a| {
-                a.iter()
-                    .find(|(_, x)| x.local == local)
-                    .map(|(hs, _)| hs.clone())
-            })
+            .and_then(|m| m.get(local).cloned())
             .unwrap_or_else(|| local.to_owned())
     }
 
@@ -510,11 +515,20 @@ impl HubSpot {
         let contacts = self.inner.mirror.ids(Kind::Contact).await?;
         let hs: Vec<String> = contacts.iter().map(|c| self.hs_id(c)).collect();
         let now = client.associations("contacts", "companies", &hs).await?;
-        for (local, hs) in contacts.iter().zip(&hs) {
+        let mut stored = Vec::with_capacity(contacts.len());
+        for chunk in contacts.chunks(1000) {
+            stored.extend(
+                self.inner
+                    .mirror
+                    .read_many(Kind::Contact, chunk.to_vec())
+                    .await?,
+            );
+        }
+        for (v, hs) in stored.into_iter().zip(&hs) {
             let Some(Versioned {
                 record: Record::Contact(mut c),
                 ..
-            }) = self.inner.mirror.read(Kind::Contact, local).await?
+            }) = v
             else {
                 continue;
             };
@@ -534,11 +548,12 @@ impl HubSpot {
         let deals = self.inner.mirror.ids(Kind::Lead).await?;
         let to_contacts = client.associations("deals", "contacts", &deals).await?;
         let to_companies = client.associations("deals", "companies", &deals).await?;
-        for id in &deals {
+        let stored = self.inner.mirror.read_many(Kind::Lead, deals.clone()).await?;
+        for (id, v) in deals.iter().zip(stored) {
             let Some(Versioned {
                 record: Record::Lead(mut l),
                 ..
-            }) = self.inner.mirror.read(Kind::Lead, id).await?
+            }) = v
             else {
                 continue;
             };
@@ -837,6 +852,9 @@ impl HubSpot {
             subsystems: entry.subsystems.clone(),
         };
         self.inner.mirror.put(tables::ALIAS, hs, &alias).await?;
+        if let Ok(mut m) = self.inner.hs_ids.write() {
+            m.insert(alias.local.clone(), hs.to_owned());
+        }
         if let Ok(mut a) = self.inner.aliases.write() {
             a.insert(hs.to_owned(), alias);
         }
