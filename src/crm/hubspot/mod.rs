@@ -548,7 +548,11 @@ impl HubSpot {
         let deals = self.inner.mirror.ids(Kind::Lead).await?;
         let to_contacts = client.associations("deals", "contacts", &deals).await?;
         let to_companies = client.associations("deals", "companies", &deals).await?;
-        let stored = self.inner.mirror.read_many(Kind::Lead, deals.clone()).await?;
+        let stored = self
+            .inner
+            .mirror
+            .read_many(Kind::Lead, deals.clone())
+            .await?;
         for (id, v) in deals.iter().zip(stored) {
             let Some(Versioned {
                 record: Record::Lead(mut l),
