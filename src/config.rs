@@ -568,6 +568,9 @@ impl Config {
                 mapping.lost_stages = v;
             }
             mapping.default_lifecycle_stage = r.string("crm.hubspot.default_lifecycle_stage");
+            if let Some(b) = r.boolean("crm.hubspot.count_closed_deals") {
+                mapping.count_closed_deals = b;
+            }
             match r.get("crm.hubspot.custom_properties") {
                 None => {}
                 Some(toml::Value::Table(t)) => {

@@ -25,6 +25,8 @@ pub struct Mapping {
     pub lost_stages: Vec<String>,
     /// Lifecycle stage given to contacts created through crmgate (`None`: HubSpot's default).
     pub default_lifecycle_stage: Option<String>,
+    /// Whether a closed (won or lost) deal still puts its contacts in its owner's My.
+    pub count_closed_deals: bool,
     /// Custom contact properties holding fields HubSpot has no standard property for:
     /// field (`title`, `middle_name`, `department`, `notes`) → property name. A mapped field
     /// is read and written; an unmapped one is refused on writes.
@@ -57,6 +59,7 @@ impl Default for Mapping {
             won_stages: vec!["closedwon".into()],
             lost_stages: vec!["closedlost".into()],
             default_lifecycle_stage: None,
+            count_closed_deals: true,
             custom: BTreeMap::new(),
         }
     }
@@ -341,18 +344,28 @@ pub fn deal(v: &Value, contacts: &[String], companies: &[String], m: &Mapping) -
     } else {
         "open"
     };
+    let owner = owned(v, "hubspot_owner_id").map(|o| UserId::from(o.as_str()));
+    // A closed deal that is not to count keeps its owner out of the rule: nobody is
+    // responsible for it (the owner stays visible as an extra field).
+    let counted = status == "open" || m.count_closed_deals;
+    let mut extra = Map::new();
+    if !counted {
+        if let Some(o) = &owner {
+            extra.insert("hubspot_owner_id".into(), Value::String(o.as_str().into()));
+        }
+    }
     Some(Lead {
         id: LeadId::from(id.as_str()),
         name: owned(v, "dealname").unwrap_or_default(),
         subsystems: team_of(v),
-        responsible: owned(v, "hubspot_owner_id").map(|o| UserId::from(o.as_str())),
+        responsible: owner.filter(|_| counted),
         contacts: contacts
             .iter()
             .map(|c| ContactId::from(c.as_str()))
             .collect(),
         company: companies.first().map(|c| CompanyId::from(c.as_str())),
         status: Some(status.into()),
-        extra: Map::new(),
+        extra,
     })
 }
 
@@ -601,6 +614,20 @@ mod tests {
             assert_eq!(d.status.as_deref(), Some(status));
             assert_eq!(d.responsible.as_ref().map(UserId::as_str), Some("77"));
             assert_eq!(d.contacts, vec![ContactId::from("501")]);
+            // Closed deals not counted: nobody is responsible for them, open ones unchanged.
+            let only_open = Mapping {
+                count_closed_deals: false,
+                ..m.clone()
+            };
+            let d = deal(
+                &json!({"id": "3", "properties": {"dealname": "Big", "dealstage": stage, "hubspot_owner_id": "77"}}),
+                &["501".into()],
+                &["9".into()],
+                &only_open,
+            )
+            .expect("maps");
+            let want = (status == "open").then_some("77");
+            assert_eq!(d.responsible.as_ref().map(UserId::as_str), want, "{stage}");
         }
     }
 
