@@ -221,3 +221,17 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     );
     r
 }
+
+/// `s` with everything but unreserved characters and commas percent-encoded (for a path
+/// segment or query value of a URL crmgate writes).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

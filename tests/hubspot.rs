@@ -280,14 +280,7 @@ async fn crmgate_on_hubspot_serves_the_folders_and_patches_only_what_changed() {
             (status, r.json::<serde_json::Value>().await.expect("json"))
         }
     };
-    let (status, folders) = get("/v1.0/me/contactFolders".into()).await;
-    assert_eq!(status, 200, "{folders}");
-    let my = folders["value"]
-        .as_array()
-        .and_then(|a| a.iter().find(|f| f["displayName"] == "HQ My Contacts"))
-        .and_then(|f| f["id"].as_str())
-        .expect("My")
-        .to_owned();
+    let my = s.my_folder(&token).await;
     let (_, list) = get(format!("/v1.0/me/contactFolders/{my}/contacts?$top=50")).await;
     let names: BTreeSet<String> = list["value"]
         .as_array()
@@ -641,22 +634,7 @@ async fn custom_properties_hold_what_standard_ones_cannot() {
     let token = s
         .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
         .await;
-    let folders: serde_json::Value = s
-        .client
-        .get(s.url("/v1.0/me/contactFolders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("folders")
-        .json()
-        .await
-        .expect("json");
-    let my = folders["value"]
-        .as_array()
-        .and_then(|a| a.iter().find(|f| f["displayName"] == "HQ My Contacts"))
-        .and_then(|f| f["id"].as_str())
-        .expect("My")
-        .to_owned();
+    let my = s.my_folder(&token).await;
     let list: serde_json::Value = s
         .client
         .get(s.url(&format!("/v1.0/me/contactFolders/{my}/contacts")))

@@ -12,26 +12,6 @@ use std::time::Duration;
 use support::hubspot_sim::{Faults, HubSpotSim};
 use support::TestServer;
 
-/// The Graph id of the user's "HQ My Contacts".
-async fn my_folder(s: &TestServer, token: &str) -> String {
-    let folders: Value = s
-        .client
-        .get(s.url("/v1.0/me/contactFolders"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("folders")
-        .json()
-        .await
-        .expect("json");
-    folders["value"]
-        .as_array()
-        .and_then(|a| a.iter().find(|f| f["displayName"] == "HQ My Contacts"))
-        .and_then(|f| f["id"].as_str())
-        .expect("My")
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_and_edits_land_once_through_lost_answers() {
     let sim = HubSpotSim::start().await;
@@ -62,22 +42,7 @@ async fn creates_and_edits_land_once_through_lost_answers() {
     let token = s
         .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
         .await;
-    let folders: Value = s
-        .client
-        .get(s.url("/v1.0/me/contactFolders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("folders")
-        .json()
-        .await
-        .expect("json");
-    let my = folders["value"]
-        .as_array()
-        .and_then(|a| a.iter().find(|f| f["displayName"] == "HQ My Contacts"))
-        .and_then(|f| f["id"].as_str())
-        .expect("My")
-        .to_owned();
+    let my = s.my_folder(&token).await;
 
     sim.set_faults(Faults {
         fail_before: 0.2,
@@ -199,7 +164,7 @@ async fn an_outage_makes_writes_retryable_and_reads_go_on() {
     let token = s
         .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
         .await;
-    let my = my_folder(&s, &token).await;
+    let my = s.my_folder(&token).await;
     let list = |token: String| {
         let req = s
             .client
@@ -243,15 +208,7 @@ async fn an_outage_makes_writes_retryable_and_reads_go_on() {
         s.app.refresh().await.is_ok(),
         "a failed poll only logs once ready"
     );
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("crmgate_hubspot_breaker_open 1"),
         "{metrics}"
@@ -298,7 +255,7 @@ async fn a_used_up_daily_limit_is_reported_and_reads_go_on() {
     let token = s
         .graph_token("ana@portal.test", "pw", "Contacts.ReadWrite")
         .await;
-    let my = my_folder(&s, &token).await;
+    let my = s.my_folder(&token).await;
     sim.set_daily_exhausted(true);
     assert!(s.app.refresh().await.is_ok(), "the poll fails quietly");
     let list = s
@@ -321,15 +278,7 @@ async fn a_used_up_daily_limit_is_reported_and_reads_go_on() {
         .expect("patch");
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("crmgate_hubspot_daily_limit_exhausted 1"),
         "{metrics}"

@@ -117,15 +117,7 @@ async fn webhooks_bring_changes_in_seconds_and_forgeries_change_nothing() {
         differences(&s, &sim).is_err(),
         "a refused delivery made crmgate read nothing"
     );
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("crmgate_webhooks_total{outcome=\"refused\"} 4"),
         "{metrics}"

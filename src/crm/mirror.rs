@@ -29,6 +29,20 @@ pub struct Alias {
     pub subsystems: Vec<String>,
 }
 
+/// The outbox key of a create: a digest of the body sent and its creator, so that the same
+/// create sent again (a client retrying) finds the entry of the attempt whose outcome was lost.
+pub fn outbox_key(body: &serde_json::Value, owner: Option<&str>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(body.to_string().as_bytes());
+    h.update(owner.unwrap_or("").as_bytes());
+    h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A local mirror of a remote CRM with its side tables, under one key prefix of the store.
 pub struct Mirror {
     local: EmbeddedCrm,

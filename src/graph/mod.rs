@@ -196,18 +196,7 @@ fn user_ctx(base: &str, mb: &Mailbox<'_>) -> String {
     format!("{base}/v1.0/$metadata#users('{}')", mb.user_id_str())
 }
 
-/// `s` with everything but unreserved characters and commas percent-encoded.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use crate::http::percent_encode;
 
 /// Hash of a `$select`, which delta tokens are bound to.
 fn select_hash(select: &Option<Vec<String>>) -> u64 {

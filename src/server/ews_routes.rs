@@ -234,11 +234,7 @@ pub fn wsdl() -> Resp {
 }
 
 fn ews_url(app: &App, req_host: Option<&str>) -> String {
-    let scheme = if app.config.server.tls == crate::config::TlsMode::Off {
-        "http"
-    } else {
-        "https"
-    };
+    let scheme = super::scheme(app);
     let host = req_host
         .filter(|h| {
             h.chars()

@@ -196,11 +196,7 @@ pub async fn handle(app: &Arc<App>, _ip: IpAddr, req: Request<Incoming>) -> Resp
         return r;
     }
     let _slot = app.graph_limit.enter(&principal.login);
-    let scheme = if app.config.server.tls == crate::config::TlsMode::Off {
-        "http"
-    } else {
-        "https"
-    };
+    let scheme = super::scheme(app);
     let host = req
         .headers()
         .get(HOST)

@@ -299,6 +299,15 @@ async fn route(app: &Arc<App>, ip: IpAddr, req: Request<Incoming>) -> Resp {
     }
 }
 
+/// The scheme clients reach this server by (for URLs in answers and signed URLs).
+pub(crate) fn scheme(app: &App) -> &'static str {
+    if app.config.server.tls == crate::config::TlsMode::Off {
+        "http"
+    } else {
+        "https"
+    }
+}
+
 /// Runs `f` with a session over a read view of the replica (not across an await).
 pub(crate) fn with_session<T>(
     app: &App,

@@ -42,11 +42,7 @@ pub async fn hubspot(app: &Arc<App>, req: Request<Incoming>) -> Resp {
     let uri = match configured_url {
         Some(u) => u,
         None => {
-            let scheme = if app.config.server.tls == crate::config::TlsMode::Off {
-                "http"
-            } else {
-                "https"
-            };
+            let scheme = super::scheme(app);
             let host = header("host").unwrap_or_default();
             let path = req
                 .uri()

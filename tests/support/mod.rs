@@ -196,6 +196,25 @@ impl TestServer {
         Self::start_in(dir, None, &hubspot_config(sim_base, hubspot_extra)).await
     }
 
+    /// The Graph id of the token's user's "HQ My Contacts" (panics when it is not listed).
+    pub async fn my_folder(&self, token: &str) -> String {
+        let r = self
+            .client
+            .get(self.url("/v1.0/me/contactFolders"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("folders");
+        assert_eq!(r.status().as_u16(), 200, "contactFolders");
+        let folders: serde_json::Value = r.json().await.expect("json");
+        folders["value"]
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["displayName"] == "HQ My Contacts"))
+            .and_then(|f| f["id"].as_str())
+            .expect("My")
+            .to_owned()
+    }
+
     /// The backend on HubSpot, if it is.
     pub fn hubspot(&self) -> &crmgate::crm::hubspot::HubSpot {
         match &self.app.crm {

@@ -985,23 +985,7 @@ impl HelloHq {
         };
         let mut body = serde_json::json!({});
         map::contact_onto(&blank, &new, &mut body).map_err(CrmError::Invalid)?;
-        let key = {
-            use sha2::Digest;
-            let mut h = sha2::Sha256::new();
-            h.update(body.to_string().as_bytes());
-            h.update(
-                new.owner
-                    .as_ref()
-                    .map(|o| o.as_str())
-                    .unwrap_or("")
-                    .as_bytes(),
-            );
-            let d = h.finalize();
-            d.iter()
-                .take(12)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
+        let key = super::mirror::outbox_key(&body, new.owner.as_ref().map(|o| o.as_str()));
         // A create with the same content whose outcome was never learnt: look it up first.
         let outbox = &self.inner.mirror;
         if let Some(entry) = outbox.get::<OutboxEntry>(tables::OUTBOX, &key).await? {

@@ -693,7 +693,7 @@ impl HubSpot {
             .collect();
         let body = json!({"properties": props, "associations": associations});
         let owner = c.owner.as_ref().map(|o| o.as_str().to_owned());
-        let key = outbox_key(&body, owner.as_deref());
+        let key = crate::crm::mirror::outbox_key(&body, owner.as_deref());
         let outbox = &self.inner.mirror;
         // A create with the same content whose outcome was never learnt: look it up first.
         if let Some(entry) = outbox.get::<OutboxEntry>(tables::OUTBOX, &key).await? {
@@ -802,7 +802,7 @@ impl HubSpot {
                     reqwest::Method::GET,
                     &format!(
                         "/crm/v3/objects/contacts/{}?idProperty=email&properties={}",
-                        percent_encode(email),
+                        crate::http::percent_encode(email),
                         props.join(",")
                     ),
                     None,
@@ -885,31 +885,6 @@ enum Found {
     Yes(String),
     No,
     NotYet,
-}
-
-/// The outbox key of a create: its content and creator.
-fn outbox_key(body: &Value, owner: Option<&str>) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(body.to_string().as_bytes());
-    h.update([0]);
-    h.update(owner.unwrap_or("").as_bytes());
-    h.finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl CrmBackend for HubSpot {
