@@ -1241,8 +1241,10 @@ fn answer(
                 return bad("Invalid input JSON");
             };
             let inputs = b["inputs"].as_array().cloned().unwrap_or_default();
-            if inputs.len() > 1000 {
-                return bad("Batch input is limited to 1000 inputs");
+            // The README documents 100 inputs per batch call and no other figure for
+            // association batches: the strict reading.
+            if inputs.len() > 100 {
+                return bad("Batch input is limited to 100 inputs");
             }
             let ty = ASSOC_TYPES
                 .iter()
