@@ -110,6 +110,8 @@ pub struct App {
     pub writer: Arc<crate::view::service::Writer>,
     /// Sign-in data crmgate keeps itself, when the CRM keeps none (a remote CRM).
     pub signins: Option<Arc<crate::auth::logins::SignIns>>,
+    /// The mailbox mirror, when `[mirror]` is on (`server::serve` runs it).
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
 }
 
 const SERVER_KEY: &[u8] = b"meta/server_key";
@@ -258,7 +260,14 @@ impl App {
             face_folders: crate::ews::folders::WELL_KNOWN,
             contacts_parent: Some(crate::ews::folders::MSG_FOLDER_ROOT),
         };
+        let mirror = match &config.mirror {
+            Some(m) => Some(Arc::new(
+                crate::mirror::Mirror::new(m.clone()).map_err(AppError::Io)?,
+            )),
+            None => None,
+        };
         Ok(App {
+            mirror,
             codec,
             view,
             view_cache: crate::view::ViewCache::default(),

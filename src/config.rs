@@ -191,6 +191,8 @@ pub struct Config {
     pub ews: EwsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The mailbox mirror (`None`: off).
+    pub mirror: Option<crate::mirror::config::MirrorConfig>,
 }
 
 /// Command-line values that override the file.
@@ -338,6 +340,7 @@ const SECTIONS: &[&str] = &[
     "graph",
     "ews",
     "log",
+    "mirror",
 ];
 
 fn secs(r: &mut Reader<'_>, path: &str, default: u64, max: i64) -> Duration {
@@ -919,6 +922,132 @@ impl Config {
             r.bad("log.level", format!("\"{level}\" is not a log filter"));
         }
 
+        // [mirror]
+        let mirror = if root.get("mirror").is_some() && r.boolean("mirror.enabled").unwrap_or(true)
+        {
+            let tenant = r.string("mirror.tenant").unwrap_or_default();
+            if tenant.is_empty() {
+                r.bad(
+                    "mirror.tenant",
+                    "required: the tenant id or domain of the mailboxes",
+                );
+            } else if ["common", "organizations", "consumers"].contains(&tenant.as_str()) {
+                r.bad(
+                    "mirror.tenant",
+                    format!(
+                        "\"{tenant}\": the client-credentials flow needs the tenant id or domain"
+                    ),
+                );
+            }
+            let client_id = r.string("mirror.client_id").unwrap_or_default();
+            if client_id.is_empty() {
+                r.bad("mirror.client_id", "required: the application (client) id");
+            }
+            let secret = match r.string("mirror.client_secret").as_deref() {
+                None | Some("env") => crate::mirror::config::SecretSource::Env,
+                Some(p) => crate::mirror::config::SecretSource::File(resolve(
+                    p.strip_prefix("file:").unwrap_or(p),
+                )),
+            };
+            let mut m = crate::mirror::config::MirrorConfig::new(&tenant, &client_id, secret);
+            m.my_name = my_name.clone();
+            m.global_name = global_name.clone();
+            let http_ok = |u: &str| {
+                u.starts_with("https://")
+                    || ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                        .iter()
+                        .any(|p| u.starts_with(p))
+            };
+            if let Some(u) = r.string("mirror.graph_url") {
+                let u = u.trim_end_matches('/').to_owned();
+                if !http_ok(&u) {
+                    r.bad(
+                        "mirror.graph_url",
+                        format!("\"{u}\": https, or http on loopback (tests)"),
+                    );
+                }
+                m.graph_url = u;
+            }
+            if let Some(u) = r.string("mirror.token_url") {
+                if !http_ok(&u) {
+                    r.bad(
+                        "mirror.token_url",
+                        format!("\"{u}\": https, or http on loopback (tests)"),
+                    );
+                }
+                m.token_url = u;
+            }
+            match r.get("mirror.mailboxes") {
+                None => {}
+                Some(toml::Value::String(s)) if s == "all" => {}
+                Some(toml::Value::Array(_)) => {
+                    let list = r.strings("mirror.mailboxes").unwrap_or_default();
+                    m.mailboxes = crate::mirror::config::Mailboxes::Only(
+                        list.iter().map(|l| l.to_lowercase()).collect(),
+                    );
+                }
+                Some(_) => r.bad("mirror.mailboxes", "expected \"all\" or a list of logins"),
+            }
+            match r.get("mirror.mailbox_of") {
+                None => {}
+                Some(toml::Value::Table(t)) => {
+                    for (login, upn) in t {
+                        match upn.as_str() {
+                            Some(u) if u.contains('@') => {
+                                m.mailbox_of.insert(login.to_lowercase(), u.to_owned());
+                            }
+                            _ => r.bad(
+                                &format!("mirror.mailbox_of.{login}"),
+                                "expected the mailbox's user principal name (name@domain)",
+                            ),
+                        }
+                    }
+                }
+                Some(_) => r.bad("mirror.mailbox_of", "expected a table of login = \"upn\""),
+            }
+            if let Some(n) = r.string("mirror.my_folder_name") {
+                m.my_name = n;
+            }
+            if let Some(n) = r.string("mirror.global_folder_name") {
+                m.global_name = n;
+            }
+            for (key, name) in [
+                ("mirror.my_folder_name", &m.my_name),
+                ("mirror.global_folder_name", &m.global_name),
+            ] {
+                if name.trim().is_empty() || name.len() > 255 {
+                    r.errors.push(format!("{key}: 1 to 255 characters"));
+                }
+            }
+            if m.my_name.eq_ignore_ascii_case(&m.global_name) {
+                r.bad(
+                    "mirror.global_folder_name",
+                    "must differ from the My folder's name",
+                );
+            }
+            m.requests_per_window = r
+                .int("mirror.requests_per_window", 1, 1_000_000)
+                .unwrap_or(10_000) as u32;
+            m.window = secs(&mut r, "mirror.window_secs", 600, 86400);
+            m.concurrent_per_mailbox =
+                r.int("mirror.concurrent_per_mailbox", 1, 64).unwrap_or(4) as u32;
+            m.concurrent_total = r.int("mirror.concurrent_total", 1, 100_000).unwrap_or(256) as u32;
+            m.requests_per_10s = r
+                .int("mirror.requests_per_10s", 1, 10_000_000)
+                .unwrap_or(130_000) as u32;
+            m.batch_size = r.int("mirror.batch_size", 1, 20).unwrap_or(20) as usize;
+            m.parallel_mailboxes =
+                r.int("mirror.parallel_mailboxes", 1, 100_000).unwrap_or(64) as usize;
+            m.poll_interval = secs(&mut r, "mirror.poll_interval_secs", 30, 86400);
+            m.repair_interval = secs(&mut r, "mirror.repair_interval_secs", 6 * 3600, 86400 * 30);
+            m.failure_backoff = secs(&mut r, "mirror.failure_backoff_secs", 300, 86400);
+            m.timeout = secs(&mut r, "mirror.timeout_secs", 60, 600);
+            Some(m)
+        } else {
+            r.get("mirror");
+            None
+        };
+
         r.unknown_keys();
         if !r.errors.is_empty() {
             return Err(ConfigErrors(r.errors));
@@ -968,6 +1097,7 @@ impl Config {
             graph,
             ews,
             log: LogConfig { format, level },
+            mirror,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod ews;
 pub mod gen;
 pub mod graph;
 pub mod http;
+pub mod mirror;
 pub mod replica;
 pub mod server;
 pub mod store;

@@ -166,6 +166,60 @@ fn precondition(req: &Request<Incoming>) -> Precondition {
     Precondition::None
 }
 
+/// The mailbox mirror's state: progress of the fill and every mailbox with its lag and last
+/// error.
+fn mirror_status(app: &App) -> Resp {
+    let Some(m) = &app.mirror else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "mirror_off",
+            "the mailbox mirror is off (no [mirror] section in the config)",
+        );
+    };
+    let status = m.status(app);
+    let (filled, total, written, eta) = m.progress(&status);
+    json(
+        StatusCode::OK,
+        &json!({
+            "progress": {
+                "mailboxes_filled": filled, "mailboxes": total,
+                "contacts_written": written, "eta_secs": eta,
+            },
+            "mailboxes": status,
+        }),
+    )
+}
+
+/// `POST /admin/v1/mirror/resync?user=LOGIN`: rebuild one mailbox from what it holds.
+fn mirror_resync(app: &App, query: &[(String, String)]) -> Resp {
+    let Some(m) = &app.mirror else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "mirror_off",
+            "the mailbox mirror is off (no [mirror] section in the config)",
+        );
+    };
+    let Some(user) = param(query, "user") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "user=LOGIN is required",
+        );
+    };
+    if m.resync(user) {
+        json(
+            StatusCode::ACCEPTED,
+            &json!({"resync": user, "state": "queued"}),
+        )
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no mirrored mailbox for that login (yet)",
+        )
+    }
+}
+
 /// Answers one admin request.
 pub async fn handle(app: &App, who: &Principal, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
@@ -176,6 +230,8 @@ pub async fn handle(app: &App, who: &Principal, req: Request<Incoming>) -> Resp 
     match (method, segs.as_slice()) {
         (Method::GET, ["explain"]) => explain(app, &query),
         (Method::GET, ["preview"]) => preview(app, &query),
+        (Method::GET, ["mirror"]) => mirror_status(app),
+        (Method::POST, ["mirror", "resync"]) => mirror_resync(app, &query),
         (Method::GET, ["audit"]) => {
             let limit = param(&query, "limit")
                 .and_then(|v| v.parse::<usize>().ok())

@@ -69,6 +69,8 @@ pub struct Replica {
     cursor: tokio::sync::Mutex<Option<String>>,
     ready: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// The engine's sequence after every change, for those who follow it (the mailbox mirror).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Replica {
@@ -97,6 +99,7 @@ impl Replica {
                 cursor: tokio::sync::Mutex::new(None),
                 ready: AtomicBool::new(false),
                 last_error: Mutex::new(None),
+                changed: tokio::sync::watch::Sender::new(0),
             },
             stats,
         ))
@@ -109,6 +112,11 @@ impl Replica {
 
     fn write(&self) -> Result<RwLockWriteGuard<'_, Engine>, ReplicaError> {
         self.engine.write().map_err(|_| ReplicaError::Poisoned)
+    }
+
+    /// A receiver that sees the engine's sequence move with every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// True once the first full load from the CRM is done.
@@ -142,6 +150,9 @@ impl Replica {
                 self.reset()?;
                 return Err(e.into());
             }
+        }
+        if !applied.log.is_empty() {
+            self.changed.send_replace(engine.seq());
         }
         tracing::debug!(
             entries = applied.log.len(),
@@ -181,6 +192,7 @@ impl Replica {
             self.reset()?;
             return Err(e.into());
         }
+        self.changed.send_replace(engine.seq());
         Ok(true)
     }
 
@@ -196,6 +208,7 @@ impl Replica {
         let applied = self.apply(snapshot, true)?;
         *guard = Some(cursor);
         self.ready.store(true, Ordering::Release);
+        self.changed.send_modify(|_| {});
         Ok(applied)
     }
 
@@ -252,6 +265,7 @@ impl Replica {
         }
         *cursor = next;
         self.ready.store(true, Ordering::Release);
+        self.changed.send_modify(|_| {});
         Ok(total)
     }
 }

@@ -86,6 +86,11 @@ pub async fn serve(
     // that send nothing cannot keep new clients out.
     let (shed_tx, shed_rx) = watch::channel(0u64);
     let mut conns = JoinSet::new();
+    // The mailbox mirror runs beside the listener while it serves.
+    let mirror = app
+        .mirror
+        .clone()
+        .map(|m| tokio::spawn(m.run(app.clone(), stop_rx.clone())));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -180,6 +185,11 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    if let Some(m) = mirror {
+        if tokio::time::timeout(cfg.shutdown_grace, m).await.is_err() {
+            tracing::warn!("the mailbox mirror did not stop in the grace period");
+        }
+    }
     let grace = cfg.shutdown_grace;
     if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
         .await
@@ -444,5 +454,8 @@ fn metrics(app: &App) -> String {
         m.webhooks_refused.load(Ordering::Relaxed)
     );
     s.push_str(&app.crm_metrics());
+    if let Some(m) = &app.mirror {
+        s.push_str(&m.metrics(app));
+    }
     s
 }

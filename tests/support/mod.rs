@@ -256,6 +256,25 @@ impl TestServer {
         Self::start_in(dir, None, extra_config).await
     }
 
+    /// Stops the server, runs `between` on its data dir (nothing holds the store then), and
+    /// starts it again there with `extra_config`.
+    pub async fn restart_after(
+        mut self,
+        extra_config: &str,
+        between: impl FnOnce(&Path),
+    ) -> TestServer {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("join").expect("serve");
+        }
+        let TestServer { app, dir, .. } = self;
+        drop(app);
+        between(dir.path());
+        Self::start_in(dir, None, extra_config).await
+    }
+
     async fn start_in(
         dir: tempfile::TempDir,
         seed: Option<&Path>,
@@ -272,7 +291,18 @@ impl TestServer {
             insecure_http: false,
         };
         let cfg = Config::parse(extra_config, dir.path(), &ov).expect("config");
-        let app = Arc::new(App::open(cfg).expect("open"));
+        // Background work of a server just stopped may hold the store a moment longer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let app = loop {
+            match App::open(cfg.clone()) {
+                Ok(a) => break Arc::new(a),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("open: {e}"),
+            }
+        };
         if !matches!(app.config.crm.backend, crmgate::config::Backend::Embedded) {
             // The initial load runs in sync cycles; wait until the replica is ready.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);

@@ -1,0 +1,492 @@
+//! The mirror's Graph client: an application token (client credentials), requests and JSON
+//! batches, and the budgets Microsoft enforces per app and mailbox (requests per window,
+//! requests in flight, a mailbox's `Retry-After`), kept on this side so the mirror is throttled
+//! as rarely as possible — and waits as told when it is.
+
+use super::config::MirrorConfig;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The token scope of application permissions.
+const SCOPE: &str = "https://graph.microsoft.com/.default";
+/// A token is renewed this long before it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(120);
+
+/// One request to Graph: method, URL relative to the version (`/users/…`), body.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// GET, POST, PATCH, DELETE.
+    pub method: &'static str,
+    /// Relative URL, query included.
+    pub url: String,
+    /// JSON body.
+    pub body: Option<Value>,
+}
+
+/// Graph's answer to one request or batch item.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After`, if given.
+    pub retry_after: Option<Duration>,
+    /// JSON body (`Null` when empty or not JSON).
+    pub body: Value,
+}
+
+impl Answer {
+    /// 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The OData error code, if any.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// A short description for logs and status (never a secret).
+    pub fn describe(&self) -> String {
+        let msg = self.body["error"]["message"].as_str().unwrap_or("");
+        let msg: String = msg.chars().take(200).collect();
+        format!("{} {} {}", self.status, self.code(), msg)
+            .trim()
+            .to_owned()
+    }
+
+    /// Transient: throttled, unavailable, gateway timeout, or an item not run because one it
+    /// depended on failed.
+    pub fn transient(&self) -> bool {
+        matches!(self.status, 429 | 500 | 502 | 503 | 504 | 424)
+    }
+}
+
+/// Why a request got no answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SendError {
+    /// Sent (or possibly sent) and no answer came: the outcome of a write is unknown.
+    #[error("no answer from Graph: {0}")]
+    NoAnswer(String),
+    /// No token: the credentials were refused or the token endpoint is unreachable.
+    #[error("{0}")]
+    Token(String),
+}
+
+/// Requests per span of time, counted at admission.
+struct Window {
+    span: Duration,
+    limit: u32,
+    used: VecDeque<(Instant, u32)>,
+    sum: u32,
+}
+
+impl Window {
+    fn new(limit: u32, span: Duration) -> Window {
+        Window {
+            span,
+            limit,
+            used: VecDeque::new(),
+            sum: 0,
+        }
+    }
+
+    /// Admits `n` requests now (`None`), or says how long to wait.
+    fn admit(&mut self, n: u32, now: Instant) -> Option<Duration> {
+        while let Some(&(t, k)) = self.used.front() {
+            if now.duration_since(t) >= self.span {
+                self.used.pop_front();
+                self.sum -= k;
+            } else {
+                break;
+            }
+        }
+        let n = n.min(self.limit);
+        if self.sum + n <= self.limit {
+            self.used.push_back((now, n));
+            self.sum += n;
+            return None;
+        }
+        // Wait until enough of the oldest admissions leave the window.
+        let mut freed = 0;
+        for &(t, k) in &self.used {
+            freed += k;
+            if self.sum - freed + n <= self.limit {
+                return Some(
+                    (t + self.span).saturating_duration_since(now) + Duration::from_millis(1),
+                );
+            }
+        }
+        Some(self.span)
+    }
+}
+
+/// One mailbox's budget: requests in flight, requests per window, and the time until which
+/// Graph told crmgate to wait.
+pub struct MailboxBudget {
+    inflight: Arc<Semaphore>,
+    window: Mutex<Window>,
+    until: Mutex<Option<Instant>>,
+}
+
+impl MailboxBudget {
+    /// The budget of the configured limits.
+    pub fn new(cfg: &MirrorConfig) -> MailboxBudget {
+        MailboxBudget {
+            inflight: Arc::new(Semaphore::new(cfg.concurrent_per_mailbox.max(1) as usize)),
+            window: Mutex::new(Window::new(cfg.requests_per_window.max(1), cfg.window)),
+            until: Mutex::new(None),
+        }
+    }
+
+    /// Graph answered `429` with this `Retry-After`: nothing more goes to the mailbox before.
+    pub fn throttle(&self, wait: Duration) {
+        let t = Instant::now() + wait;
+        let mut u = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if u.is_none_or(|x| x < t) {
+            *u = Some(t);
+        }
+    }
+
+    /// True while a `Retry-After` runs.
+    pub fn throttled(&self) -> bool {
+        self.until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|u| u > Instant::now())
+    }
+
+    /// Waits for a slot, the end of any `Retry-After`, and room for `items` requests.
+    async fn admit(&self, items: u32) -> Option<OwnedSemaphorePermit> {
+        let permit = self.inflight.clone().acquire_owned().await.ok()?;
+        loop {
+            let now = Instant::now();
+            let wait = {
+                let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
+                match until.filter(|u| *u > now) {
+                    Some(u) => u - now,
+                    None => {
+                        match self
+                            .window
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .admit(items, now)
+                        {
+                            None => return Some(permit),
+                            Some(d) => d,
+                        }
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Counters of the client, for `/metrics`.
+#[derive(Default)]
+pub struct ClientCounters {
+    /// HTTP requests sent (a batch is one).
+    pub http_requests: AtomicU64,
+    /// Graph requests (a batch counts its items, as Microsoft does).
+    pub graph_requests: AtomicU64,
+    /// `429` answers (requests and items).
+    pub throttled: AtomicU64,
+    /// Requests without an answer.
+    pub no_answer: AtomicU64,
+    /// Tokens fetched.
+    pub token_grants: AtomicU64,
+}
+
+/// The Graph client. Cheap to share.
+pub struct GraphClient {
+    http: reqwest::Client,
+    cfg: Arc<MirrorConfig>,
+    secret: String,
+    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    total: Arc<Semaphore>,
+    global: Mutex<Window>,
+    /// Counters.
+    pub counters: ClientCounters,
+}
+
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    h.get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+impl GraphClient {
+    /// A client for the configured app; `secret` was read from its source.
+    pub fn new(cfg: Arc<MirrorConfig>, secret: String) -> Result<GraphClient, String> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .pool_max_idle_per_host(cfg.concurrent_total as usize)
+            .build()
+            .map_err(|e| format!("mirror: HTTP client: {e}"))?;
+        Ok(GraphClient {
+            http,
+            total: Arc::new(Semaphore::new(cfg.concurrent_total.max(1) as usize)),
+            global: Mutex::new(Window::new(
+                cfg.requests_per_10s.max(1),
+                Duration::from_secs(10),
+            )),
+            cfg,
+            secret,
+            token: tokio::sync::Mutex::new(None),
+            counters: ClientCounters::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MirrorConfig {
+        &self.cfg
+    }
+
+    /// A valid application token (`renew`: the last one was refused).
+    async fn token(&self, renew: bool) -> Result<String, SendError> {
+        let mut t = self.token.lock().await;
+        if let Some((tok, exp)) = t.as_ref() {
+            if !renew && *exp > Instant::now() + TOKEN_MARGIN {
+                return Ok(tok.clone());
+            }
+        }
+        let form = [
+            ("client_id", self.cfg.client_id.as_str()),
+            ("client_secret", self.secret.as_str()),
+            ("scope", SCOPE),
+            ("grant_type", "client_credentials"),
+        ];
+        self.counters.token_grants.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .http
+            .post(&self.cfg.token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| {
+                SendError::Token(format!("token endpoint unreachable: {}", e.without_url()))
+            })?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            let why = body["error_description"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or("no reason given");
+            let why: String = why.lines().next().unwrap_or("").chars().take(200).collect();
+            return Err(SendError::Token(format!(
+                "the token endpoint refused the app's credentials ({status}): {why}"
+            )));
+        }
+        let Some(tok) = body["access_token"].as_str() else {
+            return Err(SendError::Token("token answer without access_token".into()));
+        };
+        let secs = body["expires_in"].as_u64().unwrap_or(3599);
+        *t = Some((tok.to_owned(), Instant::now() + Duration::from_secs(secs)));
+        Ok(tok.to_owned())
+    }
+
+    /// Waits for the global budget (`n` Graph requests) and a slot.
+    async fn admit_global(&self, n: u32) -> Option<OwnedSemaphorePermit> {
+        let permit = self.total.clone().acquire_owned().await.ok()?;
+        loop {
+            let wait = self
+                .global
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(n, Instant::now());
+            match wait {
+                None => return Some(permit),
+                Some(d) => tokio::time::sleep(d).await,
+            }
+        }
+    }
+
+    /// Sends one HTTP request to Graph within the budgets; a refused token is renewed once.
+    async fn http(
+        &self,
+        budget: &MailboxBudget,
+        items: u32,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+        prefer: Option<&str>,
+    ) -> Result<Answer, SendError> {
+        let _mb = budget.admit(items).await;
+        let _all = self.admit_global(items).await;
+        let mut renew = false;
+        loop {
+            let token = self.token(renew).await?;
+            let m = reqwest::Method::from_bytes(method.as_bytes())
+                .map_err(|e| SendError::NoAnswer(e.to_string()))?;
+            let mut req = self.http.request(m, url).bearer_auth(&token);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            if let Some(p) = prefer {
+                req = req.header("prefer", p);
+            }
+            self.counters.http_requests.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .graph_requests
+                .fetch_add(u64::from(items), Ordering::Relaxed);
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.counters.no_answer.fetch_add(1, Ordering::Relaxed);
+                    return Err(SendError::NoAnswer(e.without_url().to_string()));
+                }
+            };
+            let status = resp.status().as_u16();
+            let ra = retry_after(resp.headers());
+            let bytes = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.counters.no_answer.fetch_add(1, Ordering::Relaxed);
+                    return Err(SendError::NoAnswer(e.without_url().to_string()));
+                }
+            };
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if status == 401 && !renew {
+                renew = true;
+                continue;
+            }
+            if status == 429 {
+                self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                budget.throttle(ra.unwrap_or(Duration::from_secs(5)));
+            }
+            return Ok(Answer {
+                status,
+                retry_after: ra,
+                body,
+            });
+        }
+    }
+
+    /// One request (its URL relative to the Graph version).
+    pub async fn call(&self, budget: &MailboxBudget, call: &Call) -> Result<Answer, SendError> {
+        let url = format!("{}{}", self.cfg.graph_url, call.url);
+        self.http(budget, 1, call.method, &url, call.body.as_ref(), None)
+            .await
+    }
+
+    /// A GET of an absolute link Graph gave (`@odata.nextLink`, `@odata.deltaLink`).
+    pub async fn follow(
+        &self,
+        budget: &MailboxBudget,
+        link: &str,
+        page: Option<usize>,
+    ) -> Result<Answer, SendError> {
+        if !link.starts_with(&self.cfg.graph_url) {
+            return Err(SendError::NoAnswer(format!(
+                "a link outside the Graph base URL was not followed: {}",
+                link.chars().take(100).collect::<String>()
+            )));
+        }
+        let prefer = page.map(|n| format!("odata.maxpagesize={n}"));
+        self.http(budget, 1, "GET", link, None, prefer.as_deref())
+            .await
+    }
+
+    /// Items run one after another in one `$batch` (each depends on the one before, so the
+    /// batch holds one of the mailbox's slots). Answers in the order of `calls`; an item that
+    /// came back without an answer is `None`. A failed item makes the rest answer `424`.
+    pub async fn chain(
+        &self,
+        budget: &MailboxBudget,
+        calls: &[Call],
+    ) -> Result<Vec<Option<Answer>>, SendError> {
+        if calls.len() == 1 {
+            return self.call(budget, &calls[0]).await.map(|a| vec![Some(a)]);
+        }
+        let requests: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut r = json!({"id": (i + 1).to_string(), "method": c.method, "url": c.url});
+                if i > 0 {
+                    r["dependsOn"] = json!([i.to_string()]);
+                }
+                if let Some(b) = &c.body {
+                    r["body"] = b.clone();
+                    r["headers"] = json!({"Content-Type": "application/json"});
+                }
+                r
+            })
+            .collect();
+        let url = format!("{}/$batch", self.cfg.graph_url);
+        let env = self
+            .http(
+                budget,
+                calls.len() as u32,
+                "POST",
+                &url,
+                Some(&json!({ "requests": requests })),
+                None,
+            )
+            .await?;
+        if env.status != 200 {
+            // The whole batch failed (throttled, unavailable, refused): every item with it.
+            return Ok(vec![Some(env); calls.len()]);
+        }
+        let mut out: Vec<Option<Answer>> = vec![None; calls.len()];
+        for r in env.body["responses"].as_array().into_iter().flatten() {
+            let Some(i) = r["id"]
+                .as_str()
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|i| (1..=calls.len()).contains(i))
+            else {
+                continue;
+            };
+            let ra = r["headers"]
+                .as_object()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                        .map(|(_, v)| v.clone())
+                })
+                .and_then(|v| match v {
+                    Value::String(s) => s.trim().parse::<u64>().ok(),
+                    Value::Number(n) => n.as_u64(),
+                    _ => None,
+                })
+                .map(Duration::from_secs);
+            let status = r["status"].as_u64().unwrap_or(0) as u16;
+            if status == 429 {
+                self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                budget.throttle(ra.unwrap_or(Duration::from_secs(5)));
+            }
+            out[i - 1] = Some(Answer {
+                status,
+                retry_after: ra,
+                body: r["body"].clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_admits_up_to_its_limit_then_says_how_long_to_wait() {
+        let mut w = Window::new(10, Duration::from_secs(600));
+        let t0 = Instant::now();
+        assert_eq!(w.admit(6, t0), None);
+        assert_eq!(w.admit(4, t0 + Duration::from_secs(1)), None);
+        let wait = w.admit(3, t0 + Duration::from_secs(2)).expect("full");
+        // The first 6 leave at t0 + 600 s: 598 s from now.
+        assert!(wait >= Duration::from_secs(598) && wait < Duration::from_secs(599));
+        assert_eq!(w.admit(3, t0 + Duration::from_secs(601)), None);
+    }
+}

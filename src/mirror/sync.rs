@@ -1,0 +1,1089 @@
+//! One mailbox's work: make sure crmgate's folders are there, rebuild the id map from the
+//! mailbox when it may be wrong, and write what the user's folder change log says since the
+//! last position — in `$batch` chains, within the mailbox's budget, with every write of unknown
+//! outcome looked up by its extended property before it is sent again.
+
+use super::body;
+use super::client::{Answer, Call, MailboxBudget, SendError};
+use super::state::{self, Entry, FolderMeta, Keys, Meta, FOLDERS};
+use super::Mirror;
+use crate::app::App;
+use crate::domain::rules::VirtualFolder;
+use crate::view::{ItemChange, Session};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Changes taken from the log per round (and written before the position moves).
+const PAGE: usize = 400;
+/// Rounds of retries of one page's writes before the mailbox is put back in the queue.
+const ROUNDS: u32 = 8;
+/// Items per listing page when the id map is rebuilt.
+const LIST_PAGE: usize = 1000;
+/// A write found the folder gone.
+pub(super) const FOLDER_GONE: &str = "folder gone";
+
+/// Why a mailbox's step stopped.
+#[derive(Clone, Debug, thiserror::Error)]
+pub(super) enum MbError {
+    /// Not worth retrying soon: no such mailbox, no consent, a folder name taken, credentials
+    /// refused.
+    #[error("{0}")]
+    Skip(String),
+    /// Transient: tried again shortly.
+    #[error("{0}")]
+    Retry(String),
+    /// The user is gone or inactive.
+    #[error("the user is no longer a crmgate user")]
+    Gone,
+}
+
+fn from_send(e: SendError) -> MbError {
+    match e {
+        SendError::Token(m) => MbError::Skip(m),
+        SendError::NoAnswer(m) => MbError::Retry(m),
+    }
+}
+
+/// A write to send.
+#[derive(Clone, Debug)]
+enum Op {
+    Create {
+        contact: String,
+        body: Value,
+        v: String,
+        d: Vec<u32>,
+        /// Its outcome was unknown once: look it up before sending it again.
+        check: bool,
+    },
+    Update {
+        contact: String,
+        item: String,
+        body: Value,
+        v: String,
+        d: Vec<u32>,
+        /// The item is gone from the mailbox: re-create it with this body.
+        recreate: Box<Value>,
+    },
+    Delete {
+        contact: String,
+        item: String,
+    },
+}
+
+impl Op {
+    fn contact(&self) -> &str {
+        match self {
+            Op::Create { contact, .. }
+            | Op::Update { contact, .. }
+            | Op::Delete { contact, .. } => contact,
+        }
+    }
+}
+
+/// What became of an op.
+enum Done {
+    /// The entry now (None: removed).
+    Entry(Option<Entry>),
+    /// Send again (transient, or a lookup decided).
+    Again(Op, Option<Duration>),
+    /// Refused for good: reported, the position moves on.
+    Failed(String),
+    /// The folder is gone from the mailbox.
+    FolderGone,
+}
+
+/// One mailbox being worked on.
+pub(super) struct Run<'a> {
+    pub app: &'a Arc<App>,
+    pub mirror: &'a Mirror,
+    pub login: String,
+    pub upn: String,
+    pub keys: Keys,
+    pub budget: Arc<MailboxBudget>,
+}
+
+/// What a step did.
+#[derive(Debug, Default)]
+pub(super) struct Stepped {
+    /// Writes that landed.
+    pub written: u64,
+    /// Changes still waiting in the log after the step.
+    pub backlog: u64,
+}
+
+fn user_path(upn: &str) -> String {
+    format!("/users/{}", crate::http::percent_encode(upn))
+}
+
+fn quote(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+impl Run<'_> {
+    pub(super) fn base(&self) -> String {
+        user_path(&self.upn)
+    }
+
+    pub(super) fn folder_url(&self, id: &str) -> String {
+        format!(
+            "{}/contactFolders/{}",
+            self.base(),
+            crate::http::percent_encode(id)
+        )
+    }
+
+    /// Runs `f` on the user's mailbox over a read view of the replica (never across an await).
+    pub(super) fn with_mailbox<T>(
+        &self,
+        f: impl FnOnce(&crate::view::Mailbox<'_>) -> T,
+    ) -> Result<T, MbError> {
+        let app = self.app;
+        let engine = app
+            .replica
+            .read()
+            .map_err(|_| MbError::Retry("replica unavailable".into()))?;
+        let s = Session::open(
+            &app.view_cache,
+            &engine,
+            &app.codec,
+            &app.view,
+            &self.login,
+            false,
+        )
+        .ok_or(MbError::Gone)?;
+        let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
+        Ok(f(&mb))
+    }
+
+    pub(super) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&App) -> Result<T, MbError> + Send + 'static,
+    ) -> Result<T, MbError> {
+        let app = self.app.clone();
+        tokio::task::spawn_blocking(move || f(&app))
+            .await
+            .map_err(|e| MbError::Retry(format!("worker failed: {e}")))?
+    }
+
+    pub(super) async fn save(
+        &self,
+        meta: &Meta,
+        entries: Vec<(VirtualFolder, String, Option<Entry>)>,
+    ) -> Result<(), MbError> {
+        let (keys, meta) = (self.keys.clone(), meta.clone());
+        self.blocking(move |app| {
+            keys.commit(&app.store, &meta, &entries)
+                .map_err(|e| MbError::Retry(format!("store: {e}")))
+        })
+        .await
+    }
+
+    pub(super) async fn call(&self, c: Call) -> Result<Answer, MbError> {
+        self.mirror
+            .client
+            .call(&self.budget, &c)
+            .await
+            .map_err(from_send)
+    }
+
+    /// A mailbox-level refusal (no mailbox, no consent) as a skip.
+    fn refused(&self, a: &Answer) -> Option<MbError> {
+        match (a.status, a.code()) {
+            (404, "ErrorInvalidUser" | "ResourceNotFound" | "MailboxNotEnabledForRESTAPI")
+            | (403, _)
+            | (401, _) => Some(MbError::Skip(format!(
+                "mailbox {}: {}",
+                self.upn,
+                a.describe()
+            ))),
+            _ => None,
+        }
+    }
+
+    /// A GET, retried while transient (the budget waits out `Retry-After`).
+    pub(super) async fn get(&self, url: String) -> Result<Answer, MbError> {
+        let mut wait = Duration::from_millis(500);
+        for _ in 0..ROUNDS {
+            let a = self
+                .call(Call {
+                    method: "GET",
+                    url: url.clone(),
+                    body: None,
+                })
+                .await;
+            match a {
+                Ok(a) if !a.transient() => return Ok(a),
+                Ok(a) if a.status == 429 => continue,
+                Ok(a) => {
+                    tokio::time::sleep(a.retry_after.unwrap_or(wait)).await;
+                }
+                Err(MbError::Retry(_)) => tokio::time::sleep(wait).await,
+                Err(e) => return Err(e),
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+        Err(MbError::Retry("Graph kept failing".into()))
+    }
+
+    /// All pages of a listing.
+    async fn list(&self, first: String) -> Result<Vec<Value>, MbError> {
+        let mut out = Vec::new();
+        let mut a = self.get(first).await?;
+        loop {
+            if let Some(e) = self.refused(&a) {
+                return Err(e);
+            }
+            if !a.ok() {
+                return Err(MbError::Retry(format!("listing: {}", a.describe())));
+            }
+            out.extend(a.body["value"].as_array().cloned().unwrap_or_default());
+            let Some(next) = a.body["@odata.nextLink"].as_str().map(str::to_owned) else {
+                return Ok(out);
+            };
+            if out.len() > 1_000_000 {
+                return Err(MbError::Retry("listing too long".into()));
+            }
+            let mut wait = Duration::from_millis(500);
+            a = loop {
+                match self.mirror.client.follow(&self.budget, &next, None).await {
+                    Ok(x) if x.transient() => {
+                        if x.status != 429 {
+                            tokio::time::sleep(x.retry_after.unwrap_or(wait)).await;
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                    Ok(x) => break x,
+                    Err(SendError::NoAnswer(_)) => tokio::time::sleep(wait).await,
+                    Err(e) => return Err(from_send(e)),
+                }
+            };
+        }
+    }
+
+    /// Makes sure crmgate's folders exist with their names; a folder found again by its marker
+    /// (after the store lost it) makes the id map doubtful.
+    async fn ensure_folders(
+        &self,
+        meta: &mut Meta,
+        offered: &[VirtualFolder],
+    ) -> Result<(), MbError> {
+        let names = [
+            self.mirror.cfg.my_name.clone(),
+            self.mirror.cfg.global_name.clone(),
+        ];
+        for f in FOLDERS {
+            let i = state::slot(f);
+            let want = offered.contains(&f);
+            if !want {
+                // Global switched off: its folder goes.
+                if let Some(fm) = meta.folders[i].take() {
+                    let a = self
+                        .call(Call {
+                            method: "DELETE",
+                            url: self.folder_url(&fm.id),
+                            body: None,
+                        })
+                        .await?;
+                    if !a.ok() && a.status != 404 {
+                        meta.folders[i] = Some(fm);
+                        return Err(MbError::Retry(format!("folder delete: {}", a.describe())));
+                    }
+                    meta.states[i] = None;
+                    meta.delta[i] = None;
+                    let keys = self.keys.clone();
+                    self.blocking(move |app| {
+                        keys.clear_folder(&app.store, f)
+                            .map_err(|e| MbError::Retry(format!("store: {e}")))
+                    })
+                    .await?;
+                    self.save(meta, Vec::new()).await?;
+                }
+                continue;
+            }
+            if let Some(fm) = &meta.folders[i] {
+                if fm.name != names[i] {
+                    let a = self
+                        .call(Call {
+                            method: "PATCH",
+                            url: self.folder_url(&fm.id),
+                            body: Some(json!({"displayName": names[i]})),
+                        })
+                        .await?;
+                    if a.ok() {
+                        meta.folders[i] = Some(FolderMeta {
+                            id: fm.id.clone(),
+                            name: names[i].clone(),
+                        });
+                        self.save(meta, Vec::new()).await?;
+                    } else if a.status == 404 {
+                        self.folder_gone(meta, f).await?;
+                    } else {
+                        return Err(MbError::Retry(format!("folder rename: {}", a.describe())));
+                    }
+                }
+            }
+            if meta.folders[i].is_some() {
+                continue;
+            }
+            // Find it by its marker first: a folder crmgate made before the store forgot it.
+            let filter = format!(
+                "singleValueExtendedProperties/Any(ep: ep/id eq '{}' and ep/value eq '{}')",
+                quote(&body::folder_prop()),
+                state::folder_tag(f)
+            );
+            let url = format!(
+                "{}/contactFolders?$filter={}",
+                self.base(),
+                crate::http::percent_encode(&filter)
+            );
+            let found = self.list(url).await?;
+            let mut found: Vec<(String, String)> = found
+                .iter()
+                .filter_map(|v| {
+                    Some((
+                        v["id"].as_str()?.to_owned(),
+                        v["displayName"].as_str().unwrap_or("").to_owned(),
+                    ))
+                })
+                .collect();
+            if let Some((id, name)) = found.first().cloned() {
+                // More than one (a crash between create and save, twice): keep the first,
+                // its contacts are read back; the others go.
+                for (other, _) in found.drain(1..) {
+                    let _ = self
+                        .call(Call {
+                            method: "DELETE",
+                            url: self.folder_url(&other),
+                            body: None,
+                        })
+                        .await?;
+                }
+                meta.folders[i] = Some(FolderMeta { id, name });
+                meta.states[i] = None;
+                meta.delta[i] = None;
+                meta.doubtful = true;
+                self.save(meta, Vec::new()).await?;
+                // The rename, if any, on the next pass.
+                continue;
+            }
+            let a = self
+                .call(Call {
+                    method: "POST",
+                    url: format!("{}/contactFolders", self.base()),
+                    body: Some(json!({
+                        "displayName": names[i],
+                        "singleValueExtendedProperties": [
+                            {"id": body::folder_prop(), "value": state::folder_tag(f)}
+                        ]
+                    })),
+                })
+                .await;
+            let a = match a {
+                Ok(a) => a,
+                // Lost answer: the next pass finds the folder by its marker.
+                Err(e) => return Err(e),
+            };
+            if let Some(e) = self.refused(&a) {
+                return Err(e);
+            }
+            match a.status {
+                201 | 200 => {
+                    let id = a.body["id"].as_str().unwrap_or("").to_owned();
+                    if id.is_empty() {
+                        return Err(MbError::Retry("folder created without an id".into()));
+                    }
+                    meta.folders[i] = Some(FolderMeta {
+                        id,
+                        name: names[i].clone(),
+                    });
+                    meta.states[i] = None;
+                    meta.delta[i] = None;
+                    let keys = self.keys.clone();
+                    self.blocking(move |app| {
+                        keys.clear_folder(&app.store, f)
+                            .map_err(|e| MbError::Retry(format!("store: {e}")))
+                    })
+                    .await?;
+                    self.save(meta, Vec::new()).await?;
+                }
+                409 => {
+                    return Err(MbError::Skip(format!(
+                        "mailbox {}: a folder named \"{}\" exists that crmgate did not make; \
+                         rename it or set another name in [mirror]",
+                        self.upn, names[i]
+                    )))
+                }
+                _ => return Err(MbError::Retry(format!("folder create: {}", a.describe()))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder is gone from the mailbox: forget it and its id map; the next pass makes it
+    /// again and fills it from the start.
+    async fn folder_gone(&self, meta: &mut Meta, f: VirtualFolder) -> Result<(), MbError> {
+        let i = state::slot(f);
+        meta.folders[i] = None;
+        meta.states[i] = None;
+        meta.delta[i] = None;
+        let keys = self.keys.clone();
+        self.blocking(move |app| {
+            keys.clear_folder(&app.store, f)
+                .map_err(|e| MbError::Retry(format!("store: {e}")))
+        })
+        .await?;
+        self.save(meta, Vec::new()).await
+    }
+
+    /// Rebuilds the id map of a folder from the mailbox: every item with crmgate's state
+    /// property; duplicates of one contact are deleted.
+    pub(super) async fn rebuild(&self, meta: &mut Meta, f: VirtualFolder) -> Result<(), MbError> {
+        let i = state::slot(f);
+        let Some(fm) = meta.folders[i].clone() else {
+            return Ok(());
+        };
+        let url = format!(
+            "{}/contacts?$top={LIST_PAGE}&$select=id,changeKey&$expand={}",
+            self.folder_url(&fm.id),
+            crate::http::percent_encode(&format!(
+                "singleValueExtendedProperties($filter=id eq '{}')",
+                quote(&body::state_prop())
+            ))
+        );
+        let items = match self.list(url).await {
+            Ok(v) => v,
+            Err(MbError::Retry(m)) if m.contains("404") => {
+                return self.folder_gone(meta, f).await;
+            }
+            Err(e) => return Err(e),
+        };
+        // What the id map held: digests and change keys of items that are still the same
+        // stay (a user's edit made while crmgate was away still shows in delta).
+        let keys = self.keys.clone();
+        let before: HashMap<String, Entry> = self
+            .blocking(move |app| {
+                keys.entries(&app.store, f)
+                    .map(|v| v.into_iter().collect())
+                    .map_err(|e| MbError::Retry(format!("store: {e}")))
+            })
+            .await?;
+        let mut map: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut extra = Vec::new();
+        for it in &items {
+            let (Some(id), Some(st)) = (it["id"].as_str(), body::state_of(it)) else {
+                continue; // not crmgate's: a user's own contact in the folder
+            };
+            let Some((v, contact)) = body::parse_state(&st) else {
+                continue;
+            };
+            if map.contains_key(contact) {
+                extra.push(id.to_owned());
+                continue;
+            }
+            let entry = match before.get(contact) {
+                Some(old) if old.item == id && old.v == v => old.clone(),
+                _ => Entry {
+                    item: id.to_owned(),
+                    ck: it["changeKey"].as_str().unwrap_or("").to_owned(),
+                    v: v.to_owned(),
+                    d: Vec::new(),
+                },
+            };
+            map.insert(contact.to_owned(), entry);
+        }
+        for id in &extra {
+            let a = self
+                .call(Call {
+                    method: "DELETE",
+                    url: format!(
+                        "{}/contacts/{}",
+                        self.folder_url(&fm.id),
+                        crate::http::percent_encode(id)
+                    ),
+                    body: None,
+                })
+                .await?;
+            if !a.ok() && a.status != 404 {
+                return Err(MbError::Retry(format!(
+                    "duplicate delete: {}",
+                    a.describe()
+                )));
+            }
+        }
+        if !extra.is_empty() {
+            tracing::warn!(mailbox = %self.upn, folder = state::folder_tag(f), removed = extra.len(),
+                "duplicates of crmgate contacts found and removed");
+        }
+        let keys = self.keys.clone();
+        let meta2 = meta.clone();
+        self.blocking(move |app| {
+            keys.clear_folder(&app.store, f)
+                .and_then(|_| {
+                    let e: Vec<_> = map.into_iter().map(|(c, e)| (f, c, Some(e))).collect();
+                    keys.commit(&app.store, &meta2, &e)
+                })
+                .map_err(|e| MbError::Retry(format!("store: {e}")))
+        })
+        .await
+    }
+
+    /// One page of the folder's change log as writes: (ops, next state, last page).
+    async fn plan(
+        &self,
+        meta: &Meta,
+        f: VirtualFolder,
+    ) -> Result<(Vec<Op>, String, bool, u64), MbError> {
+        let state = meta.states[state::slot(f)].clone();
+        let (login, keys) = (self.login.clone(), self.keys.clone());
+        self.blocking(move |app| {
+            let engine = app
+                .replica
+                .read()
+                .map_err(|_| MbError::Retry("replica unavailable".into()))?;
+            let s = Session::open(
+                &app.view_cache,
+                &engine,
+                &app.codec,
+                &app.view,
+                &login,
+                false,
+            )
+            .ok_or(MbError::Gone)?;
+            let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
+            let page = match mb.changes(f, state.as_deref(), PAGE, &HashSet::new(), 0) {
+                Ok(p) => p,
+                // A position the log no longer serves: start the folder over (the id map
+                // keeps what is in the mailbox, so nothing is written twice).
+                Err(_) => mb
+                    .changes(f, None, PAGE, &HashSet::new(), 0)
+                    .map_err(|e| MbError::Retry(format!("view: {e}")))?,
+            };
+            // The last change of each contact in the page wins.
+            let mut last: Vec<(String, Option<crate::view::Item>)> = Vec::new();
+            let mut at: HashMap<String, usize> = HashMap::new();
+            for (ch, it) in page.changes {
+                let (contact, item) = match (ch, it) {
+                    (ItemChange::Delete, Err(id)) => match mb.contact_of_item(&id) {
+                        Some((_, c)) => (c, None),
+                        None => continue,
+                    },
+                    (_, Ok(item)) => (item.contact_id.clone(), Some(item)),
+                    _ => continue,
+                };
+                match at.get(&contact) {
+                    Some(&i) => last[i] = (contact, item),
+                    None => {
+                        at.insert(contact.clone(), last.len());
+                        last.push((contact, item));
+                    }
+                }
+            }
+            let pending = mb.changes_pending(f, &page.state).unwrap_or(0);
+            drop(engine);
+            let mut ops = Vec::new();
+            for (contact, item) in last {
+                let e = keys
+                    .entry_of(&app.store, f, &contact)
+                    .map_err(|e| MbError::Retry(format!("store: {e}")))?;
+                match (item, e) {
+                    (None, Some(e)) => ops.push(Op::Delete {
+                        contact,
+                        item: e.item,
+                    }),
+                    (None, None) => {}
+                    (Some(item), None) => {
+                        let (b, d) = body::create(&item);
+                        ops.push(Op::Create {
+                            contact,
+                            body: b,
+                            v: item.change_key,
+                            d,
+                            check: false,
+                        });
+                    }
+                    (Some(item), Some(e)) => {
+                        if e.v == item.change_key {
+                            continue;
+                        }
+                        if let Some((b, d)) = body::update(&item, &e.d, &e.v) {
+                            let recreate = Box::new(body::create(&item).0);
+                            ops.push(Op::Update {
+                                contact,
+                                item: e.item,
+                                body: b,
+                                v: item.change_key,
+                                d,
+                                recreate,
+                            });
+                        }
+                    }
+                }
+            }
+            Ok((ops, page.state, page.last, pending))
+        })
+        .await
+    }
+
+    /// Sends ops until each is done, failed for good, or the rounds run out. Returns the entry
+    /// changes of what landed, and whether everything landed.
+    async fn execute(
+        &self,
+        folder_id: &str,
+        ops: Vec<Op>,
+    ) -> Result<(Vec<(String, Option<Entry>)>, Vec<String>, bool), MbError> {
+        let mut todo = ops;
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        let mut wait = Duration::from_millis(500);
+        for _ in 0..ROUNDS {
+            if todo.is_empty() {
+                return Ok((done, failed, true));
+            }
+            // Creates whose outcome was unknown are looked up first (one GET each).
+            let mut ready = Vec::new();
+            for op in todo.drain(..) {
+                if matches!(op, Op::Create { check: true, .. }) {
+                    let contact = op.contact().to_owned();
+                    match self.lookup(folder_id, op).await? {
+                        Done::Entry(e) => done.push((contact, e)),
+                        Done::Again(op, _) => ready.push(op),
+                        _ => {}
+                    }
+                } else {
+                    ready.push(op);
+                }
+            }
+            let mut again = Vec::new();
+            let size = self.mirror.cfg.batch_size.clamp(1, 20);
+            let chains: Vec<Vec<Op>> = ready.chunks(size).map(|c| c.to_vec()).collect();
+            let mut set = tokio::task::JoinSet::new();
+            for chain in chains {
+                let calls: Vec<Call> = chain.iter().map(|op| self.call_of(folder_id, op)).collect();
+                let client = self.mirror.client.clone();
+                let budget = self.budget.clone();
+                set.spawn(async move {
+                    let r = client.chain(&budget, &calls).await;
+                    (chain, r)
+                });
+            }
+            let mut hint: Option<Duration> = None;
+            let mut gone = false;
+            while let Some(j) = set.join_next().await {
+                let Ok((chain, r)) = j else {
+                    return Err(MbError::Retry("a batch task failed".into()));
+                };
+                let answers = match r {
+                    Ok(a) => a,
+                    Err(SendError::Token(m)) => return Err(MbError::Skip(m)),
+                    Err(SendError::NoAnswer(_)) => vec![None; chain.len()],
+                };
+                for (op, a) in chain.into_iter().zip(answers) {
+                    let contact = op.contact().to_owned();
+                    match self.outcome(op, a) {
+                        Done::Entry(e) => done.push((contact, e)),
+                        Done::Again(op, ra) => {
+                            if let Some(ra) = ra {
+                                hint = Some(hint.map_or(ra, |h| h.max(ra)));
+                            }
+                            again.push(op);
+                        }
+                        Done::Failed(why) => {
+                            tracing::warn!(mailbox = %self.upn, contact = %contact, error = %why,
+                                "the mailbox refused a contact");
+                            failed.push(format!("{contact}: {why}"));
+                        }
+                        Done::FolderGone => gone = true,
+                    }
+                }
+            }
+            if gone {
+                return Err(MbError::Retry(FOLDER_GONE.into()));
+            }
+            todo = again;
+            if !todo.is_empty() {
+                // 429s are waited out by the budget; 5xx and lost answers back off here.
+                if let Some(h) = hint {
+                    tokio::time::sleep(h.min(Duration::from_secs(60))).await;
+                } else if todo
+                    .iter()
+                    .any(|o| !matches!(o, Op::Create { check: true, .. }))
+                {
+                    tokio::time::sleep(wait).await;
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+        Ok((done, failed, todo.is_empty()))
+    }
+
+    fn call_of(&self, folder_id: &str, op: &Op) -> Call {
+        let contacts = format!("{}/contacts", self.folder_url(folder_id));
+        match op {
+            Op::Create { body, .. } => Call {
+                method: "POST",
+                url: contacts,
+                body: Some(body.clone()),
+            },
+            Op::Update { item, body, .. } => Call {
+                method: "PATCH",
+                url: format!("{contacts}/{}", crate::http::percent_encode(item)),
+                body: Some(body.clone()),
+            },
+            Op::Delete { item, .. } => Call {
+                method: "DELETE",
+                url: format!("{contacts}/{}", crate::http::percent_encode(item)),
+                body: None,
+            },
+        }
+    }
+
+    fn outcome(&self, op: Op, a: Option<Answer>) -> Done {
+        let Some(a) = a else {
+            // No answer: the write may have landed.
+            return match op {
+                Op::Create {
+                    contact,
+                    body,
+                    v,
+                    d,
+                    ..
+                } => Done::Again(
+                    Op::Create {
+                        contact,
+                        body,
+                        v,
+                        d,
+                        check: true,
+                    },
+                    None,
+                ),
+                other => Done::Again(other, None),
+            };
+        };
+        if a.transient() {
+            let ra = (a.status != 429).then_some(a.retry_after).flatten();
+            return Done::Again(op, ra);
+        }
+        match op {
+            Op::Create { v, d, .. } => match a.status {
+                200 | 201 => match a.body["id"].as_str() {
+                    Some(id) => Done::Entry(Some(Entry {
+                        item: id.to_owned(),
+                        ck: a.body["changeKey"].as_str().unwrap_or("").to_owned(),
+                        v,
+                        d,
+                    })),
+                    None => Done::Failed("created without an id".into()),
+                },
+                404 => Done::FolderGone,
+                _ => Done::Failed(a.describe()),
+            },
+            Op::Update {
+                contact,
+                item,
+                v,
+                d,
+                recreate,
+                ..
+            } => match a.status {
+                200 => Done::Entry(Some(Entry {
+                    item,
+                    ck: a.body["changeKey"].as_str().unwrap_or("").to_owned(),
+                    v,
+                    d,
+                })),
+                // Deleted behind crmgate's back: made again (the folder's own 404 shows on
+                // the create).
+                404 => {
+                    let full_d = d.clone();
+                    Done::Again(
+                        Op::Create {
+                            contact,
+                            body: *recreate,
+                            v,
+                            d: full_d,
+                            check: false,
+                        },
+                        None,
+                    )
+                }
+                _ => Done::Failed(a.describe()),
+            },
+            Op::Delete { .. } => match a.status {
+                200 | 204 | 404 => Done::Entry(None),
+                _ => Done::Failed(a.describe()),
+            },
+        }
+    }
+
+    /// A create whose outcome was unknown: is the contact in the folder? Adopted if so (and
+    /// duplicates removed), else sent again.
+    async fn lookup(&self, folder_id: &str, op: Op) -> Result<Done, MbError> {
+        let Op::Create {
+            contact,
+            body: b,
+            v,
+            d,
+            ..
+        } = op
+        else {
+            return Ok(Done::Again(op, None));
+        };
+        let filter = format!(
+            "singleValueExtendedProperties/Any(ep: ep/id eq '{}' and ep/value eq '{}')",
+            quote(&body::id_prop()),
+            quote(&contact)
+        );
+        let url = format!(
+            "{}/contacts?$filter={}&$select=id,changeKey&$expand={}",
+            self.folder_url(folder_id),
+            crate::http::percent_encode(&filter),
+            crate::http::percent_encode(&format!(
+                "singleValueExtendedProperties($filter=id eq '{}')",
+                quote(&body::state_prop())
+            ))
+        );
+        let found = self.list(url).await?;
+        // The filter matches values case-insensitively: keep exact matches only.
+        let mine: Vec<&Value> = found
+            .iter()
+            .filter(|it| {
+                body::state_of(it)
+                    .as_deref()
+                    .and_then(body::parse_state)
+                    .is_some_and(|(_, c)| c == contact)
+            })
+            .collect();
+        let Some(first) = mine.first() else {
+            return Ok(Done::Again(
+                Op::Create {
+                    contact,
+                    body: b,
+                    v,
+                    d,
+                    check: false,
+                },
+                None,
+            ));
+        };
+        for dup in &mine[1..] {
+            if let Some(id) = dup["id"].as_str() {
+                let a = self
+                    .call(Call {
+                        method: "DELETE",
+                        url: format!(
+                            "{}/contacts/{}",
+                            self.folder_url(folder_id),
+                            crate::http::percent_encode(id)
+                        ),
+                        body: None,
+                    })
+                    .await?;
+                if !a.ok() && a.status != 404 {
+                    return Err(MbError::Retry(format!(
+                        "duplicate delete: {}",
+                        a.describe()
+                    )));
+                }
+            }
+        }
+        let item = first["id"].as_str().unwrap_or("").to_owned();
+        let ck = first["changeKey"].as_str().unwrap_or("").to_owned();
+        // It landed with this very body: adopt it.
+        Ok(Done::Entry(Some(Entry { item, ck, v, d })))
+    }
+
+    /// Writes these contacts of a folder as the view has them now, whatever the id map says
+    /// was written: in full where they are, made again where they are missing, removed where
+    /// the folder no longer holds them.
+    async fn write_contacts(
+        &self,
+        meta: &mut Meta,
+        f: VirtualFolder,
+        contacts: Vec<String>,
+    ) -> Result<u64, MbError> {
+        let Some(fm) = meta.folders[state::slot(f)].clone() else {
+            return Ok(0);
+        };
+        let (login, keys) = (self.login.clone(), self.keys.clone());
+        let ops = self
+            .blocking(move |app| {
+                let engine = app
+                    .replica
+                    .read()
+                    .map_err(|_| MbError::Retry("replica unavailable".into()))?;
+                let s = Session::open(
+                    &app.view_cache,
+                    &engine,
+                    &app.codec,
+                    &app.view,
+                    &login,
+                    false,
+                )
+                .ok_or(MbError::Gone)?;
+                let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
+                let mut ops = Vec::new();
+                for contact in contacts {
+                    let item = mb
+                        .contacts_by_lower_id(&contact.to_lowercase())
+                        .into_iter()
+                        .find(|c| mb.contact_id(*c) == contact && mb.holds(f, *c))
+                        .and_then(|c| mb.item(f, c));
+                    let e = keys
+                        .entry_of(&app.store, f, &contact)
+                        .map_err(|e| MbError::Retry(format!("store: {e}")))?;
+                    match (item, e) {
+                        (None, Some(e)) => ops.push(Op::Delete {
+                            contact,
+                            item: e.item,
+                        }),
+                        (None, None) => {}
+                        (Some(item), None) => {
+                            let (b, d) = body::create(&item);
+                            ops.push(Op::Create {
+                                contact,
+                                body: b,
+                                v: item.change_key,
+                                d,
+                                check: false,
+                            });
+                        }
+                        (Some(item), Some(e)) => {
+                            if let Some((b, d)) = body::update(&item, &[], "") {
+                                let recreate = Box::new(body::create(&item).0);
+                                ops.push(Op::Update {
+                                    contact,
+                                    item: e.item,
+                                    body: b,
+                                    v: item.change_key,
+                                    d,
+                                    recreate,
+                                });
+                            }
+                        }
+                    }
+                }
+                Ok(ops)
+            })
+            .await?;
+        let (done, failed, complete) = self.execute(&fm.id, ops).await?;
+        let n = done.len() as u64;
+        let entries = done.into_iter().map(|(c, e)| (f, c, e)).collect();
+        self.save(meta, entries).await?;
+        if !failed.is_empty() {
+            self.mirror.note_failures(&self.login, &failed);
+        }
+        if !complete {
+            return Err(MbError::Retry(
+                "writes back to the mailbox still waiting".into(),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// One step: folders, id map, users' edits read back (when `pull`), then the change log of
+    /// each folder until caught up.
+    pub(super) async fn step(&self, meta: &mut Meta, pull: bool) -> Result<Stepped, MbError> {
+        let offered = self.with_mailbox(|mb| mb.virtual_folders())?;
+        if meta.upn != self.upn {
+            // A new mailbox for this user (or the first): start over there.
+            *meta = Meta {
+                upn: self.upn.clone(),
+                ..Meta::default()
+            };
+            let keys = self.keys.clone();
+            self.blocking(move |app| {
+                FOLDERS
+                    .iter()
+                    .try_for_each(|f| keys.clear_folder(&app.store, *f))
+                    .map_err(|e| MbError::Retry(format!("store: {e}")))
+            })
+            .await?;
+            self.save(meta, Vec::new()).await?;
+        }
+        self.ensure_folders(meta, &offered).await?;
+        if meta.doubtful {
+            for f in FOLDERS {
+                self.rebuild(meta, f).await?;
+            }
+            meta.doubtful = false;
+            self.save(meta, Vec::new()).await?;
+        }
+        let mut out = Stepped::default();
+        if pull {
+            let touched = match self.pull(meta).await {
+                Ok(t) => t,
+                Err(MbError::Retry(m)) if m == FOLDER_GONE => {
+                    for f in FOLDERS {
+                        if let Some(fm) = meta.folders[state::slot(f)].clone() {
+                            let a = self
+                                .call(Call {
+                                    method: "GET",
+                                    url: self.folder_url(&fm.id),
+                                    body: None,
+                                })
+                                .await?;
+                            if a.status == 404 {
+                                self.folder_gone(meta, f).await?;
+                            }
+                        }
+                    }
+                    return Err(MbError::Retry(
+                        "a folder was removed from the mailbox; made again next".into(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            for (f, contacts) in touched {
+                out.written += self.write_contacts(meta, f, contacts).await?;
+            }
+        }
+        for f in offered {
+            let i = state::slot(f);
+            while let Some(fm) = meta.folders[i].clone() {
+                let (ops, next, last, pending) = self.plan(meta, f).await?;
+                if ops.iter().any(|o| matches!(o, Op::Create { .. })) && !meta.doubtful {
+                    // A create whose answer is lost could land unseen: until this page is
+                    // saved, a restart rebuilds the id map from the mailbox first.
+                    meta.doubtful = true;
+                    self.save(meta, Vec::new()).await?;
+                }
+                let n = ops.len();
+                let r = self.execute(&fm.id, ops).await;
+                let (done, failed, complete) = match r {
+                    Ok(x) => x,
+                    Err(MbError::Retry(m)) if m == FOLDER_GONE => {
+                        self.folder_gone(meta, f).await?;
+                        return Err(MbError::Retry(format!(
+                            "folder \"{}\" was removed from the mailbox; made again next",
+                            fm.name
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                };
+                out.written += done.len() as u64;
+                if complete {
+                    meta.states[i] = Some(next);
+                    meta.doubtful = false;
+                }
+                let entries = done.into_iter().map(|(c, e)| (f, c, e)).collect();
+                self.save(meta, entries).await?;
+                if !failed.is_empty() {
+                    self.mirror.note_failures(&self.login, &failed);
+                }
+                if !complete {
+                    return Err(MbError::Retry(format!("{n} writes still waiting")));
+                }
+                if last {
+                    out.backlog += pending;
+                    break;
+                }
+            }
+        }
+        meta.filled = true;
+        self.save(meta, Vec::new()).await?;
+        Ok(out)
+    }
+}
