@@ -64,6 +64,19 @@ enum TokenCmd {
 }
 
 #[derive(Subcommand)]
+enum MirrorCmd {
+    /// Every mirrored mailbox as the data dir knows it.
+    Status,
+    /// Forget one mailbox's id map and position; the next start reads it back from the
+    /// mailbox and brings it up to date.
+    Resync {
+        /// User login.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the gateway.
     Serve {
@@ -130,6 +143,14 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         action: TokenCmd,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The mailbox mirror (server stopped: the running server answers GET /admin/v1/mirror and
+    /// POST /admin/v1/mirror/resync?user=LOGIN).
+    Mirror {
+        #[command(subcommand)]
+        action: MirrorCmd,
         #[command(flatten)]
         common: Common,
     },
@@ -424,6 +445,57 @@ fn run() -> Result<()> {
                 println!("imported {n} records");
                 Ok::<_, anyhow::Error>(())
             })
+        }
+        Cmd::Mirror { action, common } => {
+            let cfg = load_config(&common, Overrides::default())?;
+            if cfg.mirror.is_none() {
+                bail!("the mailbox mirror is off: the config has no [mirror] section");
+            }
+            let app = open_offline(cfg)?;
+            rt.block_on(app.catch_up())?;
+            let Some(m) = &app.mirror else {
+                bail!("the mailbox mirror is off");
+            };
+            match action {
+                MirrorCmd::Status => {
+                    let list = m.stored_status(&app).map_err(anyhow::Error::msg)?;
+                    println!(
+                        "{:<32} {:<32} {:<8} {:>8} {:>8} {:>10}",
+                        "login", "mailbox", "filled", "my", "global", "waiting"
+                    );
+                    for s in &list {
+                        let waiting = match s.waiting {
+                            [Some(a), Some(b)] => (a + b).to_string(),
+                            [Some(a), None] if s.filled => a.to_string(),
+                            _ if s.stored_for.is_empty() => "not started".into(),
+                            _ => "filling".into(),
+                        };
+                        println!(
+                            "{:<32} {:<32} {:<8} {:>8} {:>8} {:>10}",
+                            s.login,
+                            s.mailbox,
+                            if s.filled { "yes" } else { "no" },
+                            s.mapped[0],
+                            s.mapped[1],
+                            waiting
+                        );
+                    }
+                    println!("{} mailbox(es)", list.len());
+                }
+                MirrorCmd::Resync { user } => {
+                    let known = m
+                        .stored_status(&app)
+                        .map_err(anyhow::Error::msg)?
+                        .iter()
+                        .any(|s| s.login.eq_ignore_ascii_case(&user));
+                    if !known {
+                        bail!("\"{user}\" is not a mirrored user (see crmgate mirror status)");
+                    }
+                    crmgate::mirror::Mirror::forget(&app, &user).map_err(anyhow::Error::msg)?;
+                    println!("{user}: id map and position forgotten; the next start reads the mailbox back");
+                }
+            }
+            Ok(())
         }
         Cmd::Explain {
             user,

@@ -302,6 +302,17 @@ fn layers_keep_their_imports() {
         &["server", "admin", "ews", "graph", "view"],
     ));
     bad.extend(check("store", &["crm", "replica", "server", "view"]));
+    // The mailbox mirror is a client of the view and the write path, like a face: it reaches
+    // the CRM and the replica only through them, and no lower layer knows it.
+    bad.extend(check(
+        "mirror",
+        &["crm", "replica", "server", "admin", "ews", "carddav"],
+    ));
+    for lower in [
+        "domain", "store", "crm", "replica", "view", "auth", "ews", "graph", "carddav",
+    ] {
+        bad.extend(check(lower, &["mirror"]));
+    }
     assert!(bad.is_empty(), "layering violations:\n{}", bad.join("\n"));
 }
 

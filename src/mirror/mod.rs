@@ -123,6 +123,28 @@ struct RtInner {
     refused: Vec<String>,
 }
 
+/// A mailbox as the store knows it (server stopped).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoredStatus {
+    /// crmgate login.
+    pub login: String,
+    /// The mailbox the settings name.
+    pub mailbox: String,
+    /// The mailbox the stored state is for (empty: none yet).
+    pub stored_for: String,
+    /// The initial fill finished.
+    pub filled: bool,
+    /// The id map will be read back from the mailbox first.
+    pub doubtful: bool,
+    /// Contacts in the id map (My, Global).
+    pub mapped: [usize; 2],
+    /// Changes of the folders not yet written (My, Global); `None`: the fill has not reached
+    /// the end of the folder.
+    pub waiting: [Option<u64>; 2],
+    /// Unix seconds of the last full comparison.
+    pub last_repair: u64,
+}
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct MirrorCounters {
@@ -147,7 +169,7 @@ pub struct Mirror {
     started: Instant,
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -342,7 +364,9 @@ impl Mirror {
                     // (a crash, a restored store or a lost id map leave it wrong).
                     m.doubtful = true;
                 }
-                let r = run.step(&mut m, pull).await;
+                let repair =
+                    m.filled && unix_now() >= m.last_repair + self.cfg.repair_interval.as_secs();
+                let r = run.step(&mut m, pull, repair).await;
                 (Some(m), r)
             }
             Err(e) => (None, Err(e)),
@@ -394,6 +418,61 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// What the store says of every mailbox the settings name (for `crmgate mirror status`
+    /// with the server stopped): login, mailbox, filled, contacts in the id map per folder,
+    /// changes waiting per folder (`None`: the fill has not reached the end).
+    pub fn stored_status(&self, app: &App) -> Result<Vec<StoredStatus>, String> {
+        let mut out = Vec::new();
+        for (login, upn) in self.targets(app) {
+            let keys = Keys::new(&login);
+            let meta = keys.load_meta(&app.store).map_err(|e| e.to_string())?;
+            let mut mapped = [0usize; 2];
+            for f in state::FOLDERS {
+                mapped[state::slot(f)] = keys
+                    .entries(&app.store, f)
+                    .map_err(|e| e.to_string())?
+                    .len();
+            }
+            let engine = app.replica.read().map_err(|e| e.to_string())?;
+            let waiting = crate::view::Session::open(
+                &app.view_cache,
+                &engine,
+                &app.codec,
+                &app.view,
+                &login,
+                false,
+            )
+            .and_then(|s| s.mailbox(None).ok())
+            .map(|mb| {
+                state::FOLDERS.map(|f| {
+                    meta.states[state::slot(f)]
+                        .as_deref()
+                        .and_then(|st| mb.changes_pending(f, st))
+                })
+            })
+            .unwrap_or([None, None]);
+            out.push(StoredStatus {
+                login,
+                mailbox: upn,
+                stored_for: meta.upn.clone(),
+                filled: meta.filled,
+                doubtful: meta.doubtful,
+                mapped,
+                waiting,
+                last_repair: meta.last_repair,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets one mailbox's id map and position in the store (`crmgate mirror resync` with
+    /// the server stopped): the next start reads it back from the mailbox.
+    pub fn forget(app: &App, login: &str) -> Result<(), String> {
+        Keys::new(login)
+            .forget(&app.store)
+            .map_err(|e| e.to_string())
     }
 
     /// The status of every mailbox known so far.

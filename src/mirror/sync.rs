@@ -438,11 +438,16 @@ impl Run<'_> {
     }
 
     /// Rebuilds the id map of a folder from the mailbox: every item with crmgate's state
-    /// property; duplicates of one contact are deleted.
-    pub(super) async fn rebuild(&self, meta: &mut Meta, f: VirtualFolder) -> Result<(), MbError> {
+    /// property; duplicates of one contact are deleted. Returns what the mailbox holds:
+    /// (contact, Graph change key now).
+    pub(super) async fn rebuild(
+        &self,
+        meta: &mut Meta,
+        f: VirtualFolder,
+    ) -> Result<Vec<(String, String)>, MbError> {
         let i = state::slot(f);
         let Some(fm) = meta.folders[i].clone() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let url = format!(
             "{}/contacts?$top={LIST_PAGE}&$select=id,changeKey&$expand={}",
@@ -455,7 +460,8 @@ impl Run<'_> {
         let items = match self.list(url).await {
             Ok(v) => v,
             Err(MbError::Retry(m)) if m.contains("404") => {
-                return self.folder_gone(meta, f).await;
+                self.folder_gone(meta, f).await?;
+                return Ok(Vec::new());
             }
             Err(e) => return Err(e),
         };
@@ -471,6 +477,7 @@ impl Run<'_> {
             .await?;
         let mut map: BTreeMap<String, Entry> = BTreeMap::new();
         let mut extra = Vec::new();
+        let mut listing = Vec::new();
         for it in &items {
             let (Some(id), Some(st)) = (it["id"].as_str(), body::state_of(it)) else {
                 continue; // not crmgate's: a user's own contact in the folder
@@ -491,6 +498,10 @@ impl Run<'_> {
                     d: Vec::new(),
                 },
             };
+            listing.push((
+                contact.to_owned(),
+                it["changeKey"].as_str().unwrap_or("").to_owned(),
+            ));
             map.insert(contact.to_owned(), entry);
         }
         for id in &extra {
@@ -526,7 +537,99 @@ impl Run<'_> {
                 })
                 .map_err(|e| MbError::Retry(format!("store: {e}")))
         })
-        .await
+        .await?;
+        Ok(listing)
+    }
+
+    /// Compares a folder in the mailbox with what it must hold and writes the differences:
+    /// contacts missing or left over, changed behind crmgate's back, or behind the CRM.
+    async fn repair(&self, meta: &mut Meta, f: VirtualFolder) -> Result<u64, MbError> {
+        let Some(fm) = meta.folders[state::slot(f)].clone() else {
+            return Ok(0);
+        };
+        // The folder itself: there, and with its name.
+        let a = self
+            .call(Call {
+                method: "GET",
+                url: self.folder_url(&fm.id),
+                body: None,
+            })
+            .await?;
+        if a.status == 404 {
+            self.folder_gone(meta, f).await?;
+            return Err(MbError::Retry(
+                "a folder was removed from the mailbox; made again next".into(),
+            ));
+        }
+        if a.ok() && a.body["displayName"].as_str() != Some(fm.name.as_str()) {
+            let r = self
+                .call(Call {
+                    method: "PATCH",
+                    url: self.folder_url(&fm.id),
+                    body: Some(json!({ "displayName": fm.name })),
+                })
+                .await?;
+            if !r.ok() {
+                return Err(MbError::Retry(format!("folder rename: {}", r.describe())));
+            }
+        }
+        let keys = self.keys.clone();
+        let before: HashMap<String, Entry> = self
+            .blocking(move |app| {
+                keys.entries(&app.store, f)
+                    .map(|v| v.into_iter().collect())
+                    .map_err(|e| MbError::Retry(format!("store: {e}")))
+            })
+            .await?;
+        let listing = self.rebuild(meta, f).await?;
+        let login = self.login.clone();
+        let want: HashMap<String, String> = self
+            .blocking(move |app| {
+                let engine = app
+                    .replica
+                    .read()
+                    .map_err(|_| MbError::Retry("replica unavailable".into()))?;
+                let s = Session::open(
+                    &app.view_cache,
+                    &engine,
+                    &app.codec,
+                    &app.view,
+                    &login,
+                    false,
+                )
+                .ok_or(MbError::Gone)?;
+                let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
+                Ok(mb
+                    .contacts(f)
+                    .into_iter()
+                    .map(|c| (mb.contact_id(c).to_owned(), mb.change_key(c)))
+                    .collect())
+            })
+            .await?;
+        let mut touched = Vec::new();
+        let mut held = HashSet::new();
+        for (contact, ck) in &listing {
+            held.insert(contact.as_str());
+            let changed_behind = before
+                .get(contact)
+                .is_some_and(|e| !e.ck.is_empty() && e.ck != *ck);
+            let stale = match (want.get(contact), before.get(contact)) {
+                (None, _) => true,
+                (Some(v), Some(e)) => *v != e.v,
+                (Some(_), None) => true,
+            };
+            if changed_behind || stale {
+                touched.push(contact.clone());
+            }
+        }
+        touched.extend(want.keys().filter(|c| !held.contains(c.as_str())).cloned());
+        if touched.is_empty() {
+            return Ok(0);
+        }
+        tracing::info!(mailbox = %self.upn, folder = state::folder_tag(f), contacts = touched.len(),
+            "repairing differences between the mailbox and the folder");
+        // The rebuilt entries say what is there; everything touched is written in full.
+        self.write_contacts(meta, f, touched).await
     }
 
     /// One page of the folder's change log as writes: (ops, next state, last page).
@@ -985,7 +1088,12 @@ impl Run<'_> {
 
     /// One step: folders, id map, users' edits read back (when `pull`), then the change log of
     /// each folder until caught up.
-    pub(super) async fn step(&self, meta: &mut Meta, pull: bool) -> Result<Stepped, MbError> {
+    pub(super) async fn step(
+        &self,
+        meta: &mut Meta,
+        pull: bool,
+        repair: bool,
+    ) -> Result<Stepped, MbError> {
         let offered = self.with_mailbox(|mb| mb.virtual_folders())?;
         if meta.upn != self.upn {
             // A new mailbox for this user (or the first): start over there.
@@ -1004,6 +1112,9 @@ impl Run<'_> {
             self.save(meta, Vec::new()).await?;
         }
         self.ensure_folders(meta, &offered).await?;
+        // After a doubt the id map is read back from the mailbox first.
+        let doubted = meta.doubtful;
+        let pull = pull || doubted;
         if meta.doubtful {
             for f in FOLDERS {
                 self.rebuild(meta, f).await?;
@@ -1039,6 +1150,23 @@ impl Run<'_> {
             for (f, contacts) in touched {
                 out.written += self.write_contacts(meta, f, contacts).await?;
             }
+        }
+        // Users' edits are in; now the whole of each folder is compared (after a doubt, and
+        // every repair interval) — never before the read-back, or a user's edit made while
+        // crmgate was away would be set back before it was seen.
+        if meta.filled && (doubted || repair) {
+            let mut written = 0;
+            for f in FOLDERS {
+                if offered.contains(&f) {
+                    written += self.repair(meta, f).await?;
+                }
+            }
+            meta.last_repair = super::unix_now();
+            self.save(meta, Vec::new()).await?;
+            if written > 0 {
+                tracing::info!(mailbox = %self.upn, written, "mailbox repaired");
+            }
+            out.written += written;
         }
         for f in offered {
             let i = state::slot(f);
