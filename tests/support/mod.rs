@@ -2,6 +2,7 @@
 //! temporary data dir, and a client that trusts its generated certificate.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod graph_sim;
 pub mod hellohq_sim;
 pub mod hubspot_oracle;
 pub mod hubspot_sim;
