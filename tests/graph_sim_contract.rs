@@ -936,6 +936,30 @@ async fn tokens_follow_the_client_credentials_flow() {
     aad(&r, 401, "invalid_client", 7000218);
     assert_eq!(t.sim.token_grants(), 2, "failed grants are not grants");
 
+    let r = t
+        .http
+        .post(t.sim.token_url())
+        .form(&[
+            ("client_id", "someone-else"),
+            ("client_secret", "x"),
+            ("scope", GraphSim::SCOPE),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .expect("send");
+    let r = t.finish("POST", &t.sim.token_url(), r).await;
+    aad(&r, 400, "unauthorized_client", 700016);
+    // A token minted without a request works and is not a grant.
+    let direct = t.sim.issue_token();
+    let folders = format!("{}/users/{ANA}/contactFolders", t.sim.graph_url());
+    assert_eq!(
+        t.call_as(Some(&direct), "GET", &folders, None, &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(t.sim.token_grants(), 2);
     // A rotated secret: the old one is refused, tokens already issued keep working.
     t.sim.set_secret("rotated~secret");
     let r = t
@@ -2374,6 +2398,10 @@ async fn batches_follow_json_batching_and_count_per_item() {
         (
             json!([{"id": "a", "method": "FETCH", "url": "/x"}]),
             "unknown method",
+        ),
+        (
+            json!([{"id": "a", "method": "get", "url": "/x"}]),
+            "a method in lower case",
         ),
         (
             json!([{"id": "a", "method": "GET", "url": "/x", "dependsOn": ["b"]}]),

@@ -665,8 +665,10 @@ impl GraphSim {
         st.mailboxes[mailbox(&st, upn)].max_in_flight
     }
 
-    /// Requests received (HTTP requests and batch items), all and by route kind
-    /// (`"GET /users/{user-id}/contacts"`, `"POST /$batch"`, …, the spec's path templates).
+    /// Requests received, all and by route kind: `"METHOD {the spec's path template}"`
+    /// (`"GET /users/{user-id}/contacts"`, `"POST /$batch"`, `"POST /{tenant}/oauth2/v2.0/
+    /// token"`; `"GET (unrouted)"` for paths the spec does not have). Batch items count like
+    /// requests once they reach routing (not those refused for their url or headers, nor 424s).
     pub fn requests(&self) -> (u64, BTreeMap<String, u64>) {
         let st = self.shared.lock();
         (st.by_route.values().sum(), st.by_route.clone())
