@@ -141,9 +141,13 @@ pub fn update(item: &Item, written: &[u32], written_ck: &str) -> Option<(Value, 
     let d = digests(&props);
     let known = written.len() == d.len();
     let mut body = Map::new();
-    for (i, (k, v)) in props.into_iter().enumerate() {
+    // In PROPS order, as the digests are (the map itself is ordered by name).
+    for (i, p) in PROPS.iter().enumerate() {
         if !known || written[i] != d[i] {
-            body.insert(k, v);
+            body.insert(
+                (*p).to_owned(),
+                props.get(*p).cloned().unwrap_or(Value::Null),
+            );
         }
     }
     if body.is_empty() && written_ck == item.change_key {
@@ -164,6 +168,60 @@ mod tests {
         assert_eq!(parse_state("v2 a b"), None);
         assert_eq!(parse_state("v1 a"), None);
         assert_eq!(parse_state("v1  b"), None);
+    }
+
+    fn item(job: &str, phone: &str) -> Item {
+        use crate::domain::mapping::{Card, PhoneSlot};
+        Item {
+            folder: crate::domain::rules::VirtualFolder::My,
+            contact_id: "c1".into(),
+            id: "id".into(),
+            change_key: format!("ck-{job}-{phone}"),
+            uid: 1,
+            modified: 0,
+            card: Card {
+                display_name: "Ada Lovelace".into(),
+                file_as: "Lovelace, Ada".into(),
+                given_name: Some("Ada".into()),
+                surname: Some("Lovelace".into()),
+                job_title: Some(job.into()),
+                phones: vec![(PhoneSlot::BusinessPhone, phone.into())],
+                ..Card::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_update_sends_exactly_the_properties_that_changed() {
+        let (_, written) = create(&item("Engineer", "+1 555 0100"));
+        let (b, _) = update(&item("Analyst", "+1 555 0199"), &written, "ck-old").expect("changes");
+        let mut keys: Vec<&str> = b
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "businessPhones",
+                "jobTitle",
+                "singleValueExtendedProperties"
+            ]
+        );
+        // Nothing changed and the version is current: no write at all.
+        let same = item("Engineer", "+1 555 0100");
+        assert!(update(&same, &written, &same.change_key).is_none());
+        // Digests unknown (after a rebuild): every property, with the id property again.
+        let (all, _) = update(&same, &[], "").expect("full");
+        assert_eq!(all.as_object().expect("object").len(), PROPS.len() + 1);
+        assert_eq!(
+            all["singleValueExtendedProperties"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
     }
 
     #[test]

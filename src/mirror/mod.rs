@@ -101,6 +101,7 @@ struct Rt {
     budget: Arc<MailboxBudget>,
     busy: AtomicBool,
     resync: AtomicBool,
+    chain: Arc<std::sync::atomic::AtomicUsize>,
     inner: Mutex<RtInner>,
 }
 
@@ -223,6 +224,7 @@ impl Mirror {
             budget: Arc::new(MailboxBudget::new(&self.cfg)),
             busy: AtomicBool::new(false),
             resync: AtomicBool::new(false),
+            chain: Arc::new(std::sync::atomic::AtomicUsize::new(self.cfg.batch_size)),
             inner: Mutex::new(RtInner::default()),
         });
         b.insert(key, rt.clone());
@@ -355,6 +357,9 @@ impl Mirror {
             upn: rt.upn.clone(),
             keys: rt.keys.clone(),
             budget: rt.budget.clone(),
+            chain: rt.chain.clone(),
+            progress: AtomicU64::new(0),
+            vanished: AtomicBool::new(false),
         };
         let verify = !rt.inner.lock().unwrap_or_else(|p| p.into_inner()).verified;
         let (mut meta, result) = match meta {
@@ -371,12 +376,16 @@ impl Mirror {
             }
             Err(e) => (None, Err(e)),
         };
+        if let Err(e) = &result {
+            tracing::debug!(mailbox = %rt.upn, error = %e, "mirror step ended early");
+        }
         let mut i = rt.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = meta.take() {
             i.meta = Some(m);
         }
         match result {
             Ok(s) => {
+                i.verified = true;
                 self.counters
                     .written
                     .fetch_add(s.written, Ordering::Relaxed);
@@ -399,6 +408,12 @@ impl Mirror {
             Err(e) => {
                 self.counters.failed_steps.fetch_add(1, Ordering::Relaxed);
                 let skip = matches!(e, MbError::Skip(_));
+                // A step that got writes in before it failed made progress: the next one
+                // comes soon, without growing back-off.
+                let progressed = run.progress.load(Ordering::Relaxed) > 0;
+                if progressed && !skip {
+                    i.failures = 0;
+                }
                 i.failures = i.failures.saturating_add(1);
                 let wait = if skip {
                     self.cfg.failure_backoff

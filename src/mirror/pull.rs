@@ -220,6 +220,7 @@ impl Run<'_> {
         for c in last {
             let item = c["id"].as_str().unwrap_or("").to_owned();
             let known = by_item.get(&item).cloned();
+            tracing::debug!(mailbox = %self.upn, item = %item, known = known.is_some(), change = %c, "mirror read back");
             let act = self.decide(f, &c, &item, known)?;
             let p = match act {
                 Act::Skip => continue,

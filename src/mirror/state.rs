@@ -164,6 +164,37 @@ impl Keys {
         store.apply(ops)
     }
 
+    /// Replaces a folder's whole id map and writes the meta, in one durable write (readers
+    /// never see the folder half rebuilt).
+    pub fn replace_folder(
+        &self,
+        store: &Store,
+        meta: &Meta,
+        f: VirtualFolder,
+        entries: Vec<(String, Entry)>,
+    ) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        let keep: std::collections::HashSet<Vec<u8>> =
+            entries.iter().map(|(c, _)| self.entry(f, c)).collect();
+        store.scan_prefix(&self.folder_prefix(f), &mut |k, _| {
+            if !keep.contains(k) {
+                ops.push(Op::Delete(k.to_vec()));
+            }
+            Ok(true)
+        })?;
+        for (c, e) in entries {
+            ops.push(Op::Put(
+                self.entry(f, &c),
+                serde_json::to_vec(&e).unwrap_or_default(),
+            ));
+        }
+        ops.push(Op::Put(
+            self.meta(),
+            serde_json::to_vec(meta).unwrap_or_default(),
+        ));
+        store.apply(ops)
+    }
+
     /// Removes every entry of a folder (the id map is rebuilt from the mailbox next).
     pub fn clear_folder(&self, store: &Store, f: VirtualFolder) -> Result<(), StoreError> {
         let mut ops = Vec::new();

@@ -54,8 +54,13 @@ enum Op {
         body: Value,
         v: String,
         d: Vec<u32>,
-        /// Its outcome was unknown once: look it up before sending it again.
-        check: bool,
+    },
+    /// A create whose outcome was unknown: looked up by crmgate's id before it is sent again.
+    Find {
+        contact: String,
+        body: Value,
+        v: String,
+        d: Vec<u32>,
     },
     Update {
         contact: String,
@@ -63,10 +68,13 @@ enum Op {
         body: Value,
         v: String,
         d: Vec<u32>,
-        /// The item is gone from the mailbox: re-create it with this body.
-        recreate: Box<Value>,
     },
     Delete {
+        contact: String,
+        item: String,
+    },
+    /// A second copy of a contact found by a lookup: removed, the entry stays.
+    Drop {
         contact: String,
         item: String,
     },
@@ -76,8 +84,10 @@ impl Op {
     fn contact(&self) -> &str {
         match self {
             Op::Create { contact, .. }
+            | Op::Find { contact, .. }
             | Op::Update { contact, .. }
-            | Op::Delete { contact, .. } => contact,
+            | Op::Delete { contact, .. }
+            | Op::Drop { contact, .. } => contact,
         }
     }
 }
@@ -86,6 +96,10 @@ impl Op {
 enum Done {
     /// The entry now (None: removed).
     Entry(Option<Entry>),
+    /// Found by a lookup: the entry, and second copies to remove.
+    Adopt(Entry, Vec<String>),
+    /// Nothing to record.
+    Nothing,
     /// Send again (transient, or a lookup decided).
     Again(Op, Option<Duration>),
     /// Refused for good: reported, the position moves on.
@@ -102,6 +116,12 @@ pub(super) struct Run<'a> {
     pub upn: String,
     pub keys: Keys,
     pub budget: Arc<MailboxBudget>,
+    /// Items per `$batch` chain now (adapts to the mailbox's answers).
+    pub chain: Arc<std::sync::atomic::AtomicUsize>,
+    /// Id-map entries written in this step (progress, even when the step fails later).
+    pub progress: std::sync::atomic::AtomicU64,
+    /// A write found an item gone from the mailbox: the read-back runs again at once.
+    pub vanished: std::sync::atomic::AtomicBool,
 }
 
 /// What a step did.
@@ -172,6 +192,8 @@ impl Run<'_> {
         meta: &Meta,
         entries: Vec<(VirtualFolder, String, Option<Entry>)>,
     ) -> Result<(), MbError> {
+        self.progress
+            .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let (keys, meta) = (self.keys.clone(), meta.clone());
         self.blocking(move |app| {
             keys.commit(&app.store, &meta, &entries)
@@ -246,7 +268,12 @@ impl Run<'_> {
                 return Err(MbError::Retry("listing too long".into()));
             }
             let mut wait = Duration::from_millis(500);
+            let mut tries = 0;
             a = loop {
+                tries += 1;
+                if tries > ROUNDS {
+                    return Err(MbError::Retry("Graph kept failing on a listing".into()));
+                }
                 match self.mirror.client.follow(&self.budget, &next, None).await {
                     Ok(x) if x.transient() => {
                         if x.status != 429 {
@@ -530,11 +557,7 @@ impl Run<'_> {
         let keys = self.keys.clone();
         let meta2 = meta.clone();
         self.blocking(move |app| {
-            keys.clear_folder(&app.store, f)
-                .and_then(|_| {
-                    let e: Vec<_> = map.into_iter().map(|(c, e)| (f, c, Some(e))).collect();
-                    keys.commit(&app.store, &meta2, &e)
-                })
+            keys.replace_folder(&app.store, &meta2, f, map.into_iter().collect())
                 .map_err(|e| MbError::Retry(format!("store: {e}")))
         })
         .await?;
@@ -573,15 +596,16 @@ impl Run<'_> {
                 return Err(MbError::Retry(format!("folder rename: {}", r.describe())));
             }
         }
+        let listing = self.rebuild(meta, f).await?;
+        // The id map as rebuilt: what the mailbox holds, with the versions written.
         let keys = self.keys.clone();
-        let before: HashMap<String, Entry> = self
+        let held_v: HashMap<String, Entry> = self
             .blocking(move |app| {
                 keys.entries(&app.store, f)
                     .map(|v| v.into_iter().collect())
                     .map_err(|e| MbError::Retry(format!("store: {e}")))
             })
             .await?;
-        let listing = self.rebuild(meta, f).await?;
         let login = self.login.clone();
         let want: HashMap<String, String> = self
             .blocking(move |app| {
@@ -608,17 +632,17 @@ impl Run<'_> {
             .await?;
         let mut touched = Vec::new();
         let mut held = HashSet::new();
-        for (contact, ck) in &listing {
+        // A contact changed in the mailbox is the read-back's (delta, or a new delta round
+        // after its state expired, compares every item's change key): taken or set back there,
+        // never here, where a user's edit made a moment ago would be lost.
+        for (contact, _) in &listing {
             held.insert(contact.as_str());
-            let changed_behind = before
-                .get(contact)
-                .is_some_and(|e| !e.ck.is_empty() && e.ck != *ck);
-            let stale = match (want.get(contact), before.get(contact)) {
+            let stale = match (want.get(contact), held_v.get(contact)) {
                 (None, _) => true,
                 (Some(v), Some(e)) => *v != e.v,
                 (Some(_), None) => true,
             };
-            if changed_behind || stale {
+            if stale {
                 touched.push(contact.clone());
             }
         }
@@ -703,7 +727,6 @@ impl Run<'_> {
                             body: b,
                             v: item.change_key,
                             d,
-                            check: false,
                         });
                     }
                     (Some(item), Some(e)) => {
@@ -711,14 +734,12 @@ impl Run<'_> {
                             continue;
                         }
                         if let Some((b, d)) = body::update(&item, &e.d, &e.v) {
-                            let recreate = Box::new(body::create(&item).0);
                             ops.push(Op::Update {
                                 contact,
                                 item: e.item,
                                 body: b,
                                 v: item.change_key,
                                 d,
-                                recreate,
                             });
                         }
                     }
@@ -730,7 +751,7 @@ impl Run<'_> {
     }
 
     /// Sends ops until each is done, failed for good, or the rounds run out. Returns the entry
-    /// changes of what landed, and whether everything landed.
+    /// changes of what landed, what was refused, and whether everything landed.
     async fn execute(
         &self,
         folder_id: &str,
@@ -740,26 +761,21 @@ impl Run<'_> {
         let mut done = Vec::new();
         let mut failed = Vec::new();
         let mut wait = Duration::from_millis(500);
-        for _ in 0..ROUNDS {
+        // Rounds go on while they get writes in; only rounds without any progress count
+        // towards giving up (sporadic failures are not an outage).
+        let mut idle_rounds = 0;
+        while idle_rounds < ROUNDS {
             if todo.is_empty() {
                 return Ok((done, failed, true));
             }
-            // Creates whose outcome was unknown are looked up first (one GET each).
-            let mut ready = Vec::new();
-            for op in todo.drain(..) {
-                if matches!(op, Op::Create { check: true, .. }) {
-                    let contact = op.contact().to_owned();
-                    match self.lookup(folder_id, op).await? {
-                        Done::Entry(e) => done.push((contact, e)),
-                        Done::Again(op, _) => ready.push(op),
-                        _ => {}
-                    }
-                } else {
-                    ready.push(op);
-                }
-            }
-            let mut again = Vec::new();
-            let size = self.mirror.cfg.batch_size.clamp(1, 20);
+            let landed = done.len();
+            // Chains as long as the mailbox's recent answers allow: a failed item costs the
+            // rest of its chain (`424`), so chains shrink while failures come and grow back.
+            let size = self
+                .chain
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .clamp(1, 20);
+            let ready = std::mem::take(&mut todo);
             let chains: Vec<Vec<Op>> = ready.chunks(size).map(|c| c.to_vec()).collect();
             let mut set = tokio::task::JoinSet::new();
             for chain in chains {
@@ -773,6 +789,7 @@ impl Run<'_> {
             }
             let mut hint: Option<Duration> = None;
             let mut gone = false;
+            let mut clean = true;
             while let Some(j) = set.join_next().await {
                 let Ok((chain, r)) = j else {
                     return Err(MbError::Retry("a batch task failed".into()));
@@ -784,13 +801,22 @@ impl Run<'_> {
                 };
                 for (op, a) in chain.into_iter().zip(answers) {
                     let contact = op.contact().to_owned();
-                    match self.outcome(op, a) {
+                    match self.outcome(folder_id, op, a) {
                         Done::Entry(e) => done.push((contact, e)),
+                        Done::Adopt(e, dups) => {
+                            done.push((contact.clone(), Some(e)));
+                            todo.extend(dups.into_iter().map(|item| Op::Drop {
+                                contact: contact.clone(),
+                                item,
+                            }));
+                        }
+                        Done::Nothing => {}
                         Done::Again(op, ra) => {
+                            clean = false;
                             if let Some(ra) = ra {
                                 hint = Some(hint.map_or(ra, |h| h.max(ra)));
                             }
-                            again.push(op);
+                            todo.push(op);
                         }
                         Done::Failed(why) => {
                             tracing::warn!(mailbox = %self.upn, contact = %contact, error = %why,
@@ -804,21 +830,33 @@ impl Run<'_> {
             if gone {
                 return Err(MbError::Retry(FOLDER_GONE.into()));
             }
-            todo = again;
+            let max = self.mirror.cfg.batch_size.clamp(1, 20);
+            let next = if clean {
+                (size * 2).min(max)
+            } else {
+                (size / 2).max(1)
+            };
+            self.chain.store(next, std::sync::atomic::Ordering::Relaxed);
+            let progressed = done.len() > landed;
+            if progressed {
+                idle_rounds = 0;
+                wait = Duration::from_millis(500);
+            } else {
+                idle_rounds += 1;
+            }
             if !todo.is_empty() {
-                // 429s are waited out by the budget; 5xx and lost answers back off here.
+                // 429s are waited out by the budget; a Retry-After on 5xx is honoured; without
+                // one, rounds that got nothing in back off, doubling.
                 if let Some(h) = hint {
                     tokio::time::sleep(h.min(Duration::from_secs(60))).await;
-                } else if todo
-                    .iter()
-                    .any(|o| !matches!(o, Op::Create { check: true, .. }))
-                {
+                } else if !progressed {
                     tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
                 }
-                wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
-        Ok((done, failed, todo.is_empty()))
+        let complete = todo.is_empty();
+        Ok((done, failed, complete))
     }
 
     fn call_of(&self, folder_id: &str, op: &Op) -> Call {
@@ -829,12 +867,31 @@ impl Run<'_> {
                 url: contacts,
                 body: Some(body.clone()),
             },
+            Op::Find { contact, .. } => {
+                let filter = format!(
+                    "singleValueExtendedProperties/Any(ep: ep/id eq '{}' and ep/value eq '{}')",
+                    quote(&body::id_prop()),
+                    quote(contact)
+                );
+                Call {
+                    method: "GET",
+                    url: format!(
+                        "{contacts}?$filter={}&$select=id,changeKey&$expand={}",
+                        crate::http::percent_encode(&filter),
+                        crate::http::percent_encode(&format!(
+                            "singleValueExtendedProperties($filter=id eq '{}')",
+                            quote(&body::state_prop())
+                        ))
+                    ),
+                    body: None,
+                }
+            }
             Op::Update { item, body, .. } => Call {
                 method: "PATCH",
                 url: format!("{contacts}/{}", crate::http::percent_encode(item)),
                 body: Some(body.clone()),
             },
-            Op::Delete { item, .. } => Call {
+            Op::Delete { item, .. } | Op::Drop { item, .. } => Call {
                 method: "DELETE",
                 url: format!("{contacts}/{}", crate::http::percent_encode(item)),
                 body: None,
@@ -842,7 +899,7 @@ impl Run<'_> {
         }
     }
 
-    fn outcome(&self, op: Op, a: Option<Answer>) -> Done {
+    fn outcome(&self, _folder_id: &str, op: Op, a: Option<Answer>) -> Done {
         let Some(a) = a else {
             // No answer: the write may have landed.
             return match op {
@@ -851,14 +908,12 @@ impl Run<'_> {
                     body,
                     v,
                     d,
-                    ..
                 } => Done::Again(
-                    Op::Create {
+                    Op::Find {
                         contact,
                         body,
                         v,
                         d,
-                        check: true,
                     },
                     None,
                 ),
@@ -883,12 +938,57 @@ impl Run<'_> {
                 404 => Done::FolderGone,
                 _ => Done::Failed(a.describe()),
             },
+            Op::Find {
+                contact,
+                body,
+                v,
+                d,
+            } => match a.status {
+                200 => {
+                    // The filter matches values case-insensitively: exact matches only.
+                    let mine: Vec<&Value> = a.body["value"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|it| {
+                            body::state_of(it)
+                                .as_deref()
+                                .and_then(body::parse_state)
+                                .is_some_and(|(_, c)| c == contact)
+                        })
+                        .collect();
+                    match mine.split_first() {
+                        // Not there: the create did not land; sent again.
+                        None => Done::Again(
+                            Op::Create {
+                                contact,
+                                body,
+                                v,
+                                d,
+                            },
+                            None,
+                        ),
+                        Some((first, rest)) => Done::Adopt(
+                            Entry {
+                                item: first["id"].as_str().unwrap_or("").to_owned(),
+                                ck: first["changeKey"].as_str().unwrap_or("").to_owned(),
+                                v,
+                                d,
+                            },
+                            rest.iter()
+                                .filter_map(|x| x["id"].as_str().map(str::to_owned))
+                                .collect(),
+                        ),
+                    }
+                }
+                404 => Done::FolderGone,
+                _ => Done::Failed(a.describe()),
+            },
             Op::Update {
                 contact,
                 item,
                 v,
                 d,
-                recreate,
                 ..
             } => match a.status {
                 200 => Done::Entry(Some(Entry {
@@ -897,20 +997,15 @@ impl Run<'_> {
                     v,
                     d,
                 })),
-                // Deleted behind crmgate's back: made again (the folder's own 404 shows on
-                // the create).
+                // Deleted in the mailbox since the last read-back: what that means (hidden,
+                // deleted in the CRM, or made again) is the read-back's to decide by the
+                // folder's delete policy, which runs next. Making it again here would undo a
+                // user's delete.
                 404 => {
-                    let full_d = d.clone();
-                    Done::Again(
-                        Op::Create {
-                            contact,
-                            body: *recreate,
-                            v,
-                            d: full_d,
-                            check: false,
-                        },
-                        None,
-                    )
+                    let _ = (contact, v, d);
+                    self.vanished
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    Done::Nothing
                 }
                 _ => Done::Failed(a.describe()),
             },
@@ -918,84 +1013,11 @@ impl Run<'_> {
                 200 | 204 | 404 => Done::Entry(None),
                 _ => Done::Failed(a.describe()),
             },
+            Op::Drop { .. } => match a.status {
+                200 | 204 | 404 => Done::Nothing,
+                _ => Done::Failed(a.describe()),
+            },
         }
-    }
-
-    /// A create whose outcome was unknown: is the contact in the folder? Adopted if so (and
-    /// duplicates removed), else sent again.
-    async fn lookup(&self, folder_id: &str, op: Op) -> Result<Done, MbError> {
-        let Op::Create {
-            contact,
-            body: b,
-            v,
-            d,
-            ..
-        } = op
-        else {
-            return Ok(Done::Again(op, None));
-        };
-        let filter = format!(
-            "singleValueExtendedProperties/Any(ep: ep/id eq '{}' and ep/value eq '{}')",
-            quote(&body::id_prop()),
-            quote(&contact)
-        );
-        let url = format!(
-            "{}/contacts?$filter={}&$select=id,changeKey&$expand={}",
-            self.folder_url(folder_id),
-            crate::http::percent_encode(&filter),
-            crate::http::percent_encode(&format!(
-                "singleValueExtendedProperties($filter=id eq '{}')",
-                quote(&body::state_prop())
-            ))
-        );
-        let found = self.list(url).await?;
-        // The filter matches values case-insensitively: keep exact matches only.
-        let mine: Vec<&Value> = found
-            .iter()
-            .filter(|it| {
-                body::state_of(it)
-                    .as_deref()
-                    .and_then(body::parse_state)
-                    .is_some_and(|(_, c)| c == contact)
-            })
-            .collect();
-        let Some(first) = mine.first() else {
-            return Ok(Done::Again(
-                Op::Create {
-                    contact,
-                    body: b,
-                    v,
-                    d,
-                    check: false,
-                },
-                None,
-            ));
-        };
-        for dup in &mine[1..] {
-            if let Some(id) = dup["id"].as_str() {
-                let a = self
-                    .call(Call {
-                        method: "DELETE",
-                        url: format!(
-                            "{}/contacts/{}",
-                            self.folder_url(folder_id),
-                            crate::http::percent_encode(id)
-                        ),
-                        body: None,
-                    })
-                    .await?;
-                if !a.ok() && a.status != 404 {
-                    return Err(MbError::Retry(format!(
-                        "duplicate delete: {}",
-                        a.describe()
-                    )));
-                }
-            }
-        }
-        let item = first["id"].as_str().unwrap_or("").to_owned();
-        let ck = first["changeKey"].as_str().unwrap_or("").to_owned();
-        // It landed with this very body: adopt it.
-        Ok(Done::Entry(Some(Entry { item, ck, v, d })))
     }
 
     /// Writes these contacts of a folder as the view has them now, whatever the id map says
@@ -1050,19 +1072,16 @@ impl Run<'_> {
                                 body: b,
                                 v: item.change_key,
                                 d,
-                                check: false,
                             });
                         }
                         (Some(item), Some(e)) => {
                             if let Some((b, d)) = body::update(&item, &[], "") {
-                                let recreate = Box::new(body::create(&item).0);
                                 ops.push(Op::Update {
                                     contact,
                                     item: e.item,
                                     body: b,
                                     v: item.change_key,
                                     d,
-                                    recreate,
                                 });
                             }
                         }
@@ -1114,7 +1133,9 @@ impl Run<'_> {
         self.ensure_folders(meta, &offered).await?;
         // After a doubt the id map is read back from the mailbox first.
         let doubted = meta.doubtful;
-        let pull = pull || doubted;
+        // The read-back comes first whenever the folders are compared.
+        let pull = pull || doubted || repair;
+        tracing::debug!(mailbox = %self.upn, doubted, repair, pull, "mirror step");
         if meta.doubtful {
             for f in FOLDERS {
                 self.rebuild(meta, f).await?;
@@ -1179,6 +1200,9 @@ impl Run<'_> {
                     self.save(meta, Vec::new()).await?;
                 }
                 let n = ops.len();
+                for op in &ops {
+                    tracing::debug!(mailbox = %self.upn, folder = state::folder_tag(f), op = ?op, "mirror op");
+                }
                 let r = self.execute(&fm.id, ops).await;
                 let (done, failed, complete) = match r {
                     Ok(x) => x,
@@ -1210,7 +1234,20 @@ impl Run<'_> {
                 }
             }
         }
-        meta.filled = true;
+        if self
+            .vanished
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            // Items deleted in the mailbox: the read-back applies the delete policy now.
+            let touched = self.pull(meta).await?;
+            for (f, contacts) in touched {
+                out.written += self.write_contacts(meta, f, contacts).await?;
+            }
+        }
+        if !meta.filled {
+            meta.filled = true;
+            meta.last_repair = super::unix_now();
+        }
         self.save(meta, Vec::new()).await?;
         Ok(out)
     }

@@ -115,8 +115,9 @@
 //!   older revision of Microsoft's throttling page; the current one says Graph hands Outlook 4
 //!   items of a batch at a time, which is more lenient. A request that arrives before the
 //!   `Retry-After` its mailbox was last given has passed still counts, is refused with 429
-//!   again and is a violation ([`GraphSim::violations`]); a batch item's `Retry-After` is
-//!   given when the envelope is answered. The global per-app limit is not simulated.
+//!   again and is a violation ([`GraphSim::violations`]) when it was sent after that
+//!   `Retry-After` was given (a batch item: when its batch arrived after it); a batch item's
+//!   `Retry-After` is given when the envelope is answered. The global per-app limit is not simulated.
 //! - Latency 80–150 ms per request and per batch item, held as a concurrency slot
 //!   ([`GraphSim::set_latency`]); faults ([`Faults`]): 503/504 before anything is done, or
 //!   the connection closed after a write was applied.
@@ -365,6 +366,8 @@ struct Mailbox {
     in_flight: usize,
     max_in_flight: usize,
     throttled_until: Option<Instant>,
+    /// When the last `Retry-After` was given (delivered).
+    throttled_given: Option<Instant>,
     violations: u64,
     /// Bumped by [`GraphSim::expire_delta_tokens`]; tokens of an older epoch are gone.
     epoch: u64,
@@ -572,6 +575,7 @@ impl GraphSim {
             in_flight: 0,
             max_in_flight: 0,
             throttled_until: None,
+            throttled_given: None,
             violations: 0,
             epoch: 0,
         };
@@ -1361,6 +1365,7 @@ fn admit(
     call: Call,
     ctx: Ctx,
     bearer: Option<&str>,
+    arrived: Instant,
 ) -> Result<Admitted, (Answer, Given)> {
     let route = parse_route(&call.path);
     let mut st = sh.lock();
@@ -1428,7 +1433,16 @@ fn admit(
         .len()
         .saturating_sub(limits.requests_per_window as usize);
     let throttle = if let Some(until) = m.throttled_until.filter(|u| now < *u) {
-        m.violations += 1;
+        // A violation is a request sent after the client was told to wait: one that arrived
+        // (for a batch item: whose batch arrived) once the Retry-After had been given. Items
+        // of a batch already running when another answer gave it are refused, not counted.
+        // A request that left the client while the 429 was on its way (arriving within
+        // IN_FLIGHT_GRACE of it being given) could not have known; it is refused, not counted.
+        if m.throttled_given
+            .is_some_and(|g| arrived >= g + IN_FLIGHT_GRACE)
+        {
+            m.violations += 1;
+        }
         Some((secs_until(until, now), retry))
     } else if over > 0 {
         // Room again once enough of the window (this request included) has aged out.
@@ -1458,6 +1472,10 @@ fn admit(
     })
 }
 
+/// How long after a `Retry-After` is given a request may still arrive without counting as a
+/// violation: the time the answer takes to reach the client, on loopback under load.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(25);
+
 /// Records a `Retry-After` as given (delivered) to a mailbox.
 fn give(sh: &Shared, given: Given) {
     if let Some((mb, secs)) = given {
@@ -1465,6 +1483,7 @@ fn give(sh: &Shared, given: Given) {
         let until = Instant::now() + Duration::from_secs(secs);
         let m = &mut st.mailboxes[mb];
         m.throttled_until = Some(m.throttled_until.map_or(until, |u| u.max(until)));
+        m.throttled_given = Some(Instant::now());
     }
 }
 
@@ -1492,7 +1511,7 @@ async fn finish(sh: Arc<Shared>, ad: Admitted) -> (Answer, bool) {
 
 async fn single(sh: &Arc<Shared>, call: Call, ctx: Ctx) -> (Answer, bool) {
     let bearer = call.bearer();
-    match admit(sh, call, ctx, bearer.as_deref()) {
+    match admit(sh, call, ctx, bearer.as_deref(), Instant::now()) {
         Err((a, given)) => {
             give(sh, given);
             (a, false)
@@ -1715,6 +1734,7 @@ async fn batch(
     body: &[u8],
     ctx: &Ctx,
 ) -> (Answer, bool) {
+    let arrived = Instant::now();
     let auth = headers.get("authorization");
     {
         let mut st = sh.lock();
@@ -1775,7 +1795,7 @@ async fn batch(
                 }
             };
             let b = call.bearer();
-            match admit(sh, call, ictx, b.as_deref()) {
+            match admit(sh, call, ictx, b.as_deref(), arrived) {
                 Ok(ad) => go.push((i, ad)),
                 Err((a, g)) => {
                     results[i] = Some(a);

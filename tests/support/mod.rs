@@ -271,6 +271,12 @@ impl TestServer {
             t.await.expect("join").expect("serve");
         }
         let TestServer { app, dir, .. } = self;
+        // Background work of the stopped server (its last blocking store calls) lets go of
+        // the app before the store is opened by anyone else.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&app) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         drop(app);
         between(dir.path());
         Self::start_in(dir, None, extra_config).await

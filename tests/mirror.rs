@@ -1,0 +1,714 @@
+//! The mailbox mirror against the Graph mailbox simulator (tests/support/graph_sim.rs): every
+//! mirrored mailbox equals the user's two folders as crmgate's Graph face serves them — after
+//! the fill, after rounds of random CRM changes, after the id map is lost — and users' edits
+//! in the mailbox go through the write path.
+
+mod support;
+
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use support::graph_sim::GraphSim;
+use support::{fixture, TestServer};
+
+const ADMIN: (&str, &str) = ("ben@example.test", "demo2");
+const PROPS: [&str; 20] = crmgate::mirror::body::PROPS;
+
+/// The `[mirror]` section for the simulator; the secret goes into a file of `dir`.
+fn mirror_config(sim: &GraphSim, dir: &std::path::Path, extra: &str) -> String {
+    let secret = dir.join("mirror-secret");
+    std::fs::write(&secret, GraphSim::CLIENT_SECRET).expect("secret");
+    format!(
+        "[mirror]\ntenant = \"{t}\"\nclient_id = \"{c}\"\nclient_secret = \"file:{s}\"\n\
+         graph_url = \"{b}/v1.0\"\ntoken_url = \"{b}/{t}/oauth2/v2.0/token\"\n\
+         poll_interval_secs = 1\n{extra}\n",
+        t = GraphSim::TENANT,
+        c = GraphSim::CLIENT_ID,
+        s = secret.display(),
+        b = sim.base_url,
+    )
+}
+
+fn logins() -> Vec<String> {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("demo.json")).expect("demo"))
+            .expect("json");
+    v["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u["login"].as_str().expect("login").to_owned())
+        .collect()
+}
+
+/// A contact as a comparable value: the mirrored properties, empty ones left out.
+fn project(c: &Value) -> String {
+    let mut m = serde_json::Map::new();
+    for p in PROPS {
+        let v = c.get(p).cloned().unwrap_or(Value::Null);
+        let empty = match &v {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.values().all(|x| x.is_null() || x == ""),
+            _ => false,
+        };
+        if !empty {
+            m.insert(p.to_owned(), v);
+        }
+    }
+    Value::Object(m).to_string()
+}
+
+/// What crmgate's Graph face serves for `login`: folder name → sorted projections.
+async fn face(s: &TestServer, token: &str, login: &str) -> BTreeMap<String, Vec<String>> {
+    let get = |url: String| {
+        let req = s.client.get(url).bearer_auth(token);
+        async move {
+            let r = req.send().await.expect("get");
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let folders = get(s.url(&format!("/v1.0/users/{login}/contactFolders"))).await;
+    let mut out = BTreeMap::new();
+    for f in folders["value"].as_array().expect("folders") {
+        let name = f["displayName"].as_str().expect("name").to_owned();
+        let mut items = Vec::new();
+        let mut url = s.url(&format!(
+            "/v1.0/users/{login}/contactFolders/{}/contacts?$top=1000",
+            f["id"].as_str().expect("id")
+        ));
+        loop {
+            let page = get(url).await;
+            items.extend(page["value"].as_array().expect("value").iter().map(project));
+            match page["@odata.nextLink"].as_str() {
+                Some(n) => url = n.to_owned(),
+                None => break,
+            }
+        }
+        items.sort();
+        out.insert(name, items);
+    }
+    out
+}
+
+/// The crmgate folders of a mailbox in the simulator: name → sorted projections; fails on a
+/// contact without crmgate's id property or two contacts with one id.
+fn mailbox(sim: &GraphSim, upn: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let idp = crmgate::mirror::body::id_prop();
+    let folderp = crmgate::mirror::body::folder_prop();
+    let mut out = BTreeMap::new();
+    for f in sim.folders(upn) {
+        if !f.ext.contains_key(&folderp) {
+            continue; // the user's own folder
+        }
+        let mut seen = BTreeSet::new();
+        let mut items = Vec::new();
+        for c in sim.contacts(upn, &f.id) {
+            let id = c["singleValueExtendedProperties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["id"] == idp.as_str())
+                .and_then(|p| p["value"].as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    format!(
+                        "{upn}/{}: a contact without crmgate's id: {c}",
+                        f.display_name
+                    )
+                })?;
+            if !seen.insert(id.clone()) {
+                return Err(format!("{upn}/{}: contact {id} twice", f.display_name));
+            }
+            items.push(project(&c));
+        }
+        items.sort();
+        out.insert(f.display_name.clone(), items);
+    }
+    Ok(out)
+}
+
+/// Waits until every mailbox equals what the face serves (60 s at most).
+async fn converged(s: &TestServer, sim: &GraphSim, token: &str, users: &[String]) {
+    converged_within(s, sim, token, users, 60).await
+}
+
+async fn converged_within(
+    s: &TestServer,
+    sim: &GraphSim,
+    token: &str,
+    users: &[String],
+    secs: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut diff = None;
+        for u in users {
+            let want = face(s, token, u).await;
+            match mailbox(sim, u) {
+                Err(e) => panic!("{e}"),
+                Ok(got) if got == want => {}
+                Ok(got) => {
+                    let mut first = String::new();
+                    for (name, w) in &want {
+                        let g = got.get(name).cloned().unwrap_or_default();
+                        let only_g: Vec<_> = g.iter().filter(|x| !w.contains(x)).take(2).collect();
+                        let only_w: Vec<_> = w.iter().filter(|x| !g.contains(x)).take(2).collect();
+                        if !only_g.is_empty() || !only_w.is_empty() {
+                            first =
+                                format!("{name}: mailbox has {only_g:#?}\nfolder has {only_w:#?}");
+                            break;
+                        }
+                    }
+                    diff = Some(format!(
+                        "{u}: mailbox {:?} vs folders {:?}\n{first}",
+                        got.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>(),
+                        want.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>()
+                    ));
+                    break;
+                }
+            }
+        }
+        match diff {
+            None => return,
+            Some(d) if Instant::now() > deadline => {
+                let status = admin_get(s, "/admin/v1/mirror").await;
+                panic!("mailboxes never matched the folders: {d}\nstatus: {status}")
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn admin_get(s: &TestServer, path: &str) -> Value {
+    s.client
+        .get(s.url(path))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn admin_put(s: &TestServer, path: &str, body: &Value) {
+    let r = s
+        .client
+        .put(s.url(path))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .json(body)
+        .send()
+        .await
+        .expect("put");
+    assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+}
+
+async fn admin_delete(s: &TestServer, path: &str) {
+    let r = s
+        .client
+        .delete(s.url(path))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .send()
+        .await
+        .expect("delete");
+    assert!(r.status().is_success(), "DELETE {path}: {}", r.status());
+}
+
+async fn start(sim: &GraphSim, extra: &str) -> (TestServer, tempfile::TempDir) {
+    let secret_dir = tempfile::tempdir().expect("tmp");
+    let cfg = mirror_config(sim, secret_dir.path(), extra);
+    let s = TestServer::start(&fixture("demo.json"), &cfg).await;
+    (s, secret_dir)
+}
+
+async fn sim_with_mailboxes() -> GraphSim {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("CRMGATE_LOG"))
+        .with_test_writer()
+        .try_init();
+    let sim = GraphSim::start().await;
+    sim.set_latency(Duration::from_millis(1), Duration::from_millis(3));
+    for l in logins() {
+        sim.add_mailbox(&l);
+    }
+    sim
+}
+
+/// Random CRM-side changes through the admin API: edits, creates, deletes, a company changing
+/// hands (contacts move between My and Global), a contact's tenant moving.
+async fn random_round(s: &TestServer, rng: &mut rand::rngs::StdRng, round: usize) {
+    let contacts = admin_get(s, "/admin/v1/contacts?limit=1000").await;
+    let contacts = contacts["items"].as_array().expect("items").clone();
+    let companies = admin_get(s, "/admin/v1/companies?limit=1000").await;
+    let companies = companies["items"].as_array().expect("items").clone();
+    let users = admin_get(s, "/admin/v1/users?limit=1000").await;
+    let users: Vec<String> = users["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|u| u["id"].as_str().expect("id").to_owned())
+        .collect();
+    for k in 0..8 {
+        match rng.gen_range(0..5) {
+            0 | 1 => {
+                let mut c = contacts[rng.gen_range(0..contacts.len())].clone();
+                c["job_title"] = json!(format!("Role {round}.{k}"));
+                if rng.gen_bool(0.5) {
+                    c["phones"] = json!([{"number": format!("+49 30 {:07}", rng.gen_range(0..9_999_999)), "kind": "mobile"}]);
+                }
+                let id = c["id"].as_str().expect("id").to_owned();
+                admin_put(s, &format!("/admin/v1/contacts/{id}"), &c).await;
+            }
+            2 => {
+                let k1 = &companies[rng.gen_range(0..companies.len())];
+                let id = format!("new{round}x{k}");
+                admin_put(
+                    s,
+                    &format!("/admin/v1/contacts/{id}"),
+                    &json!({"companies": [k1["id"]], "first_name": format!("New{round}"), "last_name": format!("Person{k}"),
+                        "subsystems": k1["subsystems"], "emails": [{"address": format!("{id}@x.example"), "kind": "work"}]}),
+                )
+                .await;
+            }
+            3 => {
+                let c = &contacts[rng.gen_range(0..contacts.len())];
+                let id = c["id"].as_str().expect("id");
+                let r = s
+                    .client
+                    .delete(s.url(&format!("/admin/v1/contacts/{id}")))
+                    .basic_auth(ADMIN.0, Some(ADMIN.1))
+                    .send()
+                    .await
+                    .expect("delete");
+                // Deleted in an earlier round: fine.
+                assert!(r.status().is_success() || r.status() == 404);
+            }
+            _ => {
+                let mut k1 = companies[rng.gen_range(0..companies.len())].clone();
+                let who = users[rng.gen_range(0..users.len())].clone();
+                k1["responsible"] = json!([who]);
+                let id = k1["id"].as_str().expect("id").to_owned();
+                admin_put(s, &format!("/admin/v1/companies/{id}"), &k1).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_mailbox_equals_the_folders_after_the_fill_and_random_changes() {
+    let sim = sim_with_mailboxes().await;
+    let (s, _secret) = start(&sim, "").await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let users = logins();
+    converged(&s, &sim, &token, &users).await;
+    // Folder names are the view's.
+    for u in &users {
+        let names: BTreeSet<String> = sim
+            .folders(u)
+            .into_iter()
+            .filter(|f| f.ext.contains_key(&crmgate::mirror::body::folder_prop()))
+            .map(|f| f.display_name)
+            .collect();
+        assert!(names.contains("HQ My Contacts"), "{u}: {names:?}");
+    }
+    let status = admin_get(&s, "/admin/v1/mirror").await;
+    assert_eq!(
+        status["mailboxes"].as_array().expect("list").len(),
+        users.len()
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6d69_7272);
+    for round in 0..4 {
+        random_round(&s, &mut rng, round).await;
+        converged(&s, &sim, &token, &users).await;
+    }
+    // Nothing but crmgate's folders' contacts went anywhere: no mailbox holds a contact
+    // outside that user's folders (the equality above), and no write went to an unknown
+    // mailbox.
+    assert_eq!(sim.violations(), 0, "requests sent while told to wait");
+    let m = s.metrics().await;
+    assert!(
+        m.contains("crmgate_mirror_mailboxes{state=\"incremental\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_id_map_is_rebuilt_from_the_mailboxes_without_a_duplicate() {
+    let sim = sim_with_mailboxes().await;
+    let (s, secret) = start(&sim, "").await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let users = logins();
+    converged(&s, &sim, &token, &users).await;
+    let posts_before = sim
+        .writes()
+        .iter()
+        .filter(|(w, _)| w.starts_with("POST") && w.ends_with("/contacts"))
+        .count();
+    // Stop, delete every mirror key (id map and positions), start again.
+    let cfg = mirror_config(&sim, secret.path(), "");
+    let s = s
+        .restart_after(&cfg, |dir| {
+            let store =
+                crmgate::store::Store::open(dir, crmgate::store::EngineKind::Redb).expect("store");
+            let mut keys = Vec::new();
+            store
+                .scan_prefix(b"mirror/", &mut |k, _| {
+                    keys.push(k.to_vec());
+                    Ok(true)
+                })
+                .expect("scan");
+            assert!(keys.len() > 100, "the id map was stored: {}", keys.len());
+            use crmgate::store::KvStore;
+            store
+                .apply(keys.into_iter().map(crmgate::store::Op::Delete).collect())
+                .expect("delete");
+        })
+        .await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    // Meanwhile a CRM change, so the restart has something to write too.
+    admin_put(
+        &s,
+        "/admin/v1/contacts/c1",
+        &json!({"companies": ["k1"], "first_name": "Tobias", "last_name": "Schwarz-Neu"}),
+    )
+    .await;
+    converged(&s, &sim, &token, &users).await;
+    let posts_after = sim
+        .writes()
+        .iter()
+        .filter(|(w, _)| w.starts_with("POST") && w.ends_with("/contacts"))
+        .count();
+    assert_eq!(posts_after, posts_before, "no contact was created again");
+    let _ = admin_delete;
+}
+
+/// The id of crmgate's folder `tag` ("my", "global") in a mailbox.
+fn folder_of(sim: &GraphSim, upn: &str, tag: &str) -> Option<String> {
+    let p = crmgate::mirror::body::folder_prop();
+    sim.folders(upn)
+        .into_iter()
+        .find(|f| f.ext.get(&p).map(String::as_str) == Some(tag))
+        .map(|f| f.id)
+}
+
+/// crmgate's id of a mailbox contact.
+fn crm_id(c: &Value) -> Option<String> {
+    let idp = crmgate::mirror::body::id_prop();
+    c["singleValueExtendedProperties"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == idp.as_str())
+        .and_then(|p| p["value"].as_str())
+        .map(str::to_owned)
+}
+
+/// The mailbox items of a folder: crmgate id → contact.
+fn items(sim: &GraphSim, upn: &str, folder: &str) -> BTreeMap<String, Value> {
+    sim.contacts(upn, folder)
+        .into_iter()
+        .filter_map(|c| Some((crm_id(&c)?, c)))
+        .collect()
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn crm_record(s: &TestServer, id: &str) -> Option<Value> {
+    let r = s
+        .client
+        .get(s.url(&format!("/admin/v1/contacts/{id}")))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .send()
+        .await
+        .expect("get");
+    if r.status() == 404 {
+        return None;
+    }
+    Some(r.json().await.expect("json"))
+}
+
+/// Waits until `check` holds for the CRM record of `id` (`None`: deleted).
+async fn crm_until(
+    s: &TestServer,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Option<Value>) -> bool,
+) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = crm_record(s, id).await;
+        if check(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting: {what}; record: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outlook_edits_go_through_the_write_path_and_read_only_global_is_set_back() {
+    let sim = sim_with_mailboxes().await;
+    let (s, _secret) = start(&sim, "").await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let users = logins();
+    converged(&s, &sim, &token, &users).await;
+    let anna = "anna@example.test";
+    let my = folder_of(&sim, anna, "my").expect("my folder");
+    let global = folder_of(&sim, anna, "global").expect("global folder");
+
+    // An edit in My lands in the CRM; what the mailbox does not show stays.
+    let (cid, item) = items(&sim, anna, &my)
+        .into_iter()
+        .next()
+        .expect("a My contact");
+    let before = crm_record(&s, &cid).await.expect("record");
+    let item_id = item["id"].as_str().expect("id").to_owned();
+    sim.user_update(anna, &item_id, json!({"jobTitle": "Chief Tester"}));
+    let after = crm_until(&s, &cid, "the My edit in the CRM", |r| {
+        r.as_ref().is_some_and(|r| r["job_title"] == "Chief Tester")
+    })
+    .await
+    .expect("record");
+    for kept in [
+        "salutation",
+        "websites",
+        "types",
+        "companies",
+        "subsystems",
+        "owner",
+    ] {
+        assert_eq!(after[kept], before[kept], "{kept} kept");
+    }
+    // The audit log names the mirror as the writer (written once the replica caught up).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = admin_get(&s, "/admin/v1/audit?limit=50").await;
+        let found = audit["items"].as_array().expect("items").iter().any(|a| {
+            a["op"] == "mirror update" && a["contact"] == cid.as_str() && a["user"] == anna
+        });
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no audit record: {audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An edit in read-only Global is set back to the CRM's value; the CRM is untouched.
+    let (gid, gitem) = items(&sim, anna, &global)
+        .into_iter()
+        .next()
+        .expect("a Global contact");
+    let g_before = crm_record(&s, &gid).await.expect("record");
+    let g_item = gitem["id"].as_str().expect("id").to_owned();
+    let shown = gitem["jobTitle"].clone();
+    sim.user_update(anna, &g_item, json!({"jobTitle": "Hacked"}));
+    eventually("the Global edit set back", || {
+        let c = sim.contact(anna, &g_item)?;
+        (c["jobTitle"] == shown).then_some(())
+    })
+    .await;
+    assert_eq!(crm_record(&s, &gid).await.expect("record"), g_before);
+
+    // A contact made in My by the user is created in the CRM, and its item adopted: one item.
+    let new_item = sim.user_create(
+        anna,
+        &my,
+        json!({"givenName": "Olga", "surname": "Outlook", "emailAddresses": [{"address": "olga@outlook-made.example", "name": "Olga"}]}),
+    );
+    let new_id = eventually("the new contact adopted", || {
+        crm_id(&sim.contact(anna, &new_item)?)
+    })
+    .await;
+    let rec = crm_record(&s, &new_id).await.expect("created in the CRM");
+    assert_eq!(rec["last_name"], "Outlook");
+    let same: Vec<_> = sim
+        .contacts(anna, &my)
+        .into_iter()
+        .filter(|c| c["surname"] == "Outlook")
+        .collect();
+    assert_eq!(same.len(), 1, "one item: {same:?}");
+
+    // The id map still knows the edited contact's item.
+    let map = crmgate::mirror::state::Keys::new(anna)
+        .entries(&s.app.store, crmgate::domain::rules::VirtualFolder::My)
+        .expect("id map");
+    let e = map.iter().find(|(c, _)| *c == cid).map(|(_, e)| e.clone());
+    assert_eq!(
+        e.as_ref().map(|e| e.item.as_str()),
+        Some(item_id.as_str()),
+        "{e:?}; {} entries",
+        map.len()
+    );
+    // Delete under `hide`: gone for anna only, the CRM keeps it, and a later CRM change does
+    // not bring it back.
+    sim.user_delete(anna, &item_id);
+    eventually("the delete hidden", || {
+        let e = s.app.replica.read().ok()?;
+        let u = e.find_login(anna)?;
+        let c = e.find_contact(&cid)?;
+        (e.folder_of(u, c).is_none()).then_some(())
+    })
+    .await;
+    let mut rec = crm_record(&s, &cid).await.expect("kept in the CRM");
+    rec["department"] = json!("Moved On");
+    admin_put(&s, &format!("/admin/v1/contacts/{cid}"), &rec).await;
+    converged(&s, &sim, &token, &users).await;
+    assert!(
+        !items(&sim, anna, &my).contains_key(&cid),
+        "a hidden contact never comes back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_in_the_mailbox_follow_the_crm_and_deny_policies() {
+    for (policy, crm_deletes) in [("crm", true), ("deny", false)] {
+        let sim = sim_with_mailboxes().await;
+        let (s, _secret) = start(&sim, &format!("[folders]\nmy_delete = \"{policy}\"\n")).await;
+        let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+        let users = logins();
+        converged(&s, &sim, &token, &users).await;
+        let anna = "anna@example.test";
+        let my = folder_of(&sim, anna, "my").expect("my folder");
+        let (cid, item) = items(&sim, anna, &my)
+            .into_iter()
+            .next()
+            .expect("a My contact");
+        sim.user_delete(anna, item["id"].as_str().expect("id"));
+        if crm_deletes {
+            crm_until(&s, &cid, "deleted in the CRM", Option::is_none).await;
+        } else {
+            // Made again in the mailbox; the CRM keeps it.
+            eventually("made again", || {
+                items(&sim, anna, &my).contains_key(&cid).then_some(())
+            })
+            .await;
+            assert!(crm_record(&s, &cid).await.is_some());
+        }
+        converged(&s, &sim, &token, &users).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_mailbox_receives_a_contact_outside_its_users_folders_under_every_global_scope() {
+    for scope in ["all", "subsystem", "off"] {
+        let sim = sim_with_mailboxes().await;
+        let (s, _secret) = start(&sim, &format!("[folders]\nglobal_scope = \"{scope}\"\n")).await;
+        let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+        let users = logins();
+        converged(&s, &sim, &token, &users).await;
+        // Every write that ever went to a mailbox names a contact of that user's folders.
+        let allowed: BTreeMap<String, BTreeSet<String>> = {
+            let e = s.app.replica.read().expect("replica");
+            users
+                .iter()
+                .map(|l| {
+                    let u = e.find_login(l).expect("user");
+                    let mut ids = BTreeSet::new();
+                    for f in [
+                        crmgate::domain::rules::VirtualFolder::My,
+                        crmgate::domain::rules::VirtualFolder::Global,
+                    ] {
+                        ids.extend(e.list(u, f).into_iter().map(|c| e.contact_id(c).to_owned()));
+                    }
+                    (l.to_lowercase(), ids)
+                })
+                .collect()
+        };
+        let idp = crmgate::mirror::body::id_prop();
+        let mut posts = 0;
+        for (w, body) in sim.writes() {
+            let Some(rest) = w.strip_prefix("POST /users/") else {
+                continue;
+            };
+            if !rest.ends_with("/contacts") {
+                continue;
+            }
+            let who = rest
+                .split('/')
+                .next()
+                .expect("user")
+                .replace("%40", "@")
+                .to_lowercase();
+            let id = body["singleValueExtendedProperties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["id"] == idp.as_str())
+                .and_then(|p| p["value"].as_str())
+                .expect("crmgate id on every create")
+                .to_owned();
+            assert!(allowed[&who].contains(&id), "{scope}: {who} got {id}");
+            posts += 1;
+        }
+        assert!(posts > 100, "{scope}: {posts} creates");
+        for u in &users {
+            assert_eq!(
+                folder_of(&sim, u, "global").is_some(),
+                scope != "off",
+                "{scope}: {u}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fill_completes_under_throttling_5xx_and_dropped_connections_without_a_duplicate() {
+    let sim = sim_with_mailboxes().await;
+    sim.set_limits(support::graph_sim::Limits {
+        requests_per_window: 150,
+        window: Duration::from_secs(5),
+        concurrent: 4,
+        upload_bytes_per_5min: 150_000_000,
+    });
+    sim.set_faults(support::graph_sim::Faults {
+        fail_5xx: 0.3,
+        drop_after_write: 0.3,
+    });
+    // crmgate's own budget set above the simulator's, so the simulator's 429s are met and
+    // must be honoured.
+    let users: Vec<String> = logins().into_iter().take(3).collect();
+    let (s, _secret) = start(
+        &sim,
+        &format!(
+            "requests_per_window = 400\nwindow_secs = 5\nmailboxes = {:?}\n",
+            users
+        ),
+    )
+    .await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let t = Instant::now();
+    converged_within(&s, &sim, &token, &users, 240).await;
+    eprintln!("filled under faults in {:?}", t.elapsed());
+    assert!(
+        sim.faults_injected() > 20,
+        "faults: {}",
+        sim.faults_injected()
+    );
+    assert!(sim.throttled() > 0, "the simulator's limits were reached");
+    assert_eq!(sim.violations(), 0, "nothing sent while told to wait");
+    for u in &users {
+        assert!(sim.max_in_flight(u) <= 4, "{u}: {}", sim.max_in_flight(u));
+    }
+    // Mailboxes the settings do not name are left alone.
+    for u in logins().iter().skip(3) {
+        assert!(
+            folder_of(&sim, u, "my").is_none(),
+            "{u} was not to be mirrored"
+        );
+    }
+}
