@@ -194,7 +194,40 @@ impl Interner {
     }
 }
 
+/// True for a name XML allows (`Name`, with at most one colon splitting a prefix from a local
+/// part): a name starts with a letter, `_` or a character beyond ASCII and goes on with
+/// those, digits, `-` and `.`. The reader underneath takes `< a/>` as an element with an
+/// empty name, which no answer could echo as XML.
+fn valid_name(raw: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(raw) else {
+        return false;
+    };
+    let mut parts = s.split(':');
+    let ok = |p: &str| {
+        let mut cs = p.chars();
+        match cs.next() {
+            Some(c) if c.is_alphabetic() || c == '_' || !c.is_ascii() => {}
+            _ => return false,
+        }
+        cs.all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_') || !c.is_ascii())
+    };
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), None, _) => ok(a),
+        (Some(a), Some(b), None) => ok(a) && ok(b),
+        _ => false,
+    }
+}
+
 fn start_element(s: &BytesStart<'_>, ns: Arc<str>) -> Result<Element, XmlError> {
+    if !valid_name(s.name().as_ref()) {
+        return Err(XmlError::Malformed(format!(
+            "\"{}\" is not an element name",
+            String::from_utf8_lossy(s.name().as_ref())
+                .chars()
+                .take(40)
+                .collect::<String>()
+        )));
+    }
     let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
     let mut attrs = Vec::new();
     for a in s.attributes() {
@@ -206,6 +239,15 @@ fn start_element(s: &BytesStart<'_>, ns: Arc<str>) -> Result<Element, XmlError> 
         if attrs.len() >= MAX_ATTRIBUTES {
             return Err(XmlError::Limit(format!(
                 "more than {MAX_ATTRIBUTES} attributes"
+            )));
+        }
+        if !valid_name(key) {
+            return Err(XmlError::Malformed(format!(
+                "\"{}\" is not an attribute name",
+                String::from_utf8_lossy(key)
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
             )));
         }
         let local = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
@@ -333,6 +375,22 @@ mod tests {
         assert!(matches!(parse(b"<a>"), Err(XmlError::Malformed(_))));
         assert!(matches!(parse(b"<p:a/>"), Err(XmlError::Malformed(_))));
         assert!(matches!(parse(b""), Err(XmlError::Malformed(_))));
+        // Names XML does not allow (the reader underneath takes them).
+        for bad in [
+            &b"<a>< t:Id=\"x\"/></a>"[..],
+            b"<a><1b/></a>",
+            b"<a><:b/></a>",
+            b"<a><b: /></a>",
+            b"<a><p:q:r/></a>",
+            b"<a -x=\"1\"/>",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(XmlError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(parse("<a><b-c.d_e é=\"1\"/><_x/><ü/></a>".as_bytes()).is_ok());
     }
 
     #[test]

@@ -4304,6 +4304,20 @@ fn regression_carddav_prop_odd_namespaces() {
     });
 }
 
+/// Found by the hour-long fuzz_carddav run (11 of 17.5 million inputs): a PROPFIND asking for
+/// `< t:Id="x"/>` — no element name at all, which the XML reader underneath took as an
+/// element named "" — was answered with a multistatus holding `<></>`, which is not XML. The
+/// bounded reader (src/xml.rs) now refuses names XML does not allow: 400 for CardDAV,
+/// `ErrorSchemaValidation` for EWS.
+#[test]
+fn regression_carddav_prop_empty_name() {
+    let _serial = serial();
+    let w = world();
+    replay("carddav-prop-empty-name", &|input: &[u8]| {
+        carddav_exec(w, input)
+    });
+}
+
 /// Found by fuzz_graph: `$skip` near `usize::MAX` on a folder or contact listing overflows
 /// `q.skip + size` in `graph::read` (src/graph/mod.rs, the two `@odata.nextLink` checks).
 /// Debug builds panicked (the request failed with 500); release builds wrapped and sent a
