@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use support::graph_sim::GraphSim;
+use support::mirror_oracle::converge;
 use support::{fixture, TestServer};
 
 const ADMIN: (&str, &str) = ("ben@example.test", "demo2");
-const PROPS: [&str; 20] = crmgate::mirror::body::PROPS;
 
 /// The `[mirror]` section for the simulator; the secret goes into a file of `dir`.
 fn mirror_config(sim: &GraphSim, dir: &std::path::Path, extra: &str) -> String {
@@ -42,95 +42,6 @@ fn logins() -> Vec<String> {
         .collect()
 }
 
-/// A contact as a comparable value: the mirrored properties, empty ones left out.
-fn project(c: &Value) -> String {
-    let mut m = serde_json::Map::new();
-    for p in PROPS {
-        let v = c.get(p).cloned().unwrap_or(Value::Null);
-        let empty = match &v {
-            Value::Null => true,
-            Value::String(s) => s.is_empty(),
-            Value::Array(a) => a.is_empty(),
-            Value::Object(o) => o.values().all(|x| x.is_null() || x == ""),
-            _ => false,
-        };
-        if !empty {
-            m.insert(p.to_owned(), v);
-        }
-    }
-    Value::Object(m).to_string()
-}
-
-/// What crmgate's Graph face serves for `login`: folder name → sorted projections.
-async fn face(s: &TestServer, token: &str, login: &str) -> BTreeMap<String, Vec<String>> {
-    let get = |url: String| {
-        let req = s.client.get(url).bearer_auth(token);
-        async move {
-            let r = req.send().await.expect("get");
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.expect("json")
-        }
-    };
-    let folders = get(s.url(&format!("/v1.0/users/{login}/contactFolders"))).await;
-    let mut out = BTreeMap::new();
-    for f in folders["value"].as_array().expect("folders") {
-        let name = f["displayName"].as_str().expect("name").to_owned();
-        let mut items = Vec::new();
-        let mut url = s.url(&format!(
-            "/v1.0/users/{login}/contactFolders/{}/contacts?$top=1000",
-            f["id"].as_str().expect("id")
-        ));
-        loop {
-            let page = get(url).await;
-            items.extend(page["value"].as_array().expect("value").iter().map(project));
-            match page["@odata.nextLink"].as_str() {
-                Some(n) => url = n.to_owned(),
-                None => break,
-            }
-        }
-        items.sort();
-        out.insert(name, items);
-    }
-    out
-}
-
-/// The crmgate folders of a mailbox in the simulator: name → sorted projections; fails on a
-/// contact without crmgate's id property or two contacts with one id.
-fn mailbox(sim: &GraphSim, upn: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
-    let idp = crmgate::mirror::body::id_prop();
-    let folderp = crmgate::mirror::body::folder_prop();
-    let mut out = BTreeMap::new();
-    for f in sim.folders(upn) {
-        if !f.ext.contains_key(&folderp) {
-            continue; // the user's own folder
-        }
-        let mut seen = BTreeSet::new();
-        let mut items = Vec::new();
-        for c in sim.contacts(upn, &f.id) {
-            let id = c["singleValueExtendedProperties"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["id"] == idp.as_str())
-                .and_then(|p| p["value"].as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    format!(
-                        "{upn}/{}: a contact without crmgate's id: {c}",
-                        f.display_name
-                    )
-                })?;
-            if !seen.insert(id.clone()) {
-                return Err(format!("{upn}/{}: contact {id} twice", f.display_name));
-            }
-            items.push(project(&c));
-        }
-        items.sort();
-        out.insert(f.display_name.clone(), items);
-    }
-    Ok(out)
-}
-
 /// Waits until every mailbox equals what the face serves (60 s at most).
 async fn converged(s: &TestServer, sim: &GraphSim, token: &str, users: &[String]) {
     converged_within(s, sim, token, users, 60).await
@@ -143,43 +54,9 @@ async fn converged_within(
     users: &[String],
     secs: u64,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let mut diff = None;
-        for u in users {
-            let want = face(s, token, u).await;
-            match mailbox(sim, u) {
-                Err(e) => panic!("{e}"),
-                Ok(got) if got == want => {}
-                Ok(got) => {
-                    let mut first = String::new();
-                    for (name, w) in &want {
-                        let g = got.get(name).cloned().unwrap_or_default();
-                        let only_g: Vec<_> = g.iter().filter(|x| !w.contains(x)).take(2).collect();
-                        let only_w: Vec<_> = w.iter().filter(|x| !g.contains(x)).take(2).collect();
-                        if !only_g.is_empty() || !only_w.is_empty() {
-                            first =
-                                format!("{name}: mailbox has {only_g:#?}\nfolder has {only_w:#?}");
-                            break;
-                        }
-                    }
-                    diff = Some(format!(
-                        "{u}: mailbox {:?} vs folders {:?}\n{first}",
-                        got.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>(),
-                        want.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>()
-                    ));
-                    break;
-                }
-            }
-        }
-        match diff {
-            None => return,
-            Some(d) if Instant::now() > deadline => {
-                let status = admin_get(s, "/admin/v1/mirror").await;
-                panic!("mailboxes never matched the folders: {d}\nstatus: {status}")
-            }
-            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
+    if let Err(d) = converge(&s.client, &s.base, token, sim, users, secs).await {
+        let status = admin_get(s, "/admin/v1/mirror").await;
+        panic!("mailboxes never matched the folders: {d}\nstatus: {status}")
     }
 }
 

@@ -6,6 +6,7 @@ pub mod graph_sim;
 pub mod hellohq_sim;
 pub mod hubspot_oracle;
 pub mod hubspot_sim;
+pub mod mirror_oracle;
 
 use crmgate::app::App;
 use crmgate::config::{Config, Overrides};
