@@ -589,3 +589,173 @@ async fn the_fill_completes_under_throttling_5xx_and_dropped_connections_without
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operations_status_skips_repairs_and_resyncs() {
+    let sim = GraphSim::start().await;
+    sim.set_latency(Duration::from_millis(1), Duration::from_millis(3));
+    sim.set_access_ttl(Duration::from_secs(2));
+    let started = Instant::now();
+    let users = logins();
+    // lena has no mailbox at all; david's mailbox refuses the app (no consent).
+    for l in &users {
+        if l != "lena@example.test" {
+            sim.add_mailbox(l);
+        }
+    }
+    sim.set_mailbox_state(
+        "david@example.test",
+        support::graph_sim::MailboxState::AccessDenied,
+    );
+    let (s, _secret) = start(&sim, "failure_backoff_secs = 3600\n").await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let good: Vec<String> = users
+        .iter()
+        .filter(|u| !u.starts_with("lena") && !u.starts_with("david"))
+        .cloned()
+        .collect();
+    converged(&s, &sim, &token, &good).await;
+
+    // Status: every mailbox listed; the two that cannot be worked on are skipped with the
+    // reason, and not tried again in a loop.
+    let status = admin_get(&s, "/admin/v1/mirror").await;
+    let by: BTreeMap<String, Value> = status["mailboxes"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| (m["login"].as_str().expect("login").to_owned(), m.clone()))
+        .collect();
+    assert_eq!(by.len(), users.len(), "{status}");
+    for u in &good {
+        assert_eq!(by[u]["state"], "incremental", "{u}: {}", by[u]);
+        assert_eq!(by[u]["backlog"], 0);
+        assert!(by[u]["contacts"].as_u64() > Some(0));
+    }
+    for (u, why) in [
+        ("lena@example.test", "ErrorInvalidUser"),
+        ("david@example.test", "403"),
+    ] {
+        assert_eq!(by[u]["state"], "skipped", "{u}: {}", by[u]);
+        assert!(
+            by[u]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(why)),
+            "{}",
+            by[u]
+        );
+    }
+    assert_eq!(status["progress"]["mailboxes_filled"], good.len());
+    let (before, _) = sim.requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (after, routes) = sim.requests();
+    // Polls of the good mailboxes' folders go on (2 delta reads a second each, at most);
+    // the skipped ones cost nothing.
+    assert!(
+        after - before < 40,
+        "{} requests in 3 s: {routes:?}",
+        after - before
+    );
+    // A 2-s token is renewed at half its life: about one grant a second, not one a request.
+    let secs = started.elapsed().as_secs() + 2;
+    assert!(
+        sim.token_grants() <= secs,
+        "token grants: {} in {secs} s",
+        sim.token_grants()
+    );
+    let m = s.metrics().await;
+    for line in [
+        "crmgate_mirror_mailboxes{state=\"skipped\"} 2",
+        &format!(
+            "crmgate_mirror_mailboxes{{state=\"incremental\"}} {}",
+            good.len()
+        ),
+        "crmgate_mirror_backlog 0",
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    // Access tokens expired meanwhile (2 s): renewed, nothing failed.
+    assert!(sim.token_grants() >= 2, "grants: {}", sim.token_grants());
+
+    // Resync of one mailbox: read back, nothing created again.
+    let anna = "anna@example.test";
+    let posts = |sim: &GraphSim| {
+        sim.writes()
+            .iter()
+            .filter(|(w, _)| w.starts_with("POST") && w.ends_with("/contacts"))
+            .count()
+    };
+    let n = posts(&sim);
+    let r = s
+        .client
+        .post(s.url(&format!("/admin/v1/mirror/resync?user={anna}")))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .send()
+        .await
+        .expect("resync");
+    assert_eq!(r.status(), 202);
+    let r = s
+        .client
+        .post(s.url("/admin/v1/mirror/resync?user=nobody@example.test"))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .send()
+        .await
+        .expect("resync");
+    assert_eq!(r.status(), 404);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    converged(&s, &sim, &token, &good).await;
+    assert_eq!(posts(&sim), n, "a resync creates nothing that is there");
+    // A non-admin does not see the mirror's state.
+    let r = s
+        .client
+        .get(s.url("/admin/v1/mirror"))
+        .basic_auth("anna@example.test", Some("demo"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_repair_restores_folders_and_an_expired_delta_state_loses_no_edit() {
+    let sim = sim_with_mailboxes().await;
+    let (s, _secret) = start(&sim, "repair_interval_secs = 2\n").await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let good = logins();
+    converged(&s, &sim, &token, &good).await;
+    // A user renames crmgate's folder and deletes the Global one: the repair names the one
+    // back, makes the other again and fills it.
+    let anna = "anna@example.test";
+    let my = folder_of(&sim, anna, "my").expect("my");
+    let global = folder_of(&sim, anna, "global").expect("global");
+    sim.user_rename_folder(anna, &my, "Renamed by Anna");
+    sim.user_delete_folder(anna, &global);
+    converged(&s, &sim, &token, &good).await;
+    assert_eq!(
+        folder_of(&sim, anna, "my").as_deref(),
+        Some(my.as_str()),
+        "same folder"
+    );
+    assert_ne!(
+        folder_of(&sim, anna, "global").as_deref(),
+        Some(global.as_str())
+    );
+
+    // The delta state expires: a new round starts, nothing is lost or doubled, and a user's
+    // edit made meanwhile is still taken.
+    sim.expire_delta_tokens(anna);
+    let (cid, item) = items(&sim, anna, &my)
+        .into_iter()
+        .next()
+        .expect("a My contact");
+    sim.user_update(
+        anna,
+        item["id"].as_str().expect("id"),
+        json!({"department": "After Expiry"}),
+    );
+    crm_until(&s, &cid, "the edit after the delta state expired", |r| {
+        r.as_ref()
+            .is_some_and(|r| r["department"] == "After Expiry")
+    })
+    .await;
+    converged(&s, &sim, &token, &good).await;
+}

@@ -61,7 +61,8 @@ impl Answer {
     /// Transient: throttled, unavailable, gateway timeout, or an item not run because one it
     /// depended on failed.
     pub fn transient(&self) -> bool {
-        matches!(self.status, 429 | 500 | 502 | 503 | 504 | 424)
+        // 401 on a batch item: the token expired while the batch ran (renewed, sent again).
+        matches!(self.status, 401 | 429 | 500 | 502 | 503 | 504 | 424)
     }
 }
 
@@ -206,6 +207,7 @@ pub struct GraphClient {
     http: reqwest::Client,
     cfg: Arc<MirrorConfig>,
     secret: String,
+    /// The token and when to renew it.
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
     total: Arc<Semaphore>,
     global: Mutex<Window>,
@@ -254,7 +256,7 @@ impl GraphClient {
     async fn token(&self, renew: bool) -> Result<String, SendError> {
         let mut t = self.token.lock().await;
         if let Some((tok, exp)) = t.as_ref() {
-            if !renew && *exp > Instant::now() + TOKEN_MARGIN {
+            if !renew && *exp > Instant::now() {
                 return Ok(tok.clone());
             }
         }
@@ -290,7 +292,10 @@ impl GraphClient {
             return Err(SendError::Token("token answer without access_token".into()));
         };
         let secs = body["expires_in"].as_u64().unwrap_or(3599);
-        *t = Some((tok.to_owned(), Instant::now() + Duration::from_secs(secs)));
+        // Renewed TOKEN_MARGIN before it expires, or at half its life when that is shorter.
+        let life = Duration::from_secs(secs);
+        let margin = TOKEN_MARGIN.min(life / 2);
+        *t = Some((tok.to_owned(), Instant::now() + life - margin));
         Ok(tok.to_owned())
     }
 
@@ -460,6 +465,10 @@ impl GraphClient {
                 })
                 .map(Duration::from_secs);
             let status = r["status"].as_u64().unwrap_or(0) as u16;
+            if status == 401 {
+                // The token expired while the batch ran: the next request gets a new one.
+                *self.token.lock().await = None;
+            }
             if status == 429 {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 budget.throttle(ra.unwrap_or(Duration::from_secs(5)));
