@@ -315,6 +315,10 @@ fn demo_intro(cfg: &Config, ds: &Dataset) {
     println!("    CardDAV  {base}/   iPhone, Mac, DAVx5, Thunderbird, vdirsyncer: server + login (docs/carddav.md)");
     println!("    EWS      {base}/EWS/Exchange.asmx   Outlook for Mac, DavMail, exchangelib (docs/ews.md)");
     println!("    Graph    {base}/v1.0/me/contactFolders   token: {base}/oauth2/v2.0/token (docs/graph.md)");
+    println!("    Outlook on Microsoft 365 (new Outlook, web, mobile): the mailbox mirror writes both folders into");
+    println!(
+        "             each user's Exchange Online mailbox; add a [mirror] section (docs/mirror.md)"
+    );
     println!();
     println!("  logins (login / password / role):");
     let v: serde_json::Value = serde_json::from_str(DEMO_DATASET).unwrap_or_default();

@@ -2271,6 +2271,18 @@ async fn contact_delta_reports_changes_as_documented() {
     assert_eq!(t.get(&link_g).await.status, 410);
     let (_, _, ben_again) = delta_round(&t, &ben_link, &[]).await;
     assert!(!ben_again.is_empty(), "other mailboxes keep their tokens");
+    // Old states are evicted (16 kept per folder): the oldest then answers like an expired
+    // one, the newest still works.
+    let mut link = ben_again.clone();
+    for _ in 0..17 {
+        link = delta_round(&t, &link, &[]).await.2;
+    }
+    let r = t.get(&ben_again).await;
+    assert_eq!((r.status, r.code()), (410, "resyncRequired"), "evicted");
+    assert!(r
+        .header("location")
+        .is_some_and(|l| l.ends_with("$deltatoken=")));
+    assert_eq!(t.get(&link).await.status, 200);
     // Delta on a deleted folder.
     assert_eq!(t.delete(&fp).await.status, 204);
     let r = t.get(&format!("{fp}/contacts/delta")).await;
@@ -2540,7 +2552,9 @@ async fn batches_follow_json_batching_and_count_per_item() {
     }
     assert_eq!(t.sim.max_in_flight(ANA), 4);
     assert_eq!(t.sim.throttled(), 2);
-    // The Retry-After counts as given with the envelope: a request before it passed violates.
+    // The Retry-After counts as given with the envelope: a request sent after the answer
+    // arrived (beyond the 25 ms an answer may be in flight) and before it passed violates.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let r = t.get(&format!("{u}/contacts")).await;
     assert_eq!(r.status, 429);
     assert_eq!(t.sim.violations_for(ANA), 1);
@@ -2593,6 +2607,7 @@ async fn limits_are_per_mailbox_and_early_retries_are_violations() {
         .expect("Retry-After");
     assert!((1..=3).contains(&wait), "{wait}");
     assert_eq!(t.sim.violations(), 0, "the first 429 is no violation");
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let r = t.get(&ana).await;
     assert_eq!(
         r.status, 429,

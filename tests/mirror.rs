@@ -759,3 +759,64 @@ async fn drift_repair_restores_folders_and_an_expired_delta_state_loses_no_edit(
     .await;
     converged(&s, &sim, &token, &good).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_shows_and_resyncs_mailboxes_with_the_server_stopped() {
+    let sim = sim_with_mailboxes().await;
+    let (s, secret) = start(&sim, "").await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let users = logins();
+    converged(&s, &sim, &token, &users).await;
+    let posts = |sim: &GraphSim| {
+        sim.writes()
+            .iter()
+            .filter(|(w, _)| w.starts_with("POST") && w.ends_with("/contacts"))
+            .count()
+    };
+    let n = posts(&sim);
+    let cfg = mirror_config(&sim, secret.path(), "");
+    let cfg_file = secret.path().join("crmgate.toml");
+    std::fs::write(&cfg_file, &cfg).expect("config");
+    let cli = |dir: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmgate"))
+            .args(args)
+            .arg("-c")
+            .arg(&cfg_file)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("CRMGATE_LOG", "error")
+            .output()
+            .expect("run crmgate");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let s = s
+        .restart_after(&cfg, |dir| {
+            let (ok, out, err) = cli(dir, &["mirror", "status"]);
+            assert!(ok, "{out}{err}");
+            let anna = out
+                .lines()
+                .find(|l| l.starts_with("anna@example.test"))
+                .unwrap_or_else(|| panic!("{out}"));
+            assert!(anna.contains(" yes "), "filled: {anna}");
+            assert!(out.contains("6 mailbox(es)"), "{out}");
+            let (ok, out, err) = cli(dir, &["mirror", "resync", "--user", "anna@example.test"]);
+            assert!(ok, "{out}{err}");
+            let (ok, _, err) = cli(dir, &["mirror", "resync", "--user", "nobody@example.test"]);
+            assert!(!ok && err.contains("not a mirrored user"), "{err}");
+            let (_, out, _) = cli(dir, &["mirror", "status"]);
+            let anna = out
+                .lines()
+                .find(|l| l.starts_with("anna@example.test"))
+                .unwrap_or_else(|| panic!("{out}"));
+            assert!(anna.contains("not started"), "forgotten: {anna}");
+        })
+        .await;
+    // Read back from the mailbox after the restart: nothing created again.
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    converged(&s, &sim, &token, &users).await;
+    assert_eq!(posts(&sim), n, "the resync created nothing that was there");
+}

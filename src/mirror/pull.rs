@@ -114,7 +114,17 @@ impl Run<'_> {
                         Err(e) => return Err(MbError::Retry(e.to_string())),
                     },
                 };
-                if a.status == 410 || a.code().eq_ignore_ascii_case("syncStateNotFound") {
+                // An expired or evicted state (410, syncStateNotFound), or one the service no
+                // longer takes (a 4xx on a link it gave): a new round from the start.
+                let refused_link = link.is_some()
+                    && (400..500).contains(&a.status)
+                    && a.status != 429
+                    && a.status != 404
+                    && a.status != 401;
+                if a.status == 410
+                    || a.code().eq_ignore_ascii_case("syncStateNotFound")
+                    || refused_link
+                {
                     // The delta state expired: a new round from the start; drift repair
                     // covers what it may have missed.
                     meta.delta[i] = None;

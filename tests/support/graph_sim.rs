@@ -423,6 +423,10 @@ struct State {
     throttled: u64,
     writes: Vec<(String, Value)>,
     sync: HashMap<String, SyncToken>,
+    /// Registration order of the delta states per (mailbox, scope), for eviction.
+    sync_order: HashMap<(usize, String), std::collections::VecDeque<String>>,
+    /// Evicted states: answered like expired ones.
+    evicted: HashMap<String, (usize, Scope, Option<Vec<String>>)>,
     serial: u64,
 }
 
@@ -488,6 +492,8 @@ impl GraphSim {
             throttled: 0,
             writes: Vec::new(),
             sync: HashMap::new(),
+            sync_order: HashMap::new(),
+            evicted: HashMap::new(),
             serial: 0,
         };
         let shared = Arc::new(Shared {
@@ -3148,9 +3154,24 @@ fn bad_sync_state() -> Fail {
     )
 }
 
+/// Delta states kept per mailbox and scope; older ones are evicted (the delta overview: the
+/// token lifetime for Outlook entities depends on a cache that evicts old tokens) and answer
+/// like an expired state.
+const TOKENS_KEPT: usize = 16;
+
 fn register(st: &mut State, t: SyncToken) -> String {
     let s = random_token(48);
+    let key = (t.mb, format!("{:?}", t.scope));
     st.sync.insert(s.clone(), t);
+    let order = st.sync_order.entry(key).or_default();
+    order.push_back(s.clone());
+    while order.len() > TOKENS_KEPT {
+        if let Some(old) = order.pop_front() {
+            if let Some(gone) = st.sync.remove(&old) {
+                st.evicted.insert(old, (gone.mb, gone.scope, gone.select));
+            }
+        }
+    }
     s
 }
 
@@ -3215,6 +3236,23 @@ fn delta(
         ));
     }
     let Some(t) = st.sync.get(&token).cloned() else {
+        if let Some((emb, escope, select)) = st.evicted.get(&token) {
+            if *emb == mb && *escope == scope {
+                let select = select
+                    .as_ref()
+                    .map(|s| format!("$select={}&", s.join(",")))
+                    .unwrap_or_default();
+                return Err(fail(
+                    410,
+                    "resyncRequired",
+                    "The delta token is no longer valid; restart with a full synchronization.",
+                )
+                .header(
+                    "Location",
+                    format!("{}?{select}$deltatoken=", page.link_base),
+                ));
+            }
+        }
         return Err(bad_sync_state());
     };
     let is_page = matches!(t.kind, TokenKind::Page { .. });
