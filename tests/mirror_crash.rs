@@ -34,7 +34,17 @@ fn logins() -> Vec<String> {
         .collect()
 }
 
-fn start(dir: &std::path::Path, port: u16) -> Child {
+/// A crmgate process that is killed when dropped, so a failing assertion leaves none behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Running {
     Command::new(env!("CARGO_BIN_EXE_crmgate"))
         .args([
             "serve",
@@ -52,6 +62,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .expect("spawn crmgate")
 }
 
@@ -175,8 +186,8 @@ async fn sigkill_during_fill_and_incremental_work_leaves_no_duplicate_and_nothin
         if status["progress"]["mailboxes_filled"].as_u64() < Some(users.len() as u64) {
             kills_during_fill += 1;
         }
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        child.0.kill().expect("SIGKILL");
+        let _ = child.0.wait();
         // Never two copies of a contact, whatever moment the kill hit.
         for u in &users {
             if let Err(e) = mailbox(&sim, u) {
@@ -191,7 +202,7 @@ async fn sigkill_during_fill_and_incremental_work_leaves_no_duplicate_and_nothin
     // A last start runs to the end: every mailbox equals its user's folders.
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = start(dir.path(), port);
+    let child = start(dir.path(), port);
     wait_ready(&client, &base).await;
     let token: Value = client
         .post(format!("{base}/oauth2/v2.0/token"))
@@ -209,8 +220,7 @@ async fn sigkill_during_fill_and_incremental_work_leaves_no_duplicate_and_nothin
         .expect("json");
     let token = token["access_token"].as_str().expect("token").to_owned();
     let result = converge(&client, &base, &token, &sim, &users, 120).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     if let Err(d) = result {
         panic!("after {KILLS} kills ({kills_during_fill} during the fill): {d}");
     }
