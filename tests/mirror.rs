@@ -820,3 +820,36 @@ async fn the_cli_shows_and_resyncs_mailboxes_with_the_server_stopped() {
     converged(&s, &sim, &token, &users).await;
     assert_eq!(posts(&sim), n, "the resync created nothing that was there");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_edit_just_before_crmgates_own_write_is_not_lost() {
+    let sim = sim_with_mailboxes().await;
+    let (s, _secret) = start(&sim, "").await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let users = logins();
+    converged(&s, &sim, &token, &users).await;
+    let anna = "anna@example.test";
+    let my = folder_of(&sim, anna, "my").expect("my");
+    for round in 0..3 {
+        let (cid, item) = items(&sim, anna, &my)
+            .into_iter()
+            .nth(round)
+            .expect("a My contact");
+        // The CRM changes one property and, while crmgate's PATCH of it is on its way, the user
+        // changes another in Outlook: the item ends with crmgate's change key.
+        let dept = format!("Edited in Outlook {round}");
+        let mut rec = crm_record(&s, &cid).await.expect("record");
+        rec["job_title"] = json!(format!("Changed in the CRM {round}"));
+        admin_put(&s, &format!("/admin/v1/contacts/{cid}"), &rec).await;
+        sim.user_update(
+            anna,
+            item["id"].as_str().expect("id"),
+            json!({"department": dept}),
+        );
+        crm_until(&s, &cid, "the user's edit in the CRM", |r| {
+            r.as_ref().is_some_and(|r| r["department"] == dept.as_str())
+        })
+        .await;
+        converged(&s, &sim, &token, &users).await;
+    }
+}

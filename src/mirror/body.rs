@@ -99,7 +99,8 @@ fn empty(v: &Value) -> bool {
     }
 }
 
-fn digest(v: &Value) -> u32 {
+/// The digest of one property's value, as [`digests`] computes it.
+pub fn digest(v: &Value) -> u32 {
     // An empty value and an absent one are the same to a mailbox.
     if empty(v) {
         return 0;

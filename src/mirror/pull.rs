@@ -285,6 +285,15 @@ impl Run<'_> {
                         entries.push((f, contact.clone(), None));
                     }
                 }
+                (Ok(planned), _) if matches!(planned.plan, crate::view::write::Plan::Nothing) => {
+                    // Nothing the CRM holds changed (a property crmgate does not take, or the
+                    // service's own spelling of a value): remembered, not written back, so a
+                    // mailbox that spells a value its own way is not rewritten every poll.
+                    if let Some((contact, mut e)) = p.contact.clone() {
+                        e.ck = p.ck.clone();
+                        entries.push((f, contact, Some(e)));
+                    }
+                }
                 (Ok(_), _) => {
                     if let Some((contact, mut e)) = p.contact.clone() {
                         // The item now holds what the user wrote; it is written once more
@@ -368,16 +377,30 @@ impl Run<'_> {
                         edits: Vec::new(),
                     })));
                 }
-                if !ck.is_empty() && ck == e.ck {
-                    return Ok(Act::Skip); // crmgate's own write
-                }
-                let props: Map<String, Value> = c
+                let mut props: Map<String, Value> = c
                     .as_object()
                     .into_iter()
                     .flatten()
                     .filter(|(k, _)| body::PROPS.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
+                if !ck.is_empty() && ck == e.ck {
+                    // crmgate's own write — unless a user changed another property just before
+                    // it landed (the item then ends with crmgate's change key): what differs
+                    // from what crmgate wrote is the user's.
+                    if e.d.len() != body::PROPS.len() {
+                        return Ok(Act::Skip);
+                    }
+                    props.retain(|k, v| {
+                        body::PROPS
+                            .iter()
+                            .position(|p| p == k)
+                            .is_some_and(|i| e.d[i] != body::digest(v))
+                    });
+                    if props.is_empty() {
+                        return Ok(Act::Skip);
+                    }
+                }
                 if props.is_empty() {
                     let mut e = e;
                     if !ck.is_empty() {
