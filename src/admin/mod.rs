@@ -176,7 +176,7 @@ fn mirror_status(app: &App) -> Resp {
             "the mailbox mirror is off (no [mirror] section in the config)",
         );
     };
-    let status = m.status(app);
+    let status = m.status();
     let (filled, total, written, eta) = m.progress(&status);
     json(
         StatusCode::OK,

@@ -118,6 +118,8 @@ struct RtInner {
     last_ok: Option<u64>,
     behind_since: Option<Instant>,
     last_pull: Option<Instant>,
+    /// Contacts in the user's folders at the last step (the status reads this, not the view).
+    contacts: u64,
     /// The id map was checked against the mailbox in this process.
     verified: bool,
     last_error: Option<String>,
@@ -360,6 +362,7 @@ impl Mirror {
             chain: rt.chain.clone(),
             progress: AtomicU64::new(0),
             vanished: AtomicBool::new(false),
+            contacts: AtomicU64::new(0),
         };
         let verify = !rt.inner.lock().unwrap_or_else(|p| p.into_inner()).verified;
         let (mut meta, result) = match meta {
@@ -380,6 +383,10 @@ impl Mirror {
             tracing::debug!(mailbox = %rt.upn, error = %e, "mirror step ended early");
         }
         let mut i = rt.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let n = run.contacts.load(Ordering::Relaxed);
+        if n > 0 {
+            i.contacts = n;
+        }
         if let Some(m) = meta.take() {
             i.meta = Some(m);
         }
@@ -491,9 +498,8 @@ impl Mirror {
     }
 
     /// The status of every mailbox known so far.
-    pub fn status(&self, app: &App) -> Vec<MailboxStatus> {
+    pub fn status(&self) -> Vec<MailboxStatus> {
         let boxes: Vec<Arc<Rt>> = self.boxes().values().cloned().collect();
-        let engine = app.replica.read().ok();
         boxes
             .iter()
             .map(|rt| {
@@ -510,33 +516,13 @@ impl Mirror {
                 } else {
                     Phase::Incremental
                 };
-                let contacts = engine
-                    .as_ref()
-                    .and_then(|e| {
-                        let s = crate::view::Session::open(
-                            &app.view_cache,
-                            e,
-                            &app.codec,
-                            &app.view,
-                            &rt.login,
-                            false,
-                        )?;
-                        let mb = s.mailbox(None).ok()?;
-                        Some(
-                            mb.virtual_folders()
-                                .into_iter()
-                                .map(|f| mb.contacts(f).len() as u64)
-                                .sum(),
-                        )
-                    })
-                    .unwrap_or(0);
                 MailboxStatus {
                     login: rt.login.clone(),
                     mailbox: rt.upn.clone(),
                     state,
                     backlog: i.backlog,
                     written: i.written,
-                    contacts,
+                    contacts: i.contacts,
                     lag_secs: i.behind_since.map_or(0, |t| t.elapsed().as_secs()),
                     last_ok: i.last_ok,
                     last_error: i.last_error.clone(),
@@ -565,9 +551,9 @@ impl Mirror {
     }
 
     /// The mirror's lines for `/metrics` (Prometheus text format).
-    pub fn metrics(&self, app: &App) -> String {
+    pub fn metrics(&self) -> String {
         use std::fmt::Write;
-        let status = self.status(app);
+        let status = self.status();
         let mut out = String::new();
         let _ = writeln!(out, "# TYPE crmgate_mirror_mailboxes gauge");
         for p in Phase::ALL {

@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::domain::rules::VirtualFolder;
 use crate::view::service::Failed;
 use crate::view::write::{ConflictMode, Planned, WriteError};
-use crate::view::{FolderRef, Session};
+use crate::view::FolderRef;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -57,25 +57,6 @@ impl Run<'_> {
             login: u.login.clone(),
             role: u.role,
         })
-    }
-
-    fn plan_with<T>(&self, f: impl FnOnce(&crate::view::Mailbox<'_>) -> T) -> Result<T, MbError> {
-        let app = self.app;
-        let engine = app
-            .replica
-            .read()
-            .map_err(|_| MbError::Retry("replica unavailable".into()))?;
-        let s = Session::open(
-            &app.view_cache,
-            &engine,
-            &app.codec,
-            &app.view,
-            &self.login,
-            false,
-        )
-        .ok_or(MbError::Gone)?;
-        let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
-        Ok(f(&mb))
     }
 
     /// Reads each mirrored folder's changes since its delta link and applies users' edits.
@@ -364,7 +345,7 @@ impl Run<'_> {
         match known {
             Some((contact, e)) => {
                 if removed {
-                    let planned = self.plan_with(|mb| {
+                    let planned = self.with_mailbox(|mb| {
                         let id = mb.item_id_for(f, &contact);
                         mb.plan_delete(&id, &self.app.view.policies)
                     })?;
@@ -410,7 +391,7 @@ impl Run<'_> {
                 }
                 let edits = crate::graph::json::edits(&Value::Object(props)).unwrap_or_default();
                 let base = e.v.clone();
-                let planned = self.plan_with(|mb| {
+                let planned = self.with_mailbox(|mb| {
                     let id = mb.item_id_for(f, &contact);
                     // The mailbox's version is the base: a field also changed in the CRM since
                     // is a conflict, and the CRM's value stays.
@@ -438,8 +419,9 @@ impl Run<'_> {
                 let edits = crate::graph::json::edits(&Value::Object(props)).map_err(|_| ());
                 let planned = match edits {
                     Ok(edits) => {
-                        let p = self
-                            .plan_with(|mb| mb.plan_create(FolderRef::Virtual(f), &edits, None))?;
+                        let p = self.with_mailbox(|mb| {
+                            mb.plan_create(FolderRef::Virtual(f), &edits, None)
+                        })?;
                         return Ok(Act::Write(Box::new(Pending {
                             planned: p,
                             contact: None,
@@ -469,7 +451,7 @@ impl Run<'_> {
         f: VirtualFolder,
         p: &Pending,
     ) -> Result<Result<Planned, WriteError>, MbError> {
-        self.plan_with(|mb| match (&p.contact, p.op) {
+        self.with_mailbox(|mb| match (&p.contact, p.op) {
             (Some((contact, _)), "mirror delete") => {
                 mb.plan_delete(&mb.item_id_for(f, contact), &self.app.view.policies)
             }

@@ -122,6 +122,8 @@ pub(super) struct Run<'a> {
     pub progress: std::sync::atomic::AtomicU64,
     /// A write found an item gone from the mailbox: the read-back runs again at once.
     pub vanished: std::sync::atomic::AtomicBool,
+    /// Contacts in the user's folders when the step began (for the status).
+    pub contacts: std::sync::atomic::AtomicU64,
 }
 
 /// What a step did.
@@ -131,6 +133,29 @@ pub(super) struct Stepped {
     pub written: u64,
     /// Changes still waiting in the log after the step.
     pub backlog: u64,
+}
+
+/// Runs `f` on `login`'s mailbox over a read view of the replica (never across an await).
+pub(super) fn mailbox_of<T>(
+    app: &App,
+    login: &str,
+    f: impl FnOnce(&crate::view::Mailbox<'_>) -> T,
+) -> Result<T, MbError> {
+    let engine = app
+        .replica
+        .read()
+        .map_err(|_| MbError::Retry("replica unavailable".into()))?;
+    let s = Session::open(
+        &app.view_cache,
+        &engine,
+        &app.codec,
+        &app.view,
+        login,
+        false,
+    )
+    .ok_or(MbError::Gone)?;
+    let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
+    Ok(f(&mb))
 }
 
 fn user_path(upn: &str) -> String {
@@ -159,22 +184,7 @@ impl Run<'_> {
         &self,
         f: impl FnOnce(&crate::view::Mailbox<'_>) -> T,
     ) -> Result<T, MbError> {
-        let app = self.app;
-        let engine = app
-            .replica
-            .read()
-            .map_err(|_| MbError::Retry("replica unavailable".into()))?;
-        let s = Session::open(
-            &app.view_cache,
-            &engine,
-            &app.codec,
-            &app.view,
-            &self.login,
-            false,
-        )
-        .ok_or(MbError::Gone)?;
-        let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
-        Ok(f(&mb))
+        mailbox_of(self.app, &self.login, f)
     }
 
     pub(super) async fn blocking<T: Send + 'static>(
@@ -609,25 +619,12 @@ impl Run<'_> {
         let login = self.login.clone();
         let want: HashMap<String, String> = self
             .blocking(move |app| {
-                let engine = app
-                    .replica
-                    .read()
-                    .map_err(|_| MbError::Retry("replica unavailable".into()))?;
-                let s = Session::open(
-                    &app.view_cache,
-                    &engine,
-                    &app.codec,
-                    &app.view,
-                    &login,
-                    false,
-                )
-                .ok_or(MbError::Gone)?;
-                let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
-                Ok(mb
-                    .contacts(f)
-                    .into_iter()
-                    .map(|c| (mb.contact_id(c).to_owned(), mb.change_key(c)))
-                    .collect())
+                mailbox_of(app, &login, |mb| {
+                    mb.contacts(f)
+                        .into_iter()
+                        .map(|c| (mb.contact_id(c).to_owned(), mb.change_key(c)))
+                        .collect()
+                })
             })
             .await?;
         let mut touched = Vec::new();
@@ -1113,7 +1110,13 @@ impl Run<'_> {
         pull: bool,
         repair: bool,
     ) -> Result<Stepped, MbError> {
-        let offered = self.with_mailbox(|mb| mb.virtual_folders())?;
+        let (offered, contacts) = self.with_mailbox(|mb| {
+            let offered = mb.virtual_folders();
+            let n: u64 = offered.iter().map(|f| mb.contacts(*f).len() as u64).sum();
+            (offered, n)
+        })?;
+        self.contacts
+            .store(contacts, std::sync::atomic::Ordering::Relaxed);
         if meta.upn != self.upn {
             // A new mailbox for this user (or the first): start over there.
             *meta = Meta {

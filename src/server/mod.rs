@@ -455,7 +455,7 @@ fn metrics(app: &App) -> String {
     );
     s.push_str(&app.crm_metrics());
     if let Some(m) = &app.mirror {
-        s.push_str(&m.metrics(app));
+        s.push_str(&m.metrics());
     }
     s
 }
