@@ -17,4 +17,15 @@ openssl x509 -req -in localhost.csr -CA ca.pem -CAkey ca.key -CAcreateserial -da
     "keyUsage=critical,digitalSignature" \
     "extendedKeyUsage=serverAuth")
 rm -f localhost.csr ca.srl
-echo "made ca.pem, ca.key, localhost.pem, localhost.key"
+# The mailbox mirror's app certificates (Entra ID takes RSA only): one registered on the test
+# app, one that is not. Public key and SHA-1 thumbprint come from openssl, so the Graph
+# simulator checks crmgate's signatures against values crmgate's code did not derive.
+for n in app other; do
+  openssl req -x509 -newkey rsa:2048 -nodes -days "$days" -subj "/CN=crmgate mirror test ($n)" \
+    -keyout "mirror-$n.key" -out "mirror-$n.pem"
+  openssl rsa -in "mirror-$n.key" -RSAPublicKey_out -outform DER -out "mirror-$n.pubkey.der"
+  openssl x509 -in "mirror-$n.pem" -noout -fingerprint -sha1 | sed 's/.*=//; s/://g' \
+    > "mirror-$n.thumbprint"
+done
+openssl rsa -in mirror-app.key -traditional -out mirror-app.pkcs1.key
+echo "made ca.pem, ca.key, localhost.pem, localhost.key, mirror-{app,other}.*"

@@ -943,13 +943,35 @@ impl Config {
             if client_id.is_empty() {
                 r.bad("mirror.client_id", "required: the application (client) id");
             }
-            let secret = match r.string("mirror.client_secret").as_deref() {
-                None | Some("env") => crate::mirror::config::SecretSource::Env,
-                Some(p) => crate::mirror::config::SecretSource::File(resolve(
-                    p.strip_prefix("file:").unwrap_or(p),
-                )),
+            use crate::mirror::config::{Credential, SecretSource};
+            let source = |v: Option<String>| match v.as_deref() {
+                None | Some("env") => SecretSource::Env,
+                Some(p) => SecretSource::File(resolve(p.strip_prefix("file:").unwrap_or(p))),
             };
-            let mut m = crate::mirror::config::MirrorConfig::new(&tenant, &client_id, secret);
+            let credential = match r.string("mirror.client_certificate") {
+                Some(cert) => {
+                    if r.get("mirror.client_secret").is_some() {
+                        r.bad(
+                            "mirror.client_secret",
+                            "give client_secret or client_certificate, not both",
+                        );
+                    }
+                    Credential::Certificate {
+                        cert: resolve(cert.strip_prefix("file:").unwrap_or(&cert)),
+                        key: source(r.string("mirror.client_key")),
+                    }
+                }
+                None => {
+                    if r.get("mirror.client_key").is_some() {
+                        r.bad(
+                            "mirror.client_key",
+                            "a private key needs client_certificate (the certificate it belongs to)",
+                        );
+                    }
+                    Credential::Secret(source(r.string("mirror.client_secret")))
+                }
+            };
+            let mut m = crate::mirror::config::MirrorConfig::new(&tenant, &client_id, credential);
             m.my_name = my_name.clone();
             m.global_name = global_name.clone();
             let http_ok = |u: &str| {
@@ -1108,6 +1130,45 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigErrors> {
         Config::parse(s, Path::new("/etc/crmgate"), &Overrides::default())
+    }
+
+    #[test]
+    fn mirror_credentials_are_a_secret_or_a_certificate_and_key() {
+        use crate::mirror::config::{Credential, SecretSource};
+        let head = "[mirror]\ntenant = \"t.example\"\nclient_id = \"c\"\n";
+        let c = parse(head).expect("secret from env by default");
+        assert_eq!(
+            c.mirror.expect("mirror").credential,
+            Credential::Secret(SecretSource::Env)
+        );
+        let c = parse(&format!(
+            "{head}client_certificate = \"certs/app.pem\"\nclient_key = \"file:keys/app.pem\"\n"
+        ))
+        .expect("certificate");
+        assert_eq!(
+            c.mirror.expect("mirror").credential,
+            Credential::Certificate {
+                cert: Path::new("/etc/crmgate/certs/app.pem").into(),
+                key: SecretSource::File(Path::new("/etc/crmgate/keys/app.pem").into()),
+            }
+        );
+        let errs = parse(&format!(
+            "{head}client_certificate = \"a.pem\"\nclient_secret = \"env\"\n"
+        ))
+        .expect_err("both");
+        assert!(
+            errs.0
+                .join("\n")
+                .contains("mirror.client_secret: give client_secret or client_certificate"),
+            "{errs:?}"
+        );
+        let errs = parse(&format!("{head}client_key = \"env\"\n")).expect_err("key alone");
+        assert!(
+            errs.0
+                .join("\n")
+                .contains("mirror.client_key: a private key needs"),
+            "{errs:?}"
+        );
     }
 
     #[test]

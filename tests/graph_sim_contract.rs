@@ -857,16 +857,6 @@ async fn tokens_follow_the_client_credentials_flow() {
     );
     assert_eq!(t.sim.token_grants(), 2);
 
-    let aad = |r: &R, status: u16, error: &str, code: u64| {
-        assert_eq!(r.status, status, "{}", r.body);
-        assert_eq!(r.body["error"], error, "{}", r.body);
-        assert_eq!(r.body["error_codes"], json!([code]), "{}", r.body);
-        let d = r.body["error_description"].as_str().expect("description");
-        assert!(d.starts_with(&format!("AADSTS{code}: ")), "{d}");
-        for k in ["timestamp", "trace_id", "correlation_id"] {
-            assert!(r.body[k].is_string(), "{k}: {}", r.body);
-        }
-    };
     let r = t
         .token_request(
             &format!("{base}/common/oauth2/v2.0/token"),
@@ -1032,6 +1022,225 @@ async fn tokens_follow_the_client_credentials_flow() {
         )
         .await;
     assert_eq!(r.status, 401);
+}
+
+/// An AAD error answer with this status, error and AADSTS code.
+fn aad(r: &R, status: u16, error: &str, code: u64) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.body["error"], error, "{}", r.body);
+    assert_eq!(r.body["error_codes"], json!([code]), "{}", r.body);
+    let d = r.body["error_description"].as_str().expect("description");
+    assert!(d.starts_with(&format!("AADSTS{code}: ")), "{d}");
+    for k in ["timestamp", "trace_id", "correlation_id"] {
+        assert!(r.body[k].is_string(), "{k}: {}", r.body);
+    }
+}
+
+/// A client assertion signed here (not by crmgate's code) with a fixture key.
+fn assertion(key: &str, x5t_of: &str, claims: &Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let hex = std::fs::read_to_string(dir.join(format!("mirror-{x5t_of}.thumbprint"))).expect("tp");
+    let hex = hex.trim();
+    let sha1: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    let header = json!({"alg": "RS256", "typ": "JWT", "x5t": b64.encode(sha1)});
+    let input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let pem = std::fs::read_to_string(dir.join(format!("mirror-{key}.key"))).expect("key");
+    let der = b64_std_between(&pem, "PRIVATE KEY");
+    let kp = ring::signature::RsaKeyPair::from_pkcs8(&der).expect("pkcs8");
+    let mut sig = vec![0u8; kp.public().modulus_len()];
+    kp.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .expect("sign");
+    format!("{input}.{}", b64.encode(sig))
+}
+
+/// The DER inside a PEM block.
+fn b64_std_between(pem: &str, label: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body: String = pem
+        .split(&begin)
+        .nth(1)
+        .and_then(|r| r.split(&end).next())
+        .expect("pem block")
+        .split_whitespace()
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_assertions_are_checked_as_documented() {
+    let t = T::new().await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    t.sim.add_certificate(
+        &std::fs::read_to_string(dir.join("mirror-app.thumbprint")).expect("tp"),
+        std::fs::read(dir.join("mirror-app.pubkey.der")).expect("pubkey"),
+    );
+    let url = t.sim.token_url();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut n = 0;
+    let mut claims = |f: &dyn Fn(&mut Value)| {
+        n += 1;
+        let mut c = json!({"aud": url, "iss": GraphSim::CLIENT_ID, "sub": GraphSim::CLIENT_ID,
+            "jti": format!("jti-{n}"), "nbf": now, "iat": now, "exp": now + 600});
+        f(&mut c);
+        c
+    };
+    let send = |fields: Vec<(&'static str, String)>| {
+        let t = &t;
+        async move {
+            let mut form = vec![
+                ("client_id", GraphSim::CLIENT_ID.to_owned()),
+                ("scope", GraphSim::SCOPE.to_owned()),
+                ("grant_type", "client_credentials".to_owned()),
+            ];
+            form.extend(fields);
+            let r = t
+                .http
+                .post(t.sim.token_url())
+                .form(&form)
+                .send()
+                .await
+                .expect("send");
+            t.finish("POST", &t.sim.token_url(), r).await
+        }
+    };
+    let with = |a: String| {
+        vec![
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+            ),
+            ("client_assertion", a),
+        ]
+    };
+    let grants = t.sim.token_grants();
+    let good = assertion("app", "app", &claims(&|_| {}));
+    let r = send(with(good.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["token_type"], "Bearer");
+    let tok = r.body["access_token"].as_str().expect("token").to_owned();
+    let folders = format!("{}/users/{ANA}/contactFolders", t.sim.graph_url());
+    assert_eq!(
+        t.call_as(Some(&tok), "GET", &folders, None, &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(t.sim.token_grants(), grants + 1);
+    // The same assertion again: its jti was used.
+    aad(
+        &send(with(good.clone())).await,
+        401,
+        "invalid_client",
+        50027,
+    );
+    // Signed by another key under the registered thumbprint; an unregistered certificate.
+    let forged = assertion("other", "app", &claims(&|_| {}));
+    aad(&send(with(forged)).await, 401, "invalid_client", 700027);
+    let unknown = assertion("other", "other", &claims(&|_| {}));
+    aad(&send(with(unknown)).await, 401, "invalid_client", 700027);
+    // Claims: expired, not yet valid, another audience, another issuer or subject, no jti.
+    let expired = claims(&|c| {
+        c["nbf"] = json!(now - 2000);
+        c["exp"] = json!(now - 1000);
+    });
+    aad(
+        &send(with(assertion("app", "app", &expired))).await,
+        401,
+        "invalid_client",
+        700024,
+    );
+    let early = claims(&|c| {
+        c["nbf"] = json!(now + 1000);
+        c["exp"] = json!(now + 1600);
+    });
+    aad(
+        &send(with(assertion("app", "app", &early))).await,
+        401,
+        "invalid_client",
+        700024,
+    );
+    let aud = claims(&|c| c["aud"] = json!("https://login.microsoftonline.com/x/oauth2/token"));
+    aad(
+        &send(with(assertion("app", "app", &aud))).await,
+        401,
+        "invalid_client",
+        50027,
+    );
+    for k in ["iss", "sub"] {
+        let c = claims(&|c| c[k] = json!("someone-else"));
+        aad(
+            &send(with(assertion("app", "app", &c))).await,
+            401,
+            "invalid_client",
+            700021,
+        );
+    }
+    let no_jti = claims(&|c| {
+        c.as_object_mut().expect("object").remove("jti");
+    });
+    aad(
+        &send(with(assertion("app", "app", &no_jti))).await,
+        401,
+        "invalid_client",
+        50027,
+    );
+    // A tampered payload breaks the signature; a token that is not a JWT is malformed.
+    let fresh = assertion("app", "app", &claims(&|_| {}));
+    let mut parts: Vec<String> = fresh.split('.').map(str::to_owned).collect();
+    {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut c: Value =
+            serde_json::from_slice(&b64.decode(&parts[1]).expect("b64")).expect("json");
+        c["sub"] = json!("tampered");
+        parts[1] = b64.encode(c.to_string());
+    }
+    aad(
+        &send(with(parts.join("."))).await,
+        401,
+        "invalid_client",
+        700027,
+    );
+    aad(
+        &send(with("not.a-jwt".into())).await,
+        401,
+        "invalid_client",
+        50027,
+    );
+    // A secret alongside the assertion; an assertion without its type.
+    let mut both = with(assertion("app", "app", &claims(&|_| {})));
+    both.push(("client_secret", GraphSim::CLIENT_SECRET.to_owned()));
+    aad(&send(both).await, 401, "invalid_client", 7000218);
+    let untyped = vec![(
+        "client_assertion",
+        assertion("app", "app", &claims(&|_| {})),
+    )];
+    aad(&send(untyped).await, 400, "invalid_request", 900144);
+    assert_eq!(
+        t.sim.token_grants(),
+        grants + 1,
+        "only the good assertion was a grant"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,13 +19,21 @@ const ADMIN: (&str, &str) = ("ben@example.test", "demo2");
 fn mirror_config(sim: &GraphSim, dir: &std::path::Path, extra: &str) -> String {
     let secret = dir.join("mirror-secret");
     std::fs::write(&secret, GraphSim::CLIENT_SECRET).expect("secret");
+    mirror_section(
+        sim,
+        &format!("client_secret = \"file:{}\"", secret.display()),
+        extra,
+    )
+}
+
+/// The `[mirror]` section with the credential lines given.
+fn mirror_section(sim: &GraphSim, credential: &str, extra: &str) -> String {
     format!(
-        "[mirror]\ntenant = \"{t}\"\nclient_id = \"{c}\"\nclient_secret = \"file:{s}\"\n\
+        "[mirror]\ntenant = \"{t}\"\nclient_id = \"{c}\"\n{credential}\n\
          graph_url = \"{b}/v1.0\"\ntoken_url = \"{b}/{t}/oauth2/v2.0/token\"\n\
          poll_interval_secs = 1\n{extra}\n",
         t = GraphSim::TENANT,
         c = GraphSim::CLIENT_ID,
-        s = secret.display(),
         b = sim.base_url,
     )
 }
@@ -852,4 +860,71 @@ async fn a_users_edit_just_before_crmgates_own_write_is_not_lost() {
         .await;
         converged(&s, &sim, &token, &users).await;
     }
+}
+
+/// The certificate lines of `[mirror]` for a fixture pair (`app` or `other`).
+fn certificate_lines(name: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    format!(
+        "client_certificate = \"{}\"\nclient_key = \"file:{}\"",
+        dir.join(format!("mirror-{name}.pem")).display(),
+        dir.join(format!("mirror-{name}.key")).display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificate_credentials_fill_the_mailboxes_and_an_unregistered_one_is_reported() {
+    let sim = sim_with_mailboxes().await;
+    let graph = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    // The admin uploaded certs/mirror-app.pem to the app; the secret no longer works.
+    sim.add_certificate(
+        &std::fs::read_to_string(graph.join("mirror-app.thumbprint")).expect("thumbprint"),
+        std::fs::read(graph.join("mirror-app.pubkey.der")).expect("public key"),
+    );
+    sim.set_secret("rotated-away-secret");
+    sim.set_access_ttl(Duration::from_secs(2));
+    let cfg = mirror_section(&sim, &certificate_lines("app"), "");
+    let s = TestServer::start(&fixture("demo.json"), &cfg).await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    converged(&s, &sim, &token, &logins()).await;
+    // 2-s tokens: renewed with a fresh assertion each time (the simulator refuses a replayed
+    // jti), so the mirror keeps working past the first token's life.
+    let grants = sim.token_grants();
+    assert!(grants >= 1);
+    let mut c = admin_get(&s, "/admin/v1/contacts?limit=1").await["items"][0].clone();
+    let id = c["id"].as_str().expect("id").to_owned();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c["job_title"] = json!("Signed by certificate");
+    admin_put(&s, &format!("/admin/v1/contacts/{id}"), &c).await;
+    converged(&s, &sim, &token, &logins()).await;
+    assert!(sim.token_grants() > grants, "the token was renewed");
+    drop(s);
+
+    // A valid certificate and key that the app does not know: every mailbox reports the
+    // token endpoint's refusal, and nothing is written.
+    let sim2 = sim_with_mailboxes().await;
+    sim2.add_certificate(
+        &std::fs::read_to_string(graph.join("mirror-app.thumbprint")).expect("thumbprint"),
+        std::fs::read(graph.join("mirror-app.pubkey.der")).expect("public key"),
+    );
+    let cfg = mirror_section(&sim2, &certificate_lines("other"), "");
+    let s = TestServer::start(&fixture("demo.json"), &cfg).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = admin_get(&s, "/admin/v1/mirror").await;
+        let all = st["mailboxes"].as_array().expect("list");
+        if !all.is_empty()
+            && all.iter().all(|m| {
+                m["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("AADSTS700027"))
+            })
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal reported: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sim2.token_grants(), 0);
+    assert!(sim2.writes().is_empty(), "nothing written without a token");
 }

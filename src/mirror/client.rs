@@ -4,6 +4,7 @@
 //! as rarely as possible — and waits as told when it is.
 
 use super::config::MirrorConfig;
+use super::credential::AppCredential;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -206,7 +207,7 @@ pub struct ClientCounters {
 pub struct GraphClient {
     http: reqwest::Client,
     cfg: Arc<MirrorConfig>,
-    secret: String,
+    credential: AppCredential,
     /// The token and when to renew it.
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
     total: Arc<Semaphore>,
@@ -226,8 +227,8 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 impl GraphClient {
-    /// A client for the configured app; `secret` was read from its source.
-    pub fn new(cfg: Arc<MirrorConfig>, secret: String) -> Result<GraphClient, String> {
+    /// A client for the configured app with its loaded credential.
+    pub fn new(cfg: Arc<MirrorConfig>, credential: AppCredential) -> Result<GraphClient, String> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .pool_max_idle_per_host(cfg.concurrent_total as usize)
@@ -241,7 +242,7 @@ impl GraphClient {
                 Duration::from_secs(10),
             )),
             cfg,
-            secret,
+            credential,
             token: tokio::sync::Mutex::new(None),
             counters: ClientCounters::default(),
         })
@@ -260,12 +261,13 @@ impl GraphClient {
                 return Ok(tok.clone());
             }
         }
-        let form = [
-            ("client_id", self.cfg.client_id.as_str()),
-            ("client_secret", self.secret.as_str()),
-            ("scope", SCOPE),
-            ("grant_type", "client_credentials"),
-        ];
+        let proof = self
+            .credential
+            .form_fields(&self.cfg.client_id, &self.cfg.token_url, super::unix_now())
+            .map_err(SendError::Token)?;
+        let mut form: Vec<(&str, &str)> = vec![("client_id", self.cfg.client_id.as_str())];
+        form.extend(proof.iter().map(|(k, v)| (*k, v.as_str())));
+        form.extend([("scope", SCOPE), ("grant_type", "client_credentials")]);
         self.counters.token_grants.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .http

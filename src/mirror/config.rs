@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the application secret comes from (never from the config file itself, never logged).
+/// Where a secret (client secret, private key) comes from (never from the config file itself, never logged).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
     /// `CRMGATE_MIRROR_CLIENT_SECRET`.
@@ -15,22 +15,25 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    /// The secret, or why it cannot be read.
-    pub fn read(&self) -> Result<String, String> {
-        let s = match self {
-            SecretSource::Env => std::env::var("CRMGATE_MIRROR_CLIENT_SECRET").map_err(|_| {
-                "mirror.client_secret = \"env\" but CRMGATE_MIRROR_CLIENT_SECRET is not set"
-                    .to_owned()
-            })?,
-            SecretSource::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| format!("mirror.client_secret: {}: cannot read: {e}", p.display()))?,
-        };
-        let s = s.trim().to_owned();
-        if s.is_empty() {
-            return Err("mirror.client_secret: the secret is empty".into());
-        }
-        Ok(s)
+    /// The secret (trimmed), or why it cannot be read; messages name `setting` and `env`.
+    pub fn read(&self, setting: &str, env: &str) -> Result<String, String> {
+        super::credential::read_source(self, setting, env)
     }
+}
+
+/// How the app proves its identity at the token endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// A client secret.
+    Secret(SecretSource),
+    /// A certificate registered on the app (PEM file) and its RSA private key (PEM, from a
+    /// file or `CRMGATE_MIRROR_CLIENT_KEY`): every token request carries a signed assertion.
+    Certificate {
+        /// The certificate's PEM file.
+        cert: PathBuf,
+        /// The private key.
+        key: SecretSource,
+    },
 }
 
 /// Which users get a mirrored mailbox.
@@ -53,8 +56,8 @@ pub struct MirrorConfig {
     pub tenant: String,
     /// The application (client) id.
     pub client_id: String,
-    /// Where the client secret comes from.
-    pub client_secret: SecretSource,
+    /// The app's credential.
+    pub credential: Credential,
     /// Which users.
     pub mailboxes: Mailboxes,
     /// Mailbox (UPN) per login where it is not the login (keys lower-cased).
@@ -89,13 +92,13 @@ pub struct MirrorConfig {
 
 impl MirrorConfig {
     /// Defaults for a tenant and app (tests and the config parser start from these).
-    pub fn new(tenant: &str, client_id: &str, secret: SecretSource) -> MirrorConfig {
+    pub fn new(tenant: &str, client_id: &str, credential: Credential) -> MirrorConfig {
         MirrorConfig {
             graph_url: "https://graph.microsoft.com/v1.0".into(),
             token_url: format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
             tenant: tenant.into(),
             client_id: client_id.into(),
-            client_secret: secret,
+            credential,
             mailboxes: Mailboxes::All,
             mailbox_of: BTreeMap::new(),
             my_name: "HQ My Contacts".into(),

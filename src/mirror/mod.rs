@@ -14,6 +14,7 @@
 pub mod body;
 pub mod client;
 pub mod config;
+pub mod credential;
 mod pull;
 pub mod state;
 mod sync;
@@ -182,10 +183,10 @@ pub(crate) fn unix_now() -> u64 {
 impl Mirror {
     /// A mirror for the configured app; fails when the secret cannot be read.
     pub fn new(cfg: MirrorConfig) -> Result<Mirror, String> {
-        let secret = cfg.client_secret.read()?;
+        let credential = credential::AppCredential::load(&cfg.credential)?;
         let cfg = Arc::new(cfg);
         Ok(Mirror {
-            client: Arc::new(GraphClient::new(cfg.clone(), secret)?),
+            client: Arc::new(GraphClient::new(cfg.clone(), credential)?),
             cfg,
             boxes: Mutex::new(BTreeMap::new()),
             wake: tokio::sync::Notify::new(),

@@ -34,8 +34,16 @@
 //!   secret for new grants (tokens issued stay valid); `common`, `organizations` and
 //!   `consumers` are refused for client credentials (AADSTS50059), an unknown tenant is
 //!   AADSTS90002, a wrong secret 401 `invalid_client` AADSTS7000215, a wrong scope 400
-//!   `invalid_scope`, another grant 400 `unsupported_grant_type`, certificate assertions
-//!   401 (the sim has no certificates). AADSTS numbers as public reports show them.
+//!   `invalid_scope`, another grant 400 `unsupported_grant_type`. Certificate credentials
+//!   ([`GraphSim::add_certificate`], Microsoft Entra ID's "certificate credentials" page):
+//!   `client_assertion_type` must be the RFC 7523 JWT bearer type and no `client_secret` may
+//!   come with it; the assertion is a compact JWS with header `alg` RS256 and `x5t` naming a
+//!   registered certificate's SHA-1 thumbprint (base64url), claims `aud` = this token
+//!   endpoint's URL, `iss` = `sub` = the client id, a `jti` never seen before, `nbf` ≤ now + 5
+//!   min and `exp` > now − 5 min, and a signature the certificate's key verifies; anything else
+//!   is 401 `invalid_client` (AADSTS50027 malformed, AADSTS700027 unknown certificate or bad
+//!   signature, AADSTS700024 outside its time range, AADSTS700021 wrong issuer/subject).
+//!   AADSTS numbers as public reports show them.
 //! - Users: an unknown `{user-id}` is 404 `ErrorInvalidUser` ("The requested user '…' is
 //!   invalid.", as seen in Graph's issue trackers); [`MailboxState`] gives 404
 //!   `MailboxNotEnabledForRESTAPI` or 403 `ErrorAccessDenied`; `/me` is 400 (app-only).
@@ -410,6 +418,10 @@ struct SyncToken {
 
 struct State {
     secret: String,
+    /// Registered certificates: SHA-1 thumbprint and PKCS#1 RSAPublicKey DER.
+    certificates: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `jti`s of accepted assertions (a replay is refused).
+    assertion_ids: std::collections::HashSet<String>,
     access_ttl: Duration,
     tokens: HashMap<String, Instant>,
     token_grants: u64,
@@ -479,6 +491,8 @@ impl GraphSim {
         let base_url = format!("http://127.0.0.1:{}", addr.port());
         let st = State {
             secret: GraphSim::CLIENT_SECRET.to_owned(),
+            certificates: Vec::new(),
+            assertion_ids: Default::default(),
             access_ttl: Duration::from_secs(3599),
             tokens: HashMap::new(),
             token_grants: 0,
@@ -547,6 +561,16 @@ impl GraphSim {
     /// Rotates the app secret: the old one is refused from now on (issued tokens stay valid).
     pub fn set_secret(&self, secret: &str) {
         self.shared.lock().secret = secret.to_owned();
+    }
+
+    /// Registers a certificate on the app, as an admin uploads it in Entra ID: its SHA-1
+    /// thumbprint in hex (as the portal shows it) and its RSA public key (PKCS#1 DER).
+    pub fn add_certificate(&self, thumbprint_hex: &str, public_key_der: Vec<u8>) {
+        let t = thumbprint_hex.trim();
+        let sha1: Vec<u8> = (0..t.len() / 2)
+            .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).expect("hex thumbprint"))
+            .collect();
+        self.shared.lock().certificates.push((sha1, public_key_der));
     }
 
     /// A valid access token without a request to the token endpoint (not counted as a grant).
@@ -1207,34 +1231,53 @@ fn token_endpoint(
             ),
         );
     }
-    if field("client_assertion").is_some() {
-        return aad_error(
-            401,
-            "invalid_client",
-            700027,
-            "Client assertion failed signature validation.",
-        );
-    }
-    let Some(secret) = field("client_secret") else {
-        return aad_error(
-            401,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or \
+    if let Some(assertion) = field("client_assertion") {
+        if field("client_secret").is_some() {
+            return aad_error(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain only one of 'client_assertion' or \
+                 'client_secret'.",
+            );
+        }
+        if field("client_assertion_type").as_deref()
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        {
+            return aad_error(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: \
+                 'client_assertion_type'.",
+            );
+        }
+        let aud = format!("{}/{tenant}/oauth2/v2.0/token", sh.base);
+        if let Err((code, text)) = check_assertion(&mut st, &assertion, &client, &aud) {
+            return aad_error(401, "invalid_client", code, &text);
+        }
+    } else {
+        let Some(secret) = field("client_secret") else {
+            return aad_error(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or \
              'client_secret'.",
-        );
-    };
-    if secret != st.secret {
-        return aad_error(
-            401,
-            "invalid_client",
-            7000215,
-            &format!(
+            );
+        };
+        if secret != st.secret {
+            return aad_error(
+                401,
+                "invalid_client",
+                7000215,
+                &format!(
                 "Invalid client secret provided. Ensure the secret being sent in the request is \
                  the client secret value, not the client secret ID, for a secret added to app \
                  '{client}'."
             ),
-        );
+            );
+        }
     }
     st.token_grants += 1;
     let token = random_token(96);
@@ -1246,6 +1289,91 @@ fn token_endpoint(
             "ext_expires_in": ttl.as_secs(), "access_token": token}),
     )
     .header("cache-control", "no-store, no-cache")
+}
+
+/// Checks a client assertion (see the module notes); the AADSTS code and text when refused.
+fn check_assertion(
+    st: &mut State,
+    jwt: &str,
+    client: &str,
+    aud: &str,
+) -> Result<(), (u32, String)> {
+    use base64::Engine as _;
+    let malformed = |why: &str| (50027, format!("JWT token is invalid or malformed: {why}."));
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Err(malformed("not three parts"));
+    }
+    let json_part = |p: &str| -> Option<Value> {
+        serde_json::from_slice(&b64.decode(p).ok()?)
+            .ok()
+            .filter(Value::is_object)
+    };
+    let (Some(header), Some(claims), Ok(sig)) = (
+        json_part(parts[0]),
+        json_part(parts[1]),
+        b64.decode(parts[2]),
+    ) else {
+        return Err(malformed("a part is not base64url JSON"));
+    };
+    if header["alg"] != "RS256" {
+        return Err(malformed("alg must be RS256 here"));
+    }
+    let Some(x5t) = header["x5t"].as_str().and_then(|t| b64.decode(t).ok()) else {
+        return Err(malformed("no x5t header"));
+    };
+    let Some(public) = st
+        .certificates
+        .iter()
+        .find(|(t, _)| *t == x5t)
+        .map(|(_, k)| k.clone())
+    else {
+        return Err((
+            700027,
+            "Client assertion contains an invalid signature. [Reason - The key was not found.]"
+                .into(),
+        ));
+    };
+    let input = &jwt[..parts[0].len() + 1 + parts[1].len()];
+    if ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public)
+        .verify(input.as_bytes(), &sig)
+        .is_err()
+    {
+        return Err((
+            700027,
+            "Client assertion failed signature validation.".into(),
+        ));
+    }
+    if claims["aud"] != aud {
+        return Err(malformed("the audience claim must be this token endpoint"));
+    }
+    if claims["iss"] != client || claims["sub"] != client {
+        return Err((
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter.".into(),
+        ));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (Some(nbf), Some(exp)) = (claims["nbf"].as_u64(), claims["exp"].as_u64()) else {
+        return Err(malformed("nbf and exp are required"));
+    };
+    if nbf > now + 300 || exp + 300 < now || exp <= nbf {
+        return Err((
+            700024,
+            "Client assertion is not within its valid time range.".into(),
+        ));
+    }
+    let Some(jti) = claims["jti"].as_str().filter(|j| !j.is_empty()) else {
+        return Err(malformed("jti is required"));
+    };
+    if !st.assertion_ids.insert(jti.to_owned()) {
+        return Err(malformed("the assertion was used before (jti)"));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
