@@ -53,6 +53,20 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process used so far.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() as f64 / 100.0 // USER_HZ
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -136,7 +150,7 @@ async fn main() {
             c = GraphSim::CLIENT_ID,
             b = sim.base_url,
             list = list.join(", "),
-            total = 4 * mailboxes,
+            total = env("BENCH_CONCURRENT_TOTAL", 4 * mailboxes),
         ),
     )
     .expect("config");
@@ -182,12 +196,75 @@ async fn main() {
             panic!("crmgate did not become ready");
         }
     };
-    // RSS without the mirror (same data, replica loaded, warm).
-    let rss_without = {
+    // RSS without the mirror (same data, replica loaded, warm), and after every user's two
+    // folders were synced once through the Graph face (delta to the end): what serving the
+    // users costs whatever the protocol, so the mirror's own share can be told apart.
+    let (rss_without, rss_synced) = {
         let g = spawn(false);
         wait_ready(&g).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        rss_kib(g.child.id())
+        let before = rss_kib(g.child.id());
+        let token: Value = g
+            .client
+            .post(format!("{}/oauth2/v2.0/token", g.base))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "bench-admin@example.test"),
+                ("password", "demo"),
+                ("scope", "Contacts.Read"),
+            ])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        let token = token["access_token"].as_str().expect("token").to_owned();
+        // crmgate's own per-token limits answer 429 with Retry-After: waited out.
+        let get = |u: String| {
+            let (client, token) = (g.client.clone(), token.clone());
+            async move {
+                loop {
+                    let r = client
+                        .get(&u)
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .expect("get");
+                    if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        let secs = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(1);
+                        tokio::time::sleep(Duration::from_secs(secs)).await;
+                        continue;
+                    }
+                    assert!(r.status().is_success(), "{}", r.status());
+                    return r.json::<Value>().await.expect("json");
+                }
+            }
+        };
+        for l in &logins {
+            let folders = get(format!("{}/v1.0/users/{l}/contactFolders", g.base)).await;
+            for f in folders["value"].as_array().expect("folders") {
+                let mut next = format!(
+                    "{}/v1.0/users/{l}/contactFolders/{}/contacts/delta",
+                    g.base,
+                    f["id"].as_str().expect("id")
+                );
+                loop {
+                    let page = get(next).await;
+                    match page["@odata.nextLink"].as_str() {
+                        Some(n) => next = n.to_owned(),
+                        None => break,
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (before, rss_kib(g.child.id()))
     };
 
     println!(
@@ -198,6 +275,8 @@ async fn main() {
     wait_ready(&g).await;
     sim.reset_counters();
     let t0 = Instant::now();
+    let gate_pid = g.child.id().to_string();
+    let (cpu_gate0, cpu_sim0) = (cpu_secs(&gate_pid), cpu_secs("self"));
     loop {
         let st = g.admin("/admin/v1/mirror").await;
         let filled = st["progress"]["mailboxes_filled"].as_u64().unwrap_or(0) as usize;
@@ -217,6 +296,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let fill = t0.elapsed().as_secs_f64();
+    let cpu_gate = cpu_secs(&gate_pid) - cpu_gate0;
+    let cpu_sim = cpu_secs("self") - cpu_sim0;
     let (fill_requests, routes) = sim.requests();
     let fill_429 = sim.throttled();
     // Check: every mailbox holds every contact of its user's folders exactly once.
@@ -262,6 +343,12 @@ async fn main() {
          per mailbox); bound {bound:.1} s (contacts × mean latency ÷ 4 concurrent) → {:.0} % of \
          the bound",
         bound / fill * 100.0
+    );
+    println!(
+        "      CPU during the fill: crmgate {cpu_gate:.1} s ({:.0} µs per contact written), \
+         simulator and bench {cpu_sim:.1} s; wall {fill:.1} s on {} cores",
+        cpu_gate * 1e6 / total as f64,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
         "      {fill_requests} Graph requests (batch items counted) incl. {} $batch envelopes, \
@@ -350,9 +437,11 @@ async fn main() {
     );
     println!(
         "memory: crmgate RSS {} MiB with {mailboxes} mailboxes mirrored, {} MiB before the \
-         mirror ran → {:.1} KiB per mailbox",
+         mirror ran → {:.1} KiB per mailbox; without the mirror but every user's folders \
+         synced once through the Graph face: {} MiB",
         rss_with / 1024,
         rss_without / 1024,
-        (rss_with.saturating_sub(rss_without)) as f64 / mailboxes as f64
+        (rss_with.saturating_sub(rss_without)) as f64 / mailboxes as f64,
+        rss_synced / 1024
     );
 }

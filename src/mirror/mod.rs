@@ -13,6 +13,7 @@
 
 pub mod body;
 pub mod client;
+mod commit;
 pub mod config;
 pub mod credential;
 mod pull;
@@ -168,6 +169,11 @@ pub struct Mirror {
     pub client: Arc<GraphClient>,
     boxes: Mutex<BTreeMap<String, Arc<Rt>>>,
     wake: tokio::sync::Notify,
+    /// Writes each round's waiting page commits in one durable transaction.
+    committer: commit::Committer,
+    /// Bounds the mirror's blocking work (view reads, store reads) to the cores, so hundreds
+    /// of mailboxes at work do not become hundreds of threads.
+    work: Arc<tokio::sync::Semaphore>,
     /// Counters.
     pub counters: MirrorCounters,
     started: Instant,
@@ -190,6 +196,10 @@ impl Mirror {
             cfg,
             boxes: Mutex::new(BTreeMap::new()),
             wake: tokio::sync::Notify::new(),
+            committer: commit::Committer::start()?,
+            work: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            )),
             counters: MirrorCounters::default(),
             started: Instant::now(),
         })
@@ -342,6 +352,7 @@ impl Mirror {
             Some(m) => Ok(m),
             None => {
                 let (keys, app2) = (rt.keys.clone(), app.clone());
+                let _permit = self.work.clone().acquire_owned().await;
                 tokio::task::spawn_blocking(move || {
                     if resync {
                         keys.forget(&app2.store)?;

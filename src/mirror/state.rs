@@ -149,6 +149,15 @@ impl Keys {
         meta: &Meta,
         entries: &[(VirtualFolder, String, Option<Entry>)],
     ) -> Result<(), StoreError> {
+        store.apply(self.commit_ops(meta, entries))
+    }
+
+    /// The operations of [`Keys::commit`], to be applied together.
+    pub fn commit_ops(
+        &self,
+        meta: &Meta,
+        entries: &[(VirtualFolder, String, Option<Entry>)],
+    ) -> Vec<Op> {
         let mut ops = Vec::with_capacity(entries.len() + 1);
         for (f, c, e) in entries {
             let k = self.entry(*f, c);
@@ -161,7 +170,7 @@ impl Keys {
             self.meta(),
             serde_json::to_vec(meta).unwrap_or_default(),
         ));
-        store.apply(ops)
+        ops
     }
 
     /// Replaces a folder's whole id map and writes the meta, in one durable write (readers

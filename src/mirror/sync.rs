@@ -192,6 +192,7 @@ impl Run<'_> {
         f: impl FnOnce(&App) -> Result<T, MbError> + Send + 'static,
     ) -> Result<T, MbError> {
         let app = self.app.clone();
+        let _permit = self.mirror.work.clone().acquire_owned().await;
         tokio::task::spawn_blocking(move || f(&app))
             .await
             .map_err(|e| MbError::Retry(format!("worker failed: {e}")))?
@@ -204,12 +205,12 @@ impl Run<'_> {
     ) -> Result<(), MbError> {
         self.progress
             .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let (keys, meta) = (self.keys.clone(), meta.clone());
-        self.blocking(move |app| {
-            keys.commit(&app.store, &meta, &entries)
-                .map_err(|e| MbError::Retry(format!("store: {e}")))
-        })
-        .await
+        let ops = self.keys.commit_ops(meta, &entries);
+        self.mirror
+            .committer
+            .commit(&self.app.store, ops)
+            .await
+            .map_err(MbError::Retry)
     }
 
     pub(super) async fn call(&self, c: Call) -> Result<Answer, MbError> {
