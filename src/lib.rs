@@ -12,6 +12,7 @@ pub mod ews;
 pub mod gen;
 pub mod graph;
 pub mod http;
+pub mod json_guard;
 pub mod mirror;
 pub mod replica;
 pub mod server;

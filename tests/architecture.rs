@@ -284,6 +284,14 @@ fn layers_keep_their_imports() {
             "replica", "server", "store", "view",
         ],
     ));
+    // So does the bounded JSON reader.
+    bad.extend(check(
+        "json_guard",
+        &[
+            "admin", "app", "auth", "carddav", "config", "crm", "domain", "ews", "graph", "http",
+            "replica", "server", "store", "view", "xml",
+        ],
+    ));
     bad.extend(check("admin", &["server"]));
     // The CRM layer: backends own their configuration; sign-in data lives in `auth`.
     bad.extend(check(

@@ -137,3 +137,66 @@ async fn filters_are_bounded_and_me_contacts_is_the_default_folder() {
     assert!(row.contains("default Contacts folder"), "{row}");
     assert!(!row.contains("both folders"), "{row}");
 }
+
+/// A body packed with objects and arrays would grow a hundred times its size as a JSON tree;
+/// it is refused before the tree is built, in Graph's error shape, on the Graph face and the
+/// admin API alike, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_packed_with_objects_are_refused_before_they_are_built() {
+    let s = TestServer::start(&fixture("demo.json"), "").await;
+    let tok = s
+        .graph_token("anna@example.test", "demo", "Contacts.ReadWrite")
+        .await;
+    let my = my_folder(&s, &tok).await;
+    let url = format!("/v1.0/me/contactFolders/{my}/contacts");
+    let (_, before) = get(&s, &tok, &format!("{url}?$top=1000")).await;
+    let dense = format!(
+        "{{\"givenName\":\"Dense\",\"categories\":[{}{{}}]}}",
+        "{\"a\":[{}]},".repeat(6_000)
+    );
+    let r = s
+        .client
+        .post(s.url(&url))
+        .bearer_auth(&tok)
+        .header("content-type", "application/json")
+        .body(dense.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "BadRequest", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than 10000 objects and arrays")),
+        "{v}"
+    );
+    let (_, after) = get(&s, &tok, &format!("{url}?$top=1000")).await;
+    assert_eq!(before["value"], after["value"], "nothing was written");
+    // The admin API reads record bodies through the same bound.
+    let r = s
+        .client
+        .put(s.url("/admin/v1/contacts/dense1"))
+        .basic_auth("ben@example.test", Some("demo2"))
+        .header("content-type", "application/json")
+        .body(dense)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert!(v.to_string().contains("objects and arrays"), "{v}");
+    // An ordinary body still works.
+    let r = s
+        .client
+        .post(s.url(&url))
+        .bearer_auth(&tok)
+        .json(&serde_json::json!({"givenName": "Plain", "surname": "Body",
+            "companyName": "ACME AG"}))
+        .send()
+        .await
+        .expect("post");
+    let status = r.status().as_u16();
+    assert_eq!(status, 201, "{}", r.text().await.unwrap_or_default());
+}

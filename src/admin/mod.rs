@@ -343,7 +343,7 @@ async fn put(app: &App, who: &Principal, kind: Kind, id: String, req: Request<In
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut v: Value = match serde_json::from_slice(&body) {
+    let mut v: Value = match crate::json_guard::parse(&body) {
         Ok(v) => v,
         Err(e) => {
             return error(

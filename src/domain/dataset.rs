@@ -143,20 +143,31 @@ impl Dataset {
     pub fn parse(text: &str) -> Result<Dataset, Vec<Problem>> {
         // Fast path: a well-formed file parses straight into the records; only a file with
         // errors takes the slower walk that names every bad value's path.
-        if let Ok(raw) = serde_json::from_str::<RawDataset>(text) {
-            return Ok(Dataset {
-                subsystems: raw.subsystems,
-                users: raw.users,
-                companies: raw.companies,
-                contacts: raw.contacts,
-                projects: raw.projects,
-                leads: raw.leads,
-            });
-        }
-        let root: Value = serde_json::from_str(text).map_err(|e| {
+        let fast = match serde_json::from_str::<RawDataset>(text) {
+            Ok(raw) => {
+                return Ok(Dataset {
+                    subsystems: raw.subsystems,
+                    users: raw.users,
+                    companies: raw.companies,
+                    contacts: raw.contacts,
+                    projects: raw.projects,
+                    leads: raw.leads,
+                })
+            }
+            Err(e) => e,
+        };
+        // The walk builds a JSON tree, which costs far more than the text where objects and
+        // arrays are packed tightly (a real dataset has one per 40 bytes or more). Past one
+        // per 16 bytes, the first error is reported as the typed reader found it.
+        let max = (text.len() / 16).max(crate::json_guard::MAX_CONTAINERS);
+        let root = crate::json_guard::parse_within(text.as_bytes(), max).map_err(|e| {
+            let message = match e {
+                crate::json_guard::JsonError::TooComplex(_) => format!("{fast}"),
+                crate::json_guard::JsonError::Syntax(e) => format!("not valid JSON: {e}"),
+            };
             vec![Problem {
                 path: String::new(),
-                message: format!("not valid JSON: {e}"),
+                message,
             }]
         })?;
         Self::from_value(&root)
@@ -222,17 +233,17 @@ impl Dataset {
     pub fn check(&self, exists: &dyn Fn(Kind, &str) -> bool) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut dropped = 0usize;
-        let mut ids: [HashSet<&str>; 6] = Default::default();
+        // Ids only: the records are visited one at a time, never copied all at once.
+        let mut ids: [HashSet<String>; 6] = Default::default();
         // Duplicate and empty ids.
         let mut idx = [0usize; 6];
-        let records: Vec<Record> = self.records().collect();
-        for r in &records {
+        for r in self.records() {
             let k = r.kind() as usize;
             let path = format!("{}[{}].id", r.kind().plural(), idx[k]);
             idx[k] += 1;
             let problem = if r.id().trim().is_empty() {
                 Some("id must not be empty".to_owned())
-            } else if !ids[k].insert(r.id()) {
+            } else if !ids[k].insert(r.id().to_owned()) {
                 Some(format!("duplicate {} id \"{}\"", r.kind(), r.id()))
             } else {
                 None
@@ -258,11 +269,11 @@ impl Dataset {
         }
         let known = |kind: Kind, id: &str| ids[kind as usize].contains(id) || exists(kind, id);
         let mut idx = [0usize; 6];
-        for r in &records {
+        for r in self.records() {
             let k = r.kind() as usize;
             let prefix = format!("{}[{}]", r.kind().plural(), idx[k]);
             idx[k] += 1;
-            check_record(r, &prefix, &known, &mut problems);
+            check_record(&r, &prefix, &known, &mut problems);
             if problems.len() > MAX_PROBLEMS {
                 dropped += problems.len() - MAX_PROBLEMS;
                 problems.truncate(MAX_PROBLEMS);

@@ -612,7 +612,7 @@ pub fn plan_write(session: &Session<'_>, req: &Request<'_>) -> Result<WritePlan,
     let (who, target) = route(req.path)?;
     let mb = mailbox(session, &who)?;
     let body = || -> Result<Value, GraphError> {
-        serde_json::from_slice(req.body)
+        crate::json_guard::parse(req.body)
             .map_err(|e| GraphError::bad(format!("The request body is not valid JSON: {e}")))
     };
     let conflict = || match req.if_match.map(str::trim) {
