@@ -448,8 +448,8 @@ impl Client {
                 .as_deref()
                 .map(|a| format!("&after={a}"))
                 .unwrap_or_default();
-            let v = self.get_ok(&format!("/crm/v3/owners?limit=100{q}")).await?;
-            out.extend(v["results"].as_array().cloned().unwrap_or_default());
+            let mut v = self.get_ok(&format!("/crm/v3/owners?limit=100{q}")).await?;
+            out.extend(take_results(&mut v));
             match v["paging"]["next"]["after"].as_str() {
                 Some(a) if after.as_deref() != Some(a) => after = Some(a.to_owned()),
                 _ => return Ok(out),
@@ -480,14 +480,14 @@ impl Client {
         after: Option<&str>,
     ) -> Result<(Vec<Value>, Option<String>), CrmError> {
         let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
-        let v = self
+        let mut v = self
             .get_ok(&format!(
                 "/crm/v3/objects/{object}?limit={}&properties={}{q}",
                 self.page,
                 properties.join(",")
             ))
             .await?;
-        let rows = v["results"].as_array().cloned().unwrap_or_default();
+        let rows = take_results(&mut v);
         let next = v["paging"]["next"]["after"]
             .as_str()
             .filter(|a| Some(*a) != after)
@@ -583,7 +583,7 @@ impl Client {
                 "limit": limit,
                 "after": after.to_string(),
             });
-            let (status, v) = self
+            let (status, mut v) = self
                 .call(
                     reqwest::Method::POST,
                     &format!("/crm/v3/objects/{object}/search"),
@@ -596,7 +596,7 @@ impl Client {
                     v["message"].as_str().unwrap_or("")
                 )));
             }
-            let page = v["results"].as_array().cloned().unwrap_or_default();
+            let page = take_results(&mut v);
             for r in &page {
                 if let Some(ms) = r["properties"][prop].as_str().and_then(parse_time_ms) {
                     newest = newest.max(ms);
@@ -639,7 +639,7 @@ impl Client {
         let mut out = Vec::new();
         for chunk in ids.chunks(self.page) {
             let inputs: Vec<Value> = chunk.iter().map(|i| json!({"id": i})).collect();
-            let (status, v) = self
+            let (status, mut v) = self
                 .call(
                     reqwest::Method::POST,
                     &format!("/crm/v3/objects/{object}/batch/read"),
@@ -652,7 +652,7 @@ impl Client {
                     v["message"].as_str().unwrap_or("")
                 )));
             }
-            out.extend(v["results"].as_array().cloned().unwrap_or_default());
+            out.extend(take_results(&mut v));
         }
         Ok(out)
     }
@@ -829,6 +829,14 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
     };
     let days = crate::domain::time::days_from_civil(y, mo, d);
     Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1000) + ms)
+}
+
+/// The `results` array of an answer, moved out of it (a page is never held twice).
+pub fn take_results(v: &mut Value) -> Vec<Value> {
+    match v.get_mut("results").map(Value::take) {
+        Some(Value::Array(rows)) => rows,
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
