@@ -928,3 +928,105 @@ async fn certificate_credentials_fill_the_mailboxes_and_an_unregistered_one_is_r
     assert_eq!(sim2.token_grants(), 0);
     assert!(sim2.writes().is_empty(), "nothing written without a token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placeholder_emails_stay_out_of_the_crm_and_a_field_changed_on_both_sides_keeps_the_crms() {
+    let sim = sim_with_mailboxes().await;
+    let (s, _secret) = start(&sim, "failure_backoff_secs = 1\n").await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let users = logins();
+    converged(&s, &sim, &token, &users).await;
+    let anna = "anna@example.test";
+    let my = folder_of(&sim, anna, "my").expect("my folder");
+    let mine = items(&sim, anna, &my);
+    let (cid, _) = mine.iter().next().expect("a My contact");
+    let template = crm_record(&s, cid).await.expect("record");
+
+    // A contact without an e-mail in one of anna's companies: the mailbox shows a placeholder.
+    admin_put(
+        &s,
+        "/admin/v1/contacts/nomail1",
+        &json!({"companies": template["companies"], "subsystems": template["subsystems"],
+            "first_name": "Nora", "last_name": "Nomail"}),
+    )
+    .await;
+    converged(&s, &sim, &token, &users).await;
+    let item = items(&sim, anna, &my)
+        .remove("nomail1")
+        .expect("mirrored into My");
+    let shown = item["emailAddresses"][0]["address"]
+        .as_str()
+        .expect("an address")
+        .to_owned();
+    assert!(shown.ends_with("@nomail.invalid"), "{item}");
+    let item_id = item["id"].as_str().expect("id").to_owned();
+    // An Outlook edit keeps the placeholder and adds a real address: only the real one and the
+    // edited field reach the CRM.
+    sim.user_update(
+        anna,
+        &item_id,
+        json!({"jobTitle": "Edited in Outlook", "emailAddresses": [
+            {"address": shown, "name": "Nora Nomail"},
+            {"address": "nora@real.example", "name": "Nora Nomail"}]}),
+    );
+    let rec = crm_until(&s, "nomail1", "the Outlook edit in the CRM", |r| {
+        r.as_ref()
+            .is_some_and(|r| r["job_title"] == "Edited in Outlook")
+    })
+    .await
+    .expect("record");
+    let emails: Vec<&str> = rec["emails"]
+        .as_array()
+        .expect("emails")
+        .iter()
+        .filter_map(|e| e["address"].as_str())
+        .collect();
+    assert_eq!(emails, ["nora@real.example"], "{rec}");
+
+    // The same field changed in the CRM and in Outlook while the mailbox was out of reach:
+    // the CRM's value stays (the mailbox's version is the base), the user's other field lands,
+    // and the mailbox ends up showing both.
+    let (cid2, item2) = mine
+        .iter()
+        .find(|(c, _)| c.as_str() != cid)
+        .map(|(c, i)| (c.clone(), i.clone()))
+        .expect("a second My contact");
+    let item2_id = item2["id"].as_str().expect("id").to_owned();
+    sim.set_mailbox_state(anna, support::graph_sim::MailboxState::AccessDenied);
+    // Wait until the mirror has seen the refusal (its next step is at least a second away).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = admin_get(&s, "/admin/v1/mirror").await;
+        let refused = st["mailboxes"].as_array().expect("list").iter().any(|m| {
+            m["login"] == anna && m["last_error"].as_str().is_some_and(|e| e.contains("403"))
+        });
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "anna never refused: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut rec2 = crm_record(&s, &cid2).await.expect("record");
+    rec2["job_title"] = json!("Title from the CRM");
+    admin_put(&s, &format!("/admin/v1/contacts/{cid2}"), &rec2).await;
+    sim.user_update(
+        anna,
+        &item2_id,
+        json!({"jobTitle": "Title from Outlook", "department": "Dept from Outlook"}),
+    );
+    sim.set_mailbox_state(anna, support::graph_sim::MailboxState::Ok);
+    let rec2 = crm_until(&s, &cid2, "the user's other field in the CRM", |r| {
+        r.as_ref()
+            .is_some_and(|r| r["department"] == "Dept from Outlook")
+    })
+    .await
+    .expect("record");
+    assert_eq!(rec2["job_title"], "Title from the CRM", "{rec2}");
+    eventually("the mailbox shows the merged contact", || {
+        let c = sim.contact(anna, &item2_id)?;
+        (c["jobTitle"] == "Title from the CRM" && c["department"] == "Dept from Outlook")
+            .then_some(())
+    })
+    .await;
+    converged(&s, &sim, &token, &users).await;
+}

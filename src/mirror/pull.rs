@@ -1,7 +1,7 @@
 //! The way back: the mirrored folders read with Graph delta, and every change a user made in
 //! Outlook taken through crmgate's write path like any client's write — folder direction,
 //! field rules, conflicts (the mailbox's version is the base: fields changed in the CRM since
-//! win), delete policies. crmgate's own writes come back with the change key their answer
+//! keep the CRM's value, the user's other fields are taken), delete policies. crmgate's own writes come back with the change key their answer
 //! carried and are skipped.
 
 use super::body;
@@ -394,9 +394,9 @@ impl Run<'_> {
                 let planned = self.with_mailbox(|mb| {
                     let id = mb.item_id_for(f, &contact);
                     // The mailbox's version is the base: a field also changed in the CRM since
-                    // is a conflict, and the CRM's value stays.
+                    // keeps the CRM's value, the user's other fields are taken.
                     let key = (!base.is_empty()).then_some(base.as_str());
-                    mb.plan_update(&id, key, ConflictMode::AutoResolve, &edits)
+                    mb.plan_update(&id, key, ConflictMode::Merge, &edits)
                 })?;
                 Ok(Act::Write(Box::new(Pending {
                     planned,
@@ -460,7 +460,7 @@ impl Run<'_> {
                 mb.plan_update(
                     &mb.item_id_for(f, contact),
                     key,
-                    ConflictMode::AutoResolve,
+                    ConflictMode::Merge,
                     &p.edits,
                 )
             }

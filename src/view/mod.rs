@@ -1118,6 +1118,61 @@ mod tests {
             other => panic!("an update, not {other:?}"),
         }
     }
+
+    #[test]
+    fn merge_takes_the_fields_unchanged_since_and_auto_resolve_refuses_them_all() {
+        use crate::domain::patch::{Edit, Field};
+        let mut e = engine();
+        let codec = IdCodec::new([1; 32]);
+        let cfg = cfg();
+        let u = e.find_user("a@x.test").expect("u");
+        let (id, read_at) = {
+            let a = Mailbox::new(&e, &codec, &cfg, u);
+            let id = a.item_id_for(VirtualFolder::My, "c2");
+            let ck = a.item_by_id(&id).expect("item").change_key.clone();
+            (id, ck)
+        };
+        // The CRM changes the job title after the client read the contact.
+        let c = e.find_contact("c2").expect("c2");
+        let (rec, _) = e.contact_record(c).expect("record");
+        let mut rec = (**rec).clone();
+        rec.job_title = Some("From the CRM".into());
+        e.apply(vec![Change::Upsert(Versioned {
+            record: Record::Contact(rec),
+            version: "2".into(),
+        })]);
+        let a = Mailbox::new(&e, &codec, &cfg, u);
+        let edits = [
+            Edit::Set(Field::JobTitle, "From the client".into()),
+            Edit::Set(Field::Department, "Sales".into()),
+        ];
+        let refused = a.plan_update(
+            &id,
+            Some(&read_at),
+            write::ConflictMode::AutoResolve,
+            &edits,
+        );
+        assert!(
+            matches!(refused, Err(write::WriteError::Conflict { .. })),
+            "{refused:?}"
+        );
+        let planned = a
+            .plan_update(&id, Some(&read_at), write::ConflictMode::Merge, &edits)
+            .expect("plans");
+        match planned.plan {
+            write::Plan::Update {
+                record, changed, ..
+            } => {
+                assert_eq!(record.job_title.as_deref(), Some("From the CRM"));
+                assert_eq!(record.department.as_deref(), Some("Sales"));
+                assert_eq!(changed, vec![crate::domain::ContactField::Department]);
+            }
+            other => panic!("an update, not {other:?}"),
+        }
+        // A base the history no longer knows is still a conflict.
+        let unknown = a.plan_update(&id, Some("no-such-key"), write::ConflictMode::Merge, &edits);
+        assert!(matches!(unknown, Err(write::WriteError::Conflict { .. })));
+    }
 }
 
 /// A signed-in user's access to mailboxes: their own, or another's when they are an admin

@@ -23,6 +23,9 @@ pub enum ConflictMode {
     NeverOverwrite,
     /// Apply when the fields written did not change in between.
     AutoResolve,
+    /// Apply the fields written that did not change in between; a field changed since keeps
+    /// its current value (a two-way mirror's merge: the later change wins per field).
+    Merge,
     /// Apply.
     AlwaysOverwrite,
 }
@@ -285,6 +288,7 @@ impl Mailbox<'_> {
             .ok_or(WriteError::NotFound)?;
         let (current, version) = self.engine.contact_record(c).ok_or(WriteError::NotFound)?;
         let stale = change_key.is_some_and(|k| k != item.change_key);
+        let mut kept: Option<Vec<Edit>> = None;
         if stale {
             match mode {
                 ConflictMode::NeverOverwrite => {
@@ -293,9 +297,9 @@ impl Mailbox<'_> {
                     })
                 }
                 ConflictMode::AlwaysOverwrite => {}
-                ConflictMode::AutoResolve => {
+                ConflictMode::AutoResolve | ConflictMode::Merge => {
                     // The version the client read, if still known; then the fields it writes
-                    // must not have changed since.
+                    // must not have changed since (Merge: those that did are left out).
                     let key = change_key.unwrap_or("");
                     let base = self
                         .engine
@@ -315,10 +319,11 @@ impl Mailbox<'_> {
                         .collect();
                     let then = card(&base, &companies, &self.cfg.mapping);
                     let now = card(current, &companies, &self.cfg.mapping);
-                    if edits
-                        .iter()
-                        .any(|e| card_value(&then, e.field()) != card_value(&now, e.field()))
-                    {
+                    let unchanged =
+                        |e: &&Edit| card_value(&then, e.field()) == card_value(&now, e.field());
+                    if mode == ConflictMode::Merge {
+                        kept = Some(edits.iter().filter(unchanged).cloned().collect());
+                    } else if !edits.iter().all(|e| unchanged(&e)) {
                         return Err(WriteError::Conflict {
                             current: Some(version.to_string()),
                         });
@@ -326,6 +331,7 @@ impl Mailbox<'_> {
                 }
             }
         }
+        let edits = kept.as_deref().unwrap_or(edits);
         let (mut record, fields) =
             patch::apply(current, edits, &self.cfg.mapping).map_err(WriteError::Invalid)?;
         self.link_company(&mut record, edits);
