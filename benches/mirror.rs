@@ -435,6 +435,11 @@ async fn main() {
          hour): {idle_routes:?}",
         per_hour / mailboxes as f64
     );
+    let rss_end = rss_kib(g.child.id());
+    println!(
+        "memory at the end (after the changes and {idle_secs} s idle): {} MiB",
+        rss_end / 1024
+    );
     println!(
         "memory: crmgate RSS {} MiB with {mailboxes} mailboxes mirrored, {} MiB before the \
          mirror ran → {:.1} KiB per mailbox; without the mirror but every user's folders \
