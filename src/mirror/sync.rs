@@ -158,6 +158,60 @@ pub(super) fn mailbox_of<T>(
     Ok(f(&mb))
 }
 
+/// What to send for each contact given what the folder holds now (`None`: not in it) and the
+/// id map: a create, a delete, or an update of the properties that differ from what was
+/// written (`full`: of every property, whatever was written).
+fn ops_for(
+    app: &App,
+    keys: &Keys,
+    f: VirtualFolder,
+    items: Vec<(String, Option<crate::view::Item>)>,
+    full: bool,
+) -> Result<Vec<Op>, MbError> {
+    let mut ops = Vec::new();
+    for (contact, item) in items {
+        let e = keys
+            .entry_of(&app.store, f, &contact)
+            .map_err(|e| MbError::Retry(format!("store: {e}")))?;
+        match (item, e) {
+            (None, Some(e)) => ops.push(Op::Delete {
+                contact,
+                item: e.item,
+            }),
+            (None, None) => {}
+            (Some(item), None) => {
+                let (b, d) = body::create(&item);
+                ops.push(Op::Create {
+                    contact,
+                    body: b,
+                    v: item.change_key,
+                    d,
+                });
+            }
+            (Some(item), Some(e)) => {
+                if !full && e.v == item.change_key {
+                    continue;
+                }
+                let (written, v) = if full {
+                    (&[][..], "")
+                } else {
+                    (&e.d[..], e.v.as_str())
+                };
+                if let Some((b, d)) = body::update(&item, written, v) {
+                    ops.push(Op::Update {
+                        contact,
+                        item: e.item,
+                        body: b,
+                        v: item.change_key,
+                        d,
+                    });
+                }
+            }
+        }
+    }
+    Ok(ops)
+}
+
 fn user_path(upn: &str) -> String {
     format!("/users/{}", crate::http::percent_encode(upn))
 }
@@ -663,87 +717,41 @@ impl Run<'_> {
         let state = meta.states[state::slot(f)].clone();
         let (login, keys) = (self.login.clone(), self.keys.clone());
         self.blocking(move |app| {
-            let engine = app
-                .replica
-                .read()
-                .map_err(|_| MbError::Retry("replica unavailable".into()))?;
-            let s = Session::open(
-                &app.view_cache,
-                &engine,
-                &app.codec,
-                &app.view,
-                &login,
-                false,
-            )
-            .ok_or(MbError::Gone)?;
-            let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
-            let page = match mb.changes(f, state.as_deref(), PAGE, &HashSet::new(), 0) {
-                Ok(p) => p,
-                // A position the log no longer serves: start the folder over (the id map
-                // keeps what is in the mailbox, so nothing is written twice).
-                Err(_) => mb
-                    .changes(f, None, PAGE, &HashSet::new(), 0)
-                    .map_err(|e| MbError::Retry(format!("view: {e}")))?,
-            };
-            // The last change of each contact in the page wins.
-            let mut last: Vec<(String, Option<crate::view::Item>)> = Vec::new();
-            let mut at: HashMap<String, usize> = HashMap::new();
-            for (ch, it) in page.changes {
-                let (contact, item) = match (ch, it) {
-                    (ItemChange::Delete, Err(id)) => match mb.contact_of_item(&id) {
-                        Some((_, c)) => (c, None),
-                        None => continue,
-                    },
-                    (_, Ok(item)) => (item.contact_id.clone(), Some(item)),
-                    _ => continue,
+            // The page is read under the replica lock; the id map after it is released.
+            let (last, page_state, page_last, pending) = mailbox_of(app, &login, |mb| {
+                let page = match mb.changes(f, state.as_deref(), PAGE, &HashSet::new(), 0) {
+                    Ok(p) => p,
+                    // A position the log no longer serves: start the folder over (the id map
+                    // keeps what is in the mailbox, so nothing is written twice).
+                    Err(_) => mb
+                        .changes(f, None, PAGE, &HashSet::new(), 0)
+                        .map_err(|e| MbError::Retry(format!("view: {e}")))?,
                 };
-                match at.get(&contact) {
-                    Some(&i) => last[i] = (contact, item),
-                    None => {
-                        at.insert(contact.clone(), last.len());
-                        last.push((contact, item));
-                    }
-                }
-            }
-            let pending = mb.changes_pending(f, &page.state).unwrap_or(0);
-            drop(engine);
-            let mut ops = Vec::new();
-            for (contact, item) in last {
-                let e = keys
-                    .entry_of(&app.store, f, &contact)
-                    .map_err(|e| MbError::Retry(format!("store: {e}")))?;
-                match (item, e) {
-                    (None, Some(e)) => ops.push(Op::Delete {
-                        contact,
-                        item: e.item,
-                    }),
-                    (None, None) => {}
-                    (Some(item), None) => {
-                        let (b, d) = body::create(&item);
-                        ops.push(Op::Create {
-                            contact,
-                            body: b,
-                            v: item.change_key,
-                            d,
-                        });
-                    }
-                    (Some(item), Some(e)) => {
-                        if e.v == item.change_key {
-                            continue;
-                        }
-                        if let Some((b, d)) = body::update(&item, &e.d, &e.v) {
-                            ops.push(Op::Update {
-                                contact,
-                                item: e.item,
-                                body: b,
-                                v: item.change_key,
-                                d,
-                            });
+                // The last change of each contact in the page wins.
+                let mut last: Vec<(String, Option<crate::view::Item>)> = Vec::new();
+                let mut at: HashMap<String, usize> = HashMap::new();
+                for (ch, it) in page.changes {
+                    let (contact, item) = match (ch, it) {
+                        (ItemChange::Delete, Err(id)) => match mb.contact_of_item(&id) {
+                            Some((_, c)) => (c, None),
+                            None => continue,
+                        },
+                        (_, Ok(item)) => (item.contact_id.clone(), Some(item)),
+                        _ => continue,
+                    };
+                    match at.get(&contact) {
+                        Some(&i) => last[i] = (contact, item),
+                        None => {
+                            at.insert(contact.clone(), last.len());
+                            last.push((contact, item));
                         }
                     }
                 }
-            }
-            Ok((ops, page.state, page.last, pending))
+                let pending = mb.changes_pending(f, &page.state).unwrap_or(0);
+                Ok::<_, MbError>((last, page.state, page.last, pending))
+            })??;
+            let ops = ops_for(app, &keys, f, last, false)?;
+            Ok((ops, page_state, page_last, pending))
         })
         .await
     }
@@ -1033,59 +1041,21 @@ impl Run<'_> {
         let (login, keys) = (self.login.clone(), self.keys.clone());
         let ops = self
             .blocking(move |app| {
-                let engine = app
-                    .replica
-                    .read()
-                    .map_err(|_| MbError::Retry("replica unavailable".into()))?;
-                let s = Session::open(
-                    &app.view_cache,
-                    &engine,
-                    &app.codec,
-                    &app.view,
-                    &login,
-                    false,
-                )
-                .ok_or(MbError::Gone)?;
-                let mb = s.mailbox(None).map_err(|_| MbError::Gone)?;
-                let mut ops = Vec::new();
-                for contact in contacts {
-                    let item = mb
-                        .contacts_by_lower_id(&contact.to_lowercase())
+                let items = mailbox_of(app, &login, |mb| {
+                    contacts
                         .into_iter()
-                        .find(|c| mb.contact_id(*c) == contact && mb.holds(f, *c))
-                        .and_then(|c| mb.item(f, c));
-                    let e = keys
-                        .entry_of(&app.store, f, &contact)
-                        .map_err(|e| MbError::Retry(format!("store: {e}")))?;
-                    match (item, e) {
-                        (None, Some(e)) => ops.push(Op::Delete {
-                            contact,
-                            item: e.item,
-                        }),
-                        (None, None) => {}
-                        (Some(item), None) => {
-                            let (b, d) = body::create(&item);
-                            ops.push(Op::Create {
-                                contact,
-                                body: b,
-                                v: item.change_key,
-                                d,
-                            });
-                        }
-                        (Some(item), Some(e)) => {
-                            if let Some((b, d)) = body::update(&item, &[], "") {
-                                ops.push(Op::Update {
-                                    contact,
-                                    item: e.item,
-                                    body: b,
-                                    v: item.change_key,
-                                    d,
-                                });
-                            }
-                        }
-                    }
-                }
-                Ok(ops)
+                        .map(|contact| {
+                            let item = mb
+                                .contacts_by_lower_id(&contact.to_lowercase())
+                                .into_iter()
+                                .find(|c| mb.contact_id(*c) == contact && mb.holds(f, *c))
+                                .and_then(|c| mb.item(f, c));
+                            (contact, item)
+                        })
+                        .collect::<Vec<_>>()
+                })?;
+                // Written in full: the mailbox is set to what the folder holds.
+                ops_for(app, &keys, f, items, true)
             })
             .await?;
         let (done, failed, complete) = self.execute(&fm.id, ops).await?;
