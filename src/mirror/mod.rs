@@ -375,6 +375,7 @@ impl Mirror {
             progress: AtomicU64::new(0),
             vanished: AtomicBool::new(false),
             contacts: AtomicU64::new(0),
+            denied: std::sync::Mutex::new(None),
         };
         let verify = !rt.inner.lock().unwrap_or_else(|p| p.into_inner()).verified;
         let (mut meta, result) = match meta {

@@ -104,6 +104,9 @@ enum Done {
     Again(Op, Option<Duration>),
     /// Refused for good: reported, the position moves on.
     Failed(String),
+    /// The mailbox as a whole refused (403: no consent, an access policy): nothing of this
+    /// step is given up; the mailbox is skipped and the op planned again once it answers.
+    Denied(String),
     /// The folder is gone from the mailbox.
     FolderGone,
 }
@@ -124,6 +127,8 @@ pub(super) struct Run<'a> {
     pub vanished: std::sync::atomic::AtomicBool,
     /// Contacts in the user's folders when the step began (for the status).
     pub contacts: std::sync::atomic::AtomicU64,
+    /// Set when the mailbox refused a write as a whole (403): the step ends as a skip.
+    pub denied: std::sync::Mutex<Option<String>>,
 }
 
 /// What a step did.
@@ -273,6 +278,14 @@ impl Run<'_> {
             .call(&self.budget, &c)
             .await
             .map_err(from_send)
+    }
+
+    /// Why a step stopped with writes waiting: the mailbox's refusal (a skip) or `why`.
+    fn incomplete(&self, why: String) -> MbError {
+        match self.denied.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(d) => MbError::Skip(format!("mailbox {}: {d}", self.upn)),
+            None => MbError::Retry(why),
+        }
     }
 
     /// A mailbox-level refusal (no mailbox, no consent) as a skip.
@@ -795,6 +808,7 @@ impl Run<'_> {
             }
             let mut hint: Option<Duration> = None;
             let mut gone = false;
+            let mut denied = None;
             let mut clean = true;
             while let Some(j) = set.join_next().await {
                 let Ok((chain, r)) = j else {
@@ -830,11 +844,17 @@ impl Run<'_> {
                             failed.push(format!("{contact}: {why}"));
                         }
                         Done::FolderGone => gone = true,
+                        Done::Denied(why) => denied = Some(why),
                     }
                 }
             }
             if gone {
                 return Err(MbError::Retry(FOLDER_GONE.into()));
+            }
+            if let Some(why) = denied {
+                // What landed is kept; the rest waits, the position stays.
+                *self.denied.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                return Ok((done, failed, false));
             }
             let max = self.mirror.cfg.batch_size.clamp(1, 20);
             let next = if clean {
@@ -929,6 +949,9 @@ impl Run<'_> {
         if a.transient() {
             let ra = (a.status != 429).then_some(a.retry_after).flatten();
             return Done::Again(op, ra);
+        }
+        if a.status == 403 {
+            return Done::Denied(a.describe());
         }
         match op {
             Op::Create { v, d, .. } => match a.status {
@@ -1066,9 +1089,7 @@ impl Run<'_> {
             self.mirror.note_failures(&self.login, &failed);
         }
         if !complete {
-            return Err(MbError::Retry(
-                "writes back to the mailbox still waiting".into(),
-            ));
+            return Err(self.incomplete("writes back to the mailbox still waiting".into()));
         }
         Ok(n)
     }
@@ -1200,7 +1221,7 @@ impl Run<'_> {
                     self.mirror.note_failures(&self.login, &failed);
                 }
                 if !complete {
-                    return Err(MbError::Retry(format!("{n} writes still waiting")));
+                    return Err(self.incomplete(format!("{n} writes still waiting")));
                 }
                 if last {
                     out.backlog += pending;
