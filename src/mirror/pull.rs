@@ -74,8 +74,11 @@ impl Run<'_> {
             };
             let mut link = meta.delta[i].clone();
             let first = link.is_none();
-            let mut changes: Vec<Value> = Vec::new();
+            let mut touched = Vec::new();
             let mut pages = 0;
+            // Each page is applied as it comes and the position saved after it, so a round
+            // (the first lists the whole folder) never holds more than a page in memory, and
+            // one cut short goes on from where it was.
             let end = loop {
                 pages += 1;
                 if pages > MAX_PAGES {
@@ -121,27 +124,44 @@ impl Run<'_> {
                 if !a.ok() {
                     return Err(MbError::Retry(format!("delta: {}", a.describe())));
                 }
-                changes.extend(a.body["value"].as_array().cloned().unwrap_or_default());
-                if let Some(d) = a.body["@odata.deltaLink"].as_str() {
-                    break Some(d.to_owned());
-                }
-                match a.body["@odata.nextLink"].as_str() {
-                    Some(n) => link = Some(n.to_owned()),
-                    None => return Err(MbError::Retry("delta page without a link".into())),
+                let mut a = a;
+                let next = match (
+                    a.body["@odata.deltaLink"].as_str(),
+                    a.body["@odata.nextLink"].as_str(),
+                ) {
+                    (Some(d), _) => Ok(d.to_owned()),
+                    (None, Some(n)) => Err(n.to_owned()),
+                    (None, None) => return Err(MbError::Retry("delta page without a link".into())),
+                };
+                let page = match a.body.get_mut("value").map(Value::take) {
+                    Some(Value::Array(v)) => v,
+                    _ => Vec::new(),
+                };
+                // The first round lists what is there; crmgate's own items come back with
+                // the change keys it knows, anything else is a user's. An edit the CRM cannot
+                // take now ends the step here: the saved position is this page's.
+                let got = self.apply_changes(meta, f, &fm.id, page, first).await?;
+                // Contacts to write back end the round here: they are written before the
+                // position moves on again (the round goes on next step).
+                let write_back = !got.is_empty();
+                touched.extend(got);
+                match next {
+                    Ok(d) => break Some(d),
+                    Err(n) => {
+                        meta.delta[i] = Some(n.clone());
+                        self.save(meta, Vec::new()).await?;
+                        if write_back {
+                            break None;
+                        }
+                        link = Some(n);
+                    }
                 }
             };
-            // The first round lists what is there; crmgate's own items come back with the
-            // change keys it knows, anything else is a user's.
-            let touched = self.apply_changes(meta, f, &fm.id, changes, first).await?;
             if !touched.is_empty() {
                 out.push((f, touched));
             }
             if let Some(d) = end {
                 meta.delta[i] = Some(d);
-                self.save(meta, Vec::new()).await?;
-            } else if let Some(l) = link {
-                // A long round: go on from here next step.
-                meta.delta[i] = Some(l);
                 self.save(meta, Vec::new()).await?;
             }
         }
