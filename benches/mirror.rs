@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::graph_sim::GraphSim;
+use support::mirror_oracle::crm_id;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -204,22 +205,14 @@ async fn main() {
         wait_ready(&g).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = rss_kib(g.child.id());
-        let token: Value = g
-            .client
-            .post(format!("{}/oauth2/v2.0/token", g.base))
-            .form(&[
-                ("grant_type", "password"),
-                ("username", "bench-admin@example.test"),
-                ("password", "demo"),
-                ("scope", "Contacts.Read"),
-            ])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
-        let token = token["access_token"].as_str().expect("token").to_owned();
+        let token = support::password_token(
+            &g.client,
+            &g.base,
+            "bench-admin@example.test",
+            "demo",
+            "Contacts.Read",
+        )
+        .await;
         // crmgate's own per-token limits answer 429 with Retry-After: waited out.
         let get = |u: String| {
             let (client, token) = (g.client.clone(), token.clone());
@@ -315,22 +308,11 @@ async fn main() {
         .collect();
     let total: usize = want.values().sum();
     let per_mailbox = total as f64 / mailboxes as f64;
-    let idp = crmgate::mirror::body::id_prop();
     for l in &logins {
         let mut n = 0;
         for f in sim.folders(l) {
-            let ids: std::collections::BTreeSet<String> = sim
-                .contacts(l, &f.id)
-                .iter()
-                .filter_map(|c| {
-                    c["singleValueExtendedProperties"]
-                        .as_array()?
-                        .iter()
-                        .find(|p| p["id"] == idp.as_str())
-                        .and_then(|p| p["value"].as_str())
-                        .map(str::to_owned)
-                })
-                .collect();
+            let ids: std::collections::BTreeSet<String> =
+                sim.contacts(l, &f.id).iter().filter_map(crm_id).collect();
             n += ids.len();
         }
         assert_eq!(n, want[l], "{l}: {n} contacts mirrored");
@@ -369,13 +351,7 @@ async fn main() {
                 .folders(l)
                 .iter()
                 .flat_map(|f| sim.contacts(l, &f.id))
-                .find(|c| {
-                    c["singleValueExtendedProperties"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|p| p["id"] == idp.as_str() && p["value"] == target.as_str())
-                })
+                .find(|c| crm_id(c).as_deref() == Some(target.as_str()))
                 .and_then(|c| c["id"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| panic!("{l}: {target} not mirrored"));
             (l.clone(), item)

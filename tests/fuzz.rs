@@ -4381,58 +4381,40 @@ fn regression_dataset_dense_json() {
     if !here("regression_dataset_dense_json") {
         return;
     }
-    let inputs: Vec<(String, Vec<u8>)> = seed_files("regressions")
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("dataset-dense-"))
-        .collect();
-    assert_eq!(inputs.len(), 2);
-    for (name, input) in inputs {
-        assert!(reset_peak(), "/proc/self/clear_refs");
-        let before = mem().expect("/proc/self/status");
-        dataset_exec(&input);
-        let peak = mem()
-            .expect("/proc/self/status")
-            .hwm
-            .saturating_sub(before.rss);
-        println!(
-            "FUZZ regression: {name} ({} bytes) took +{:.1} MiB",
-            input.len(),
-            mib(peak)
-        );
-        assert!(
-            peak <= parse_bound(input.len()),
-            "{name}: {} bytes took {:.1} MiB (bound {:.1} MiB)",
-            input.len(),
-            mib(peak),
-            mib(parse_bound(input.len()))
-        );
-    }
+    replay_within_bound("dataset-dense-", 2, &dataset_exec);
 }
 
-/// Found by the hour-long fuzz_hubspot run (five inputs, one cause): a 650 kB answer page of 54,000 tiny objects took
-/// more than 64×len: the HubSpot client parsed the page and then copied its `results` out of it
-/// (two trees at once, each ~55 times the text). The rows are now moved out of the answer.
+/// Found by the hour-long fuzz_hubspot run (five inputs, one cause): a 650 kB answer page of
+/// 54,000 tiny objects took more than 64×len: the HubSpot client parsed the page and then copied
+/// its `results` out of it (two trees at once, each ~55 times the text). The rows are now moved
+/// out of the answer.
 #[test]
 fn regression_hubspot_dense_answer() {
     let _serial = serial();
     if !here("regression_hubspot_dense_answer") {
         return;
     }
+    replay_within_bound("hubspot-dense-answer", 5, &hubspot_exec);
+}
+
+/// Replays the `count` regression inputs named `prefix*` through `exec`, each within the
+/// parsers' memory bound (64 × its length + 16 MiB above the resident size before it).
+fn replay_within_bound(prefix: &str, count: usize, exec: &dyn Fn(&[u8])) {
     let inputs: Vec<(String, Vec<u8>)> = seed_files("regressions")
         .into_iter()
-        .filter(|(n, _)| n.starts_with("hubspot-dense-answer"))
+        .filter(|(n, _)| n.starts_with(prefix))
         .collect();
-    assert_eq!(inputs.len(), 5);
+    assert_eq!(inputs.len(), count, "inputs named {prefix}*");
     for (name, input) in inputs {
         assert!(reset_peak(), "/proc/self/clear_refs");
         let before = mem().expect("/proc/self/status");
-        hubspot_exec(&input);
+        exec(&input);
         let peak = mem()
             .expect("/proc/self/status")
             .hwm
             .saturating_sub(before.rss);
         println!(
-            "FUZZ regression: {name}, a {} byte HubSpot page, took +{:.1} MiB",
+            "FUZZ regression: {name} ({} bytes) took +{:.1} MiB",
             input.len(),
             mib(peak)
         );

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use support::graph_sim::GraphSim;
-use support::mirror_oracle::converge;
+use support::mirror_oracle::{converge, crm_id};
 use support::{fixture, TestServer};
 
 const ADMIN: (&str, &str) = ("ben@example.test", "demo2");
@@ -278,17 +278,6 @@ fn folder_of(sim: &GraphSim, upn: &str, tag: &str) -> Option<String> {
         .into_iter()
         .find(|f| f.ext.get(&p).map(String::as_str) == Some(tag))
         .map(|f| f.id)
-}
-
-/// crmgate's id of a mailbox contact.
-fn crm_id(c: &Value) -> Option<String> {
-    let idp = crmgate::mirror::body::id_prop();
-    c["singleValueExtendedProperties"]
-        .as_array()?
-        .iter()
-        .find(|p| p["id"] == idp.as_str())
-        .and_then(|p| p["value"].as_str())
-        .map(str::to_owned)
 }
 
 /// The mailbox items of a folder: crmgate id → contact.

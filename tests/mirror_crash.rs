@@ -204,21 +204,7 @@ async fn sigkill_during_fill_and_incremental_work_leaves_no_duplicate_and_nothin
     let base = format!("http://127.0.0.1:{port}");
     let child = start(dir.path(), port);
     wait_ready(&client, &base).await;
-    let token: Value = client
-        .post(format!("{base}/oauth2/v2.0/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", ADMIN.0),
-            ("password", ADMIN.1),
-            ("scope", "Contacts.Read"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let token = token["access_token"].as_str().expect("token").to_owned();
+    let token = support::password_token(&client, &base, ADMIN.0, ADMIN.1, "Contacts.Read").await;
     let result = converge(&client, &base, &token, &sim, &users, 120).await;
     drop(child);
     if let Err(d) = result {

@@ -162,7 +162,7 @@ impl Dataset {
         let max = (text.len() / 16).max(crate::json_guard::MAX_CONTAINERS);
         let root = crate::json_guard::parse_within(text.as_bytes(), max).map_err(|e| {
             let message = match e {
-                crate::json_guard::JsonError::TooComplex(_) => format!("{fast}"),
+                crate::json_guard::JsonError::TooComplex(_) => fast.to_string(),
                 crate::json_guard::JsonError::Syntax(e) => format!("not valid JSON: {e}"),
             };
             vec![Problem {

@@ -26,7 +26,7 @@ struct Job {
 
 /// The committer thread's mouth; the thread ends when this is dropped.
 pub(super) struct Committer {
-    tx: std::sync::Mutex<mpsc::Sender<Job>>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl Committer {
@@ -37,9 +37,7 @@ impl Committer {
             .name("crmgate-mirror-commit".into())
             .spawn(move || run(rx))
             .map_err(|e| format!("mirror: cannot start the committer: {e}"))?;
-        Ok(Committer {
-            tx: std::sync::Mutex::new(tx),
-        })
+        Ok(Committer { tx })
     }
 
     /// Writes `ops` durably in one transaction (possibly with other mailboxes' commits).
@@ -51,8 +49,6 @@ impl Committer {
             reply,
         };
         self.tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .send(job)
             .map_err(|_| "the committer stopped".to_owned())?;
         answer

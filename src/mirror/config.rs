@@ -17,7 +17,17 @@ pub enum SecretSource {
 impl SecretSource {
     /// The secret (trimmed), or why it cannot be read; messages name `setting` and `env`.
     pub fn read(&self, setting: &str, env: &str) -> Result<String, String> {
-        super::credential::read_source(self, setting, env)
+        let s = match self {
+            SecretSource::Env => std::env::var(env)
+                .map_err(|_| format!("{setting} = \"env\" but {env} is not set"))?,
+            SecretSource::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("{setting}: {}: cannot read: {e}", p.display()))?,
+        };
+        let s = s.trim().to_owned();
+        if s.is_empty() {
+            return Err(format!("{setting}: it is empty"));
+        }
+        Ok(s)
     }
 }
 

@@ -14,7 +14,7 @@ use ring::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::config::{Credential, SecretSource};
+use super::config::Credential;
 
 /// `client_assertion_type` for a signed JWT (RFC 7523).
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -176,22 +176,6 @@ impl Certificate {
             .map_err(|_| "mirror: signing the client assertion failed".to_owned())?;
         Ok(format!("{signing_input}.{}", b64(&sig)))
     }
-}
-
-/// The secret in a source, for messages naming `setting` and the environment variable `env`.
-pub(crate) fn read_source(src: &SecretSource, setting: &str, env: &str) -> Result<String, String> {
-    let s = match src {
-        SecretSource::Env => {
-            std::env::var(env).map_err(|_| format!("{setting} = \"env\" but {env} is not set"))?
-        }
-        SecretSource::File(p) => std::fs::read_to_string(p)
-            .map_err(|e| format!("{setting}: {}: cannot read: {e}", p.display()))?,
-    };
-    let s = s.trim().to_owned();
-    if s.is_empty() {
-        return Err(format!("{setting}: it is empty"));
-    }
-    Ok(s)
 }
 
 #[cfg(test)]

@@ -19,6 +19,21 @@ use std::collections::HashMap;
 /// Delta pages followed per folder and step (a long first round goes on next step).
 const MAX_PAGES: usize = 200;
 
+/// Brings the item → (contact, entry) map in line with entry changes about to be saved.
+fn remember(
+    by_item: &mut HashMap<String, (String, Entry)>,
+    entries: &[(VirtualFolder, String, Option<Entry>)],
+) {
+    for (_, contact, e) in entries {
+        match e {
+            Some(e) => {
+                by_item.insert(e.item.clone(), (contact.clone(), e.clone()));
+            }
+            None => by_item.retain(|_, (c, _)| c != contact),
+        }
+    }
+}
+
 /// What to do with one change read back.
 enum Act {
     /// Nothing (crmgate's own write, or nothing crmgate mirrors changed).
@@ -73,9 +88,21 @@ impl Run<'_> {
                 continue;
             };
             let mut link = meta.delta[i].clone();
-            let first = link.is_none();
             let mut touched = Vec::new();
             let mut pages = 0;
+            // Item → (contact, entry), read once per round and kept current page by page.
+            let keys = self.keys.clone();
+            let mut by_item: HashMap<String, (String, Entry)> = self
+                .blocking(move |app| {
+                    keys.entries(&app.store, f)
+                        .map(|v| {
+                            v.into_iter()
+                                .map(|(c, e)| (e.item.clone(), (c, e)))
+                                .collect()
+                        })
+                        .map_err(|e| MbError::Retry(format!("store: {e}")))
+                })
+                .await?;
             // Each page is applied as it comes and the position saved after it, so a round
             // (the first lists the whole folder) never holds more than a page in memory, and
             // one cut short goes on from where it was.
@@ -140,7 +167,9 @@ impl Run<'_> {
                 // The first round lists what is there; crmgate's own items come back with
                 // the change keys it knows, anything else is a user's. An edit the CRM cannot
                 // take now ends the step here: the saved position is this page's.
-                let got = self.apply_changes(meta, f, &fm.id, page, first).await?;
+                let got = self
+                    .apply_changes(meta, f, &fm.id, page, &mut by_item)
+                    .await?;
                 // Contacts to write back end the round here: they are written before the
                 // position moves on again (the round goes on next step).
                 let write_back = !got.is_empty();
@@ -182,7 +211,7 @@ impl Run<'_> {
         f: VirtualFolder,
         folder_id: &str,
         changes: Vec<Value>,
-        _first: bool,
+        by_item: &mut HashMap<String, (String, Entry)>,
     ) -> Result<Vec<String>, MbError> {
         if changes.is_empty() {
             return Ok(Vec::new());
@@ -213,18 +242,6 @@ impl Run<'_> {
                 }
             }
         }
-        let keys = self.keys.clone();
-        let by_item: HashMap<String, (String, Entry)> = self
-            .blocking(move |app| {
-                keys.entries(&app.store, f)
-                    .map(|v| {
-                        v.into_iter()
-                            .map(|(c, e)| (e.item.clone(), (c, e)))
-                            .collect()
-                    })
-                    .map_err(|e| MbError::Retry(format!("store: {e}")))
-            })
-            .await?;
         let who = self.principal()?;
         let mut entries = Vec::new();
         let mut touched = Vec::new();
@@ -261,6 +278,7 @@ impl Run<'_> {
             match (result, p.op) {
                 (Err(WriteError::Unavailable { .. }), _) | (Err(WriteError::Internal), _) => {
                     // The CRM is down: the user's change waits; the delta link stays.
+                    remember(by_item, &entries);
                     self.save(meta, entries).await?;
                     return Err(MbError::Retry(
                         "the CRM is unavailable; users' edits wait".into(),
@@ -348,6 +366,7 @@ impl Run<'_> {
                 }
             }
         }
+        remember(by_item, &entries);
         self.save(meta, entries).await?;
         Ok(touched)
     }

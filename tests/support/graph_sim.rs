@@ -3366,19 +3366,7 @@ fn delta(
     let Some(t) = st.sync.get(&token).cloned() else {
         if let Some((emb, escope, select)) = st.evicted.get(&token) {
             if *emb == mb && *escope == scope {
-                let select = select
-                    .as_ref()
-                    .map(|s| format!("$select={}&", s.join(",")))
-                    .unwrap_or_default();
-                return Err(fail(
-                    410,
-                    "resyncRequired",
-                    "The delta token is no longer valid; restart with a full synchronization.",
-                )
-                .header(
-                    "Location",
-                    format!("{}?{select}$deltatoken=", page.link_base),
-                ));
+                return Err(resync_required(select.as_deref(), &page.link_base));
             }
         }
         return Err(bad_sync_state());
@@ -3388,20 +3376,7 @@ fn delta(
         return Err(bad_sync_state());
     }
     if t.epoch != st.mailboxes[mb].epoch {
-        let select = t
-            .select
-            .as_ref()
-            .map(|s| format!("$select={}&", s.join(",")))
-            .unwrap_or_default();
-        return Err(fail(
-            410,
-            "resyncRequired",
-            "The delta token is no longer valid; restart with a full synchronization.",
-        )
-        .header(
-            "Location",
-            format!("{}?{select}$deltatoken=", page.link_base),
-        ));
+        return Err(resync_required(t.select.as_deref(), &page.link_base));
     }
     Ok(match t.kind {
         TokenKind::Page {
@@ -3709,6 +3684,19 @@ fn change_key() -> String {
     let mut b = [0u8; 21];
     rand::thread_rng().fill(&mut b[..]);
     format!("EQAAABYAAAA{}", b64(&b))
+}
+
+/// 410 `resyncRequired` with the `Location` of a new round (with the round's `$select`).
+fn resync_required(select: Option<&[String]>, link_base: &str) -> Fail {
+    let select = select
+        .map(|s| format!("$select={}&", s.join(",")))
+        .unwrap_or_default();
+    fail(
+        410,
+        "resyncRequired",
+        "The delta token is no longer valid; restart with a full synchronization.",
+    )
+    .header("Location", format!("{link_base}?{select}$deltatoken="))
 }
 
 fn guid() -> String {

@@ -69,7 +69,6 @@ pub async fn face(
 /// The crmgate folders of a mailbox in the simulator: name → sorted projections; fails on a
 /// contact without crmgate's id property or two contacts with one id.
 pub fn mailbox(sim: &GraphSim, upn: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
-    let idp = crmgate::mirror::body::id_prop();
     let folderp = crmgate::mirror::body::folder_prop();
     let mut out = BTreeMap::new();
     for f in sim.folders(upn) {
@@ -79,19 +78,12 @@ pub fn mailbox(sim: &GraphSim, upn: &str) -> Result<BTreeMap<String, Vec<String>
         let mut seen = BTreeSet::new();
         let mut items = Vec::new();
         for c in sim.contacts(upn, &f.id) {
-            let id = c["singleValueExtendedProperties"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["id"] == idp.as_str())
-                .and_then(|p| p["value"].as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    format!(
-                        "{upn}/{}: a contact without crmgate's id: {c}",
-                        f.display_name
-                    )
-                })?;
+            let id = crm_id(&c).ok_or_else(|| {
+                format!(
+                    "{upn}/{}: a contact without crmgate's id: {c}",
+                    f.display_name
+                )
+            })?;
             if !seen.insert(id.clone()) {
                 return Err(format!("{upn}/{}: contact {id} twice", f.display_name));
             }
@@ -145,4 +137,15 @@ pub async fn converge(
             Some(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     }
+}
+
+/// crmgate's id of a mailbox contact (its `crmgate.id` property), if it has one.
+pub fn crm_id(c: &Value) -> Option<String> {
+    let idp = crmgate::mirror::body::id_prop();
+    c["singleValueExtendedProperties"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == idp.as_str())
+        .and_then(|p| p["value"].as_str())
+        .map(str::to_owned)
 }

@@ -357,25 +357,7 @@ impl TestServer {
 
     /// A Graph bearer token from crmgate's password grant (`POST /oauth2/v2.0/token`).
     pub async fn graph_token(&self, user: &str, password: &str, scope: &str) -> String {
-        let r: serde_json::Value = self
-            .client
-            .post(self.url("/oauth2/v2.0/token"))
-            .form(&[
-                ("grant_type", "password"),
-                ("username", user),
-                ("password", password),
-                ("scope", scope),
-            ])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
-        r["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token: {r}"))
-            .to_owned()
+        password_token(&self.client, &self.base, user, password, scope).await
     }
 
     /// Adds paula@example.test (password `pw`, subsystem s1), responsible for one company with
@@ -437,4 +419,32 @@ pub fn hubspot_config(sim_base: &str, hubspot_extra: &str) -> String {
         "[crm]\nbackend = \"hubspot\"\n[crm.hubspot]\nbase_url = \"{sim_base}\"\n\
          token = \"file:hubspot-token\"\nlogins = \"logins.json\"\n{hubspot_extra}\n"
     )
+}
+
+/// A Graph-face token from crmgate at `base` by the password grant (panics when refused).
+pub async fn password_token(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+    scope: &str,
+) -> String {
+    let r: serde_json::Value = client
+        .post(format!("{base}/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    r["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {r}"))
+        .to_owned()
 }
