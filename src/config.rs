@@ -1047,6 +1047,20 @@ impl Config {
                     "must differ from the My folder's name",
                 );
             }
+            if let Some(n) = r.string("mirror.parent_folder_name") {
+                if n.trim().is_empty() || n.len() > 255 {
+                    r.errors
+                        .push("mirror.parent_folder_name: 1 to 255 characters".into());
+                } else if n.eq_ignore_ascii_case(&m.my_name)
+                    || n.eq_ignore_ascii_case(&m.global_name)
+                {
+                    r.bad(
+                        "mirror.parent_folder_name",
+                        "must differ from the names of the folders it holds",
+                    );
+                }
+                m.parent_name = Some(n);
+            }
             m.requests_per_window = r
                 .int("mirror.requests_per_window", 1, 1_000_000)
                 .unwrap_or(10_000) as u32;
@@ -1169,6 +1183,29 @@ mod tests {
                 .contains("mirror.client_key: a private key needs"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn mirror_folders_go_to_the_top_level_or_under_a_named_folder() {
+        let head = "[mirror]\ntenant = \"t.example\"\nclient_id = \"c\"\n";
+        let m = parse(head).expect("default").mirror.expect("mirror");
+        assert_eq!(m.parent_name, None);
+        let m = parse(&format!("{head}parent_folder_name = \"HQ\"\n"))
+            .expect("named")
+            .mirror
+            .expect("mirror");
+        assert_eq!(m.parent_name.as_deref(), Some("HQ"));
+        for (value, says) in [
+            (
+                "\"hq my contacts\"",
+                "must differ from the names of the folders it holds",
+            ),
+            ("\" \"", "1 to 255 characters"),
+            ("3", "mirror.parent_folder_name"),
+        ] {
+            let errs = parse(&format!("{head}parent_folder_name = {value}\n")).expect_err(value);
+            assert!(errs.0.join("\n").contains(says), "{value}: {errs:?}");
+        }
     }
 
     #[test]

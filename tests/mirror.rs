@@ -221,6 +221,25 @@ async fn every_mailbox_equals_the_folders_after_the_fill_and_random_changes() {
     );
 }
 
+/// Deletes every mirror key (id map, positions, folders) from a stopped server's store; how
+/// many there were.
+fn forget_mirror_keys(dir: &std::path::Path) -> usize {
+    use crmgate::store::KvStore;
+    let store = crmgate::store::Store::open(dir, crmgate::store::EngineKind::Redb).expect("store");
+    let mut keys = Vec::new();
+    store
+        .scan_prefix(b"mirror/", &mut |k, _| {
+            keys.push(k.to_vec());
+            Ok(true)
+        })
+        .expect("scan");
+    let n = keys.len();
+    store
+        .apply(keys.into_iter().map(crmgate::store::Op::Delete).collect())
+        .expect("delete");
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_id_map_is_rebuilt_from_the_mailboxes_without_a_duplicate() {
     let sim = sim_with_mailboxes().await;
@@ -237,20 +256,8 @@ async fn a_lost_id_map_is_rebuilt_from_the_mailboxes_without_a_duplicate() {
     let cfg = mirror_config(&sim, secret.path(), "");
     let s = s
         .restart_after(&cfg, |dir| {
-            let store =
-                crmgate::store::Store::open(dir, crmgate::store::EngineKind::Redb).expect("store");
-            let mut keys = Vec::new();
-            store
-                .scan_prefix(b"mirror/", &mut |k, _| {
-                    keys.push(k.to_vec());
-                    Ok(true)
-                })
-                .expect("scan");
-            assert!(keys.len() > 100, "the id map was stored: {}", keys.len());
-            use crmgate::store::KvStore;
-            store
-                .apply(keys.into_iter().map(crmgate::store::Op::Delete).collect())
-                .expect("delete");
+            let n = forget_mirror_keys(dir);
+            assert!(n > 100, "the id map was stored: {n}");
         })
         .await;
     let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
@@ -1020,4 +1027,82 @@ async fn placeholder_emails_stay_out_of_the_crm_and_a_field_changed_on_both_side
     })
     .await;
     converged(&s, &sim, &token, &users).await;
+}
+
+/// Where crmgate's folders are in one mailbox: (holding folder's name if any, the parent id of
+/// My and Global). Fails unless both have one parent and any holding folder is one.
+fn placement(sim: &GraphSim, upn: &str) -> (Option<String>, String) {
+    let p = crmgate::mirror::body::folder_prop();
+    let all = sim.folders(upn);
+    let tag = |f: &support::graph_sim::SimFolder| f.ext.get(&p).cloned().unwrap_or_default();
+    let holders: Vec<_> = all.iter().filter(|f| tag(f) == "parent").collect();
+    assert!(holders.len() <= 1, "{upn}: {holders:?}");
+    let parents: BTreeSet<String> = all
+        .iter()
+        .filter(|f| tag(f) == "my" || tag(f) == "global")
+        .map(|f| f.parent_id.clone())
+        .collect();
+    assert_eq!(parents.len(), 1, "{upn}: {all:?}");
+    let parent = parents.into_iter().next().unwrap_or_default();
+    match holders.first() {
+        Some(h) => {
+            assert_eq!(h.id, parent, "{upn}: the folders are in the holding folder");
+            assert_eq!(h.parent_id, sim.default_folder_id(upn), "{upn}");
+            (Some(h.display_name.clone()), parent)
+        }
+        None => (None, parent),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn folders_go_under_a_holding_folder_that_is_kept_and_a_placement_change_moves_them() {
+    let sim = sim_with_mailboxes().await;
+    let users = logins();
+    let anna = "anna@example.test";
+    let secret_dir = tempfile::tempdir().expect("tmp");
+    let cfg = |extra: &str| mirror_config(&sim, secret_dir.path(), extra);
+    let holding = "parent_folder_name = \"HQ\"\nrepair_interval_secs = 2\n";
+    let s = TestServer::start(&fixture("demo.json"), &cfg(holding)).await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    converged(&s, &sim, &token, &users).await;
+    for u in &users {
+        assert_eq!(placement(&sim, u).0.as_deref(), Some("HQ"), "{u}");
+    }
+    let first = placement(&sim, anna).1;
+
+    // The user renames the holding folder: named back. Then deletes it (and with it both
+    // folders): made again and filled.
+    sim.user_rename_folder(anna, &first, "Mine now");
+    eventually("the holding folder named back", || {
+        (placement(&sim, anna).0.as_deref() == Some("HQ")).then_some(())
+    })
+    .await;
+    sim.user_delete_folder(anna, &first);
+    converged(&s, &sim, &token, &users).await;
+    let (name, second) = placement(&sim, anna);
+    assert_eq!(name.as_deref(), Some("HQ"));
+    assert_ne!(second, first, "made again");
+
+    // Placement changed to the top level: the holding folder goes, the folders are made
+    // directly under Contacts, no contact twice.
+    let s = s.restart(&cfg("")).await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    converged(&s, &sim, &token, &users).await;
+    for u in &users {
+        assert_eq!(placement(&sim, u), (None, sim.default_folder_id(u)), "{u}");
+    }
+
+    // And back under a holding folder of another name, with the store's mirror keys lost as
+    // well: the top-level folders are found by their markers and removed, not left beside.
+    let s = s
+        .restart_after(&cfg("parent_folder_name = \"Kontakte HQ\"\n"), |dir| {
+            forget_mirror_keys(dir);
+        })
+        .await;
+    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    converged(&s, &sim, &token, &users).await;
+    for u in &users {
+        assert_eq!(placement(&sim, u).0.as_deref(), Some("Kontakte HQ"), "{u}");
+    }
+    assert_eq!(sim.violations(), 0);
 }

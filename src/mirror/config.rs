@@ -76,6 +76,10 @@ pub struct MirrorConfig {
     pub my_name: String,
     /// Folder name of Global.
     pub global_name: String,
+    /// Where the folders go: `None` directly under the mailbox's default Contacts folder (the
+    /// top level of its contact folders); a name: under one folder of that name crmgate makes
+    /// there.
+    pub parent_name: Option<String>,
     /// Requests per mailbox per window (Microsoft: 10,000 per 10 minutes).
     pub requests_per_window: u32,
     /// The window.
@@ -113,6 +117,7 @@ impl MirrorConfig {
             mailbox_of: BTreeMap::new(),
             my_name: "HQ My Contacts".into(),
             global_name: "HQ Global Contacts".into(),
+            parent_name: None,
             requests_per_window: 10_000,
             window: Duration::from_secs(600),
             concurrent_per_mailbox: 4,

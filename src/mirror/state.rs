@@ -28,6 +28,9 @@ pub fn folder_tag(f: VirtualFolder) -> &'static str {
     }
 }
 
+/// The marker value of the folder holding both (`parent_folder_name`).
+pub const PARENT_TAG: &str = "parent";
+
 /// A folder crmgate made in the mailbox.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FolderMeta {
@@ -42,6 +45,9 @@ pub struct FolderMeta {
 pub struct Meta {
     /// The mailbox (UPN) these folders are in; another one means starting over.
     pub upn: String,
+    /// The folder holding both when `parent_folder_name` is set.
+    #[serde(default)]
+    pub parent: Option<FolderMeta>,
     /// The folders (My, Global).
     pub folders: [Option<FolderMeta>; 2],
     /// The view's sync state per folder: everything before it is in the mailbox.

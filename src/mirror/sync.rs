@@ -329,8 +329,18 @@ impl Run<'_> {
 
     /// All pages of a listing.
     async fn list(&self, first: String) -> Result<Vec<Value>, MbError> {
+        self.list_of(first).await?.ok_or_else(|| {
+            MbError::Retry("listing: 404: the collection is not in the mailbox".into())
+        })
+    }
+
+    /// All pages of a listing; `None` when the collection is not there (404).
+    async fn list_of(&self, first: String) -> Result<Option<Vec<Value>>, MbError> {
         let mut out = Vec::new();
         let mut a = self.get(first).await?;
+        if a.status == 404 && self.refused(&a).is_none() {
+            return Ok(None);
+        }
         loop {
             if let Some(e) = self.refused(&a) {
                 return Err(e);
@@ -340,7 +350,7 @@ impl Run<'_> {
             }
             out.extend(a.body["value"].as_array().cloned().unwrap_or_default());
             let Some(next) = a.body["@odata.nextLink"].as_str().map(str::to_owned) else {
-                return Ok(out);
+                return Ok(Some(out));
             };
             if out.len() > 1_000_000 {
                 return Err(MbError::Retry("listing too long".into()));
@@ -378,6 +388,12 @@ impl Run<'_> {
             self.mirror.cfg.my_name.clone(),
             self.mirror.cfg.global_name.clone(),
         ];
+        let parent = self.ensure_parent(meta).await?;
+        // Where the folders are looked for and made.
+        let home = match &parent {
+            Some(p) => format!("{}/childFolders", self.folder_url(p)),
+            None => format!("{}/contactFolders", self.base()),
+        };
         for f in FOLDERS {
             let i = state::slot(f);
             let want = offered.contains(&f);
@@ -433,37 +449,15 @@ impl Run<'_> {
                 continue;
             }
             // Find it by its marker first: a folder crmgate made before the store forgot it.
-            let filter = format!(
-                "singleValueExtendedProperties/Any(ep: ep/id eq '{}' and ep/value eq '{}')",
-                quote(&body::folder_prop()),
-                state::folder_tag(f)
-            );
-            let url = format!(
-                "{}/contactFolders?$filter={}",
-                self.base(),
-                crate::http::percent_encode(&filter)
-            );
-            let found = self.list(url).await?;
-            let mut found: Vec<(String, String)> = found
-                .iter()
-                .filter_map(|v| {
-                    Some((
-                        v["id"].as_str()?.to_owned(),
-                        v["displayName"].as_str().unwrap_or("").to_owned(),
-                    ))
-                })
-                .collect();
+            let Some(mut found) = self.find_marked(&home, state::folder_tag(f)).await? else {
+                // The holding folder went (with everything in it).
+                return Err(self.parent_gone(meta).await?);
+            };
             if let Some((id, name)) = found.first().cloned() {
                 // More than one (a crash between create and save, twice): keep the first,
                 // its contacts are read back; the others go.
                 for (other, _) in found.drain(1..) {
-                    let _ = self
-                        .call(Call {
-                            method: "DELETE",
-                            url: self.folder_url(&other),
-                            body: None,
-                        })
-                        .await?;
+                    self.delete_folder(&other).await?;
                 }
                 meta.folders[i] = Some(FolderMeta { id, name });
                 meta.states[i] = None;
@@ -473,10 +467,17 @@ impl Run<'_> {
                 // The rename, if any, on the next pass.
                 continue;
             }
+            if parent.is_none() {
+                // A holding folder left from an earlier placement (the store forgot it): its
+                // folders would be duplicates of these.
+                for (old, _) in self.find_top(state::PARENT_TAG).await? {
+                    self.delete_folder(&old).await?;
+                }
+            }
             let a = self
                 .call(Call {
                     method: "POST",
-                    url: format!("{}/contactFolders", self.base()),
+                    url: home.clone(),
                     body: Some(json!({
                         "displayName": names[i],
                         "singleValueExtendedProperties": [
@@ -492,6 +493,10 @@ impl Run<'_> {
             };
             if let Some(e) = self.refused(&a) {
                 return Err(e);
+            }
+            if a.status == 404 && parent.is_some() {
+                // The holding folder went (with everything in it).
+                return Err(self.parent_gone(meta).await?);
             }
             match a.status {
                 201 | 200 => {
@@ -513,15 +518,234 @@ impl Run<'_> {
                     .await?;
                     self.save(meta, Vec::new()).await?;
                 }
-                409 => {
-                    return Err(MbError::Skip(format!(
-                        "mailbox {}: a folder named \"{}\" exists that crmgate did not make; \
-                         rename it or set another name in [mirror]",
-                        self.upn, names[i]
-                    )))
-                }
+                409 => return Err(self.name_taken(&names[i])),
                 _ => return Err(MbError::Retry(format!("folder create: {}", a.describe()))),
             }
+        }
+        Ok(())
+    }
+
+    /// crmgate's folders (with `tag`) in a folder collection (`…/contactFolders` or
+    /// `…/childFolders`): (id, display name); `None` when the collection's folder is gone.
+    async fn find_marked(
+        &self,
+        home: &str,
+        tag: &str,
+    ) -> Result<Option<Vec<(String, String)>>, MbError> {
+        let filter = format!(
+            "singleValueExtendedProperties/Any(ep: ep/id eq '{}' and ep/value eq '{}')",
+            quote(&body::folder_prop()),
+            tag
+        );
+        let url = format!("{home}?$filter={}", crate::http::percent_encode(&filter));
+        Ok(self.list_of(url).await?.map(|l| {
+            l.iter()
+                .filter_map(|v| {
+                    Some((
+                        v["id"].as_str()?.to_owned(),
+                        v["displayName"].as_str().unwrap_or("").to_owned(),
+                    ))
+                })
+                .collect()
+        }))
+    }
+
+    /// [`Self::find_marked`] among the top-level folders (always there).
+    async fn find_top(&self, tag: &str) -> Result<Vec<(String, String)>, MbError> {
+        let top = format!("{}/contactFolders", self.base());
+        Ok(self.find_marked(&top, tag).await?.unwrap_or_default())
+    }
+
+    /// Deletes a folder crmgate made (with its contacts and child folders); one already gone
+    /// is fine.
+    async fn delete_folder(&self, id: &str) -> Result<(), MbError> {
+        let a = self
+            .call(Call {
+                method: "DELETE",
+                url: self.folder_url(id),
+                body: None,
+            })
+            .await?;
+        if let Some(e) = self.refused(&a) {
+            Err(e)
+        } else if a.ok() || a.status == 404 {
+            Ok(())
+        } else {
+            Err(MbError::Retry(format!("folder delete: {}", a.describe())))
+        }
+    }
+
+    /// Makes sure the folder holding both exists when `parent_folder_name` is set, with its
+    /// name, and that none is left when it is not; its id. Graph cannot move a contact folder,
+    /// so folders made at the other place are deleted and made again.
+    async fn ensure_parent(&self, meta: &mut Meta) -> Result<Option<String>, MbError> {
+        let want = self.mirror.cfg.parent_name.clone();
+        match (want, meta.parent.clone()) {
+            (None, None) => Ok(None),
+            (None, Some(p)) => {
+                // Its child folders go with it.
+                self.delete_folder(&p.id).await?;
+                meta.parent = None;
+                self.forget_folders(meta).await?;
+                Ok(None)
+            }
+            (Some(name), Some(p)) => {
+                if p.name != name {
+                    let a = self
+                        .call(Call {
+                            method: "PATCH",
+                            url: self.folder_url(&p.id),
+                            body: Some(json!({ "displayName": name })),
+                        })
+                        .await?;
+                    if let Some(e) = self.refused(&a) {
+                        return Err(e);
+                    }
+                    if a.status == 404 {
+                        return Err(self.parent_gone(meta).await?);
+                    }
+                    if a.status == 409 {
+                        return Err(self.name_taken(&name));
+                    }
+                    if !a.ok() {
+                        return Err(MbError::Retry(format!("folder rename: {}", a.describe())));
+                    }
+                    meta.parent = Some(FolderMeta {
+                        id: p.id.clone(),
+                        name,
+                    });
+                    self.save(meta, Vec::new()).await?;
+                }
+                Ok(Some(p.id))
+            }
+            (Some(name), None) => {
+                // Folders made directly under Contacts (before a holding folder was set, or
+                // before the store forgot them) go: they would be duplicates.
+                let mut stale: Vec<String> = meta
+                    .folders
+                    .iter()
+                    .flatten()
+                    .map(|f| f.id.clone())
+                    .collect();
+                for f in FOLDERS {
+                    stale.extend(
+                        self.find_top(state::folder_tag(f))
+                            .await?
+                            .into_iter()
+                            .map(|x| x.0),
+                    );
+                }
+                if !stale.is_empty() || meta.folders.iter().any(Option::is_some) {
+                    for id in stale {
+                        self.delete_folder(&id).await?;
+                    }
+                    self.forget_folders(meta).await?;
+                }
+                let mut found = self.find_top(state::PARENT_TAG).await?;
+                if let Some((id, got)) = found.first().cloned() {
+                    for (other, _) in found.drain(1..) {
+                        self.delete_folder(&other).await?;
+                    }
+                    // Found again after the store forgot it: its folders are found by their
+                    // markers; a different name is set on the next pass.
+                    meta.parent = Some(FolderMeta {
+                        id: id.clone(),
+                        name: got,
+                    });
+                    self.save(meta, Vec::new()).await?;
+                    return Ok(Some(id));
+                }
+                let a = self
+                    .call(Call {
+                        method: "POST",
+                        url: format!("{}/contactFolders", self.base()),
+                        body: Some(json!({
+                            "displayName": name,
+                            "singleValueExtendedProperties": [
+                                {"id": body::folder_prop(), "value": state::PARENT_TAG}
+                            ]
+                        })),
+                    })
+                    .await?;
+                if let Some(e) = self.refused(&a) {
+                    return Err(e);
+                }
+                match a.status {
+                    200 | 201 => {
+                        let id = a.body["id"].as_str().unwrap_or("").to_owned();
+                        if id.is_empty() {
+                            return Err(MbError::Retry("folder created without an id".into()));
+                        }
+                        meta.parent = Some(FolderMeta {
+                            id: id.clone(),
+                            name,
+                        });
+                        self.save(meta, Vec::new()).await?;
+                        Ok(Some(id))
+                    }
+                    409 => Err(self.name_taken(&name)),
+                    _ => Err(MbError::Retry(format!("folder create: {}", a.describe()))),
+                }
+            }
+        }
+    }
+
+    /// The holding folder, if any: still there (else everything is made again) and with its
+    /// name.
+    async fn check_parent(&self, meta: &mut Meta) -> Result<(), MbError> {
+        let Some(p) = meta.parent.clone() else {
+            return Ok(());
+        };
+        let a = self
+            .call(Call {
+                method: "GET",
+                url: self.folder_url(&p.id),
+                body: None,
+            })
+            .await?;
+        if let Some(e) = self.refused(&a) {
+            return Err(e);
+        }
+        if a.status == 404 {
+            return Err(self.parent_gone(meta).await?);
+        }
+        if a.ok() && a.body["displayName"].as_str() != Some(p.name.as_str()) {
+            let r = self
+                .call(Call {
+                    method: "PATCH",
+                    url: self.folder_url(&p.id),
+                    body: Some(json!({ "displayName": p.name })),
+                })
+                .await?;
+            if !r.ok() {
+                return Err(MbError::Retry(format!("folder rename: {}", r.describe())));
+            }
+        }
+        Ok(())
+    }
+
+    fn name_taken(&self, name: &str) -> MbError {
+        MbError::Skip(format!(
+            "mailbox {}: a folder named \"{name}\" exists that crmgate did not make; \
+             rename it or set another name in [mirror]",
+            self.upn
+        ))
+    }
+
+    /// The holding folder is gone from the mailbox (its folders with it): forget them all;
+    /// the next pass makes them again. The error to end this step with.
+    async fn parent_gone(&self, meta: &mut Meta) -> Result<MbError, MbError> {
+        meta.parent = None;
+        self.forget_folders(meta).await?;
+        Ok(MbError::Retry(
+            "the folder holding crmgate's folders was removed from the mailbox; made again next"
+                .into(),
+        ))
+    }
+
+    async fn forget_folders(&self, meta: &mut Meta) -> Result<(), MbError> {
+        for f in FOLDERS {
+            self.folder_gone(meta, f).await?;
         }
         Ok(())
     }
@@ -1171,6 +1395,7 @@ impl Run<'_> {
         // every repair interval) — never before the read-back, or a user's edit made while
         // crmgate was away would be set back before it was seen.
         if meta.filled && (doubted || repair) {
+            self.check_parent(meta).await?;
             let mut written = 0;
             for f in FOLDERS {
                 if offered.contains(&f) {

@@ -11,7 +11,10 @@
 //!   [`GraphSim::TENANT_DOMAIN`], [`GraphSim::CLIENT_ID`], [`GraphSim::CLIENT_SECRET`],
 //!   [`GraphSim::SCOPE`]);
 //! - `/v1.0/users/{user-id}/contactFolders`: list, create; `…/contactFolders/{id}`: get, `PATCH`
-//!   (rename, extended properties), `DELETE` (its contacts go with it);
+//!   (rename, extended properties), `DELETE` (its contacts and child folders go with it);
+//!   `…/contactFolders/{id}/childFolders`: list, create (Microsoft's contactfolder-list-
+//!   childfolders and contactfolder-post-childfolders pages: the same contactFolder shapes as
+//!   `/contactFolders`, which lists only the default folder's children);
 //! - `/v1.0/users/{user-id}/contactFolders/{id}/contacts` and `/v1.0/users/{user-id}/contacts`
 //!   (the default Contacts folder): list, create; `…/{contact-id}`: get, `PATCH`, `DELETE`;
 //! - `GET /v1.0/users/{user-id}/contactFolders/{id}/contacts/delta` and
@@ -72,9 +75,10 @@
 //!   enforced: 3 e-mail addresses, 2 business phones, 2 home phones, 3 IM addresses (400
 //!   beyond). A write touching `givenName`, `middleName` or `surname` without `displayName`
 //!   regenerates `displayName` (S: the property's description warns of exactly this).
-//!   Folders: `displayName` required; a sibling with the same name without regard to case is
-//!   409 `ErrorFolderExists`; `parentFolderId` only on create and only the default folder
-//!   (the create example sends it); the default folder can be read, not renamed or deleted.
+//!   Folders: `displayName` required; a sibling (same parent) with the same name without
+//!   regard to case is 409 `ErrorFolderExists`; `parentFolderId` only on create and only the
+//!   parent the route names (the create example sends it); the default folder can be read,
+//!   not renamed or deleted. `contactFolders/delta` covers the default folder's children.
 //! - Versions and ids: every change gives a contact a new `changeKey`; `If-Match` must be the
 //!   etag exactly or `*`, else 412 `ErrorIrresolvableConflict` (folders: only `*`). Ids are
 //!   long Exchange-like base64 strings, never reused; malformed ones are 400
@@ -130,7 +134,7 @@
 //!   ([`GraphSim::set_latency`]); faults ([`Faults`]): 503/504 before anything is done, or
 //!   the connection closed after a write was applied.
 //!
-//! Not served: `childFolders`, photos, open extensions, multi-value extended properties,
+//! Not served: photos, open extensions, multi-value extended properties,
 //! `$orderby`, `$search`, `cast` in filters, immutable ids. "User in Outlook" operations
 //! ([`GraphSim::user_update`] and the other `user_*` functions) bypass authentication and
 //! limits but are changes like any other, visible to delta.
@@ -141,7 +145,7 @@ use hyper::{Request, Response, StatusCode};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -736,13 +740,18 @@ impl GraphSim {
         st.mailboxes[mailbox(&st, upn)].default_folder.clone()
     }
 
-    /// The contact folders (children of the default folder, as `GET /contactFolders` lists
-    /// them), in creation order.
+    /// The contact folders below the default folder, at any depth (`parent_id` tells where),
+    /// in creation order.
     pub fn folders(&self, upn: &str) -> Vec<SimFolder> {
         let st = self.shared.lock();
         let m = &st.mailboxes[mailbox(&st, upn)];
-        child_folders(m)
-            .into_iter()
+        let mut all: Vec<&Folder> = m
+            .folders
+            .values()
+            .filter(|f| f.id != m.default_folder && within(m, &f.id, &m.default_folder))
+            .collect();
+        all.sort_by_key(|f| f.serial);
+        all.into_iter()
             .map(|f| SimFolder {
                 id: f.id.clone(),
                 display_name: f.name.clone(),
@@ -831,7 +840,8 @@ impl GraphSim {
         let mut st = self.shared.lock();
         let mb = mailbox(&st, upn);
         let body = json!({ "displayName": name });
-        create_folder(&mut st, mb, body.as_object().expect("object"))
+        let def = st.mailboxes[mb].default_folder.clone();
+        create_folder(&mut st, mb, &def, body.as_object().expect("object"))
             .unwrap_or_else(|f| panic!("user_create_folder: {}", f.message))
     }
 
@@ -864,13 +874,29 @@ fn mailbox(st: &State, upn: &str) -> usize {
 }
 
 fn child_folders(m: &Mailbox) -> Vec<&Folder> {
-    let mut v: Vec<&Folder> = m
-        .folders
-        .values()
-        .filter(|f| f.parent == m.default_folder)
-        .collect();
+    children(m, &m.default_folder)
+}
+
+/// The folders directly under `parent`, in creation order.
+fn children<'a>(m: &'a Mailbox, parent: &str) -> Vec<&'a Folder> {
+    let mut v: Vec<&Folder> = m.folders.values().filter(|f| f.parent == parent).collect();
     v.sort_by_key(|f| f.serial);
     v
+}
+
+/// Whether folder `id` is `top` or below it.
+fn within(m: &Mailbox, id: &str, top: &str) -> bool {
+    let mut at = id;
+    for _ in 0..64 {
+        if at == top {
+            return true;
+        }
+        match m.folders.get(at) {
+            Some(f) => at = &f.parent,
+            None => return false,
+        }
+    }
+    false
 }
 
 fn folder_contacts<'a>(m: &'a Mailbox, folder: &str) -> Vec<&'a Contact> {
@@ -1978,6 +2004,7 @@ async fn batch(
 enum Target {
     Folders,
     Folder(String),
+    ChildFolders(String),
     FolderContacts(String),
     FolderContact(String, String),
     FolderContactsDelta(String),
@@ -1993,6 +2020,9 @@ impl Target {
         match self {
             Target::Folders => "/users/{user-id}/contactFolders",
             Target::Folder(_) => "/users/{user-id}/contactFolders/{contactFolder-id}",
+            Target::ChildFolders(_) => {
+                "/users/{user-id}/contactFolders/{contactFolder-id}/childFolders"
+            }
             Target::FolderContacts(_) => {
                 "/users/{user-id}/contactFolders/{contactFolder-id}/contacts"
             }
@@ -2011,7 +2041,10 @@ impl Target {
 
     fn allows(&self, method: &str) -> bool {
         let ok: &[&str] = match self {
-            Target::Folders | Target::FolderContacts(_) | Target::Contacts => &["GET", "POST"],
+            Target::Folders
+            | Target::ChildFolders(_)
+            | Target::FolderContacts(_)
+            | Target::Contacts => &["GET", "POST"],
             Target::Folder(_) | Target::FolderContact(..) | Target::Contact(_) => {
                 &["GET", "PATCH", "DELETE"]
             }
@@ -2094,6 +2127,9 @@ fn parse_route(path: &str) -> Result<Route, Fail> {
         5 if is(2, "contactFolders") && is(4, "contacts") => {
             Target::FolderContacts(segs[3].clone())
         }
+        5 if is(2, "contactFolders") && is(4, "childFolders") => {
+            Target::ChildFolders(segs[3].clone())
+        }
         6 if is(2, "contactFolders") && is(4, "contacts") && is_delta(&segs[5]) => {
             Target::FolderContactsDelta(segs[3].clone())
         }
@@ -2104,7 +2140,7 @@ fn parse_route(path: &str) -> Result<Route, Fail> {
             // Name the first segment that does not fit.
             let bad = match segs.get(2) {
                 Some(s) if !is(2, "contactFolders") && !is(2, "contacts") => s,
-                _ if segs.len() > 4 && !is(4, "contacts") => &segs[4],
+                _ if segs.len() > 4 && !is(4, "contacts") && !is(4, "childFolders") => &segs[4],
                 _ => segs.last().unwrap_or(&user),
             };
             return Err(unknown(bad));
@@ -2563,10 +2599,39 @@ fn dispatch(st: &mut State, base: &str, ad: &Admitted) -> Result<Answer, Fail> {
         (Target::Folders, "POST") => {
             q.only(&[])?;
             let b = json_body(call)?;
-            let id = create_folder(st, mb, &b)?;
+            let id = create_folder(st, mb, &def, &b)?;
             let f = &st.mailboxes[mb].folders[&id];
             let mut v = folder_json(f, None, None);
             v["@odata.context"] = json!(format!("{ctx_base}/contactFolders/$entity"));
+            Ok(Answer::json(201, v))
+        }
+        (Target::ChildFolders(parent), "GET") => {
+            let opts = ListOptions::parse(&q, prefer, &FOLDER_PROPS, "contactFolder")?;
+            let m = &st.mailboxes[mb];
+            find_folder(m, parent)?;
+            let all: Vec<Value> = children(m, parent)
+                .into_iter()
+                .filter(|f| opts.keeps(&f.ext))
+                .map(|f| folder_json(f, opts.select.as_deref(), opts.expand.as_deref()))
+                .collect();
+            let context = format!("{ctx_base}/contactFolders('{parent}')/childFolders");
+            Ok(list_answer(
+                &q,
+                &opts,
+                all,
+                context,
+                format!("{base}/v1.0{}", call.path),
+            ))
+        }
+        (Target::ChildFolders(parent), "POST") => {
+            q.only(&[])?;
+            let b = json_body(call)?;
+            let id = create_folder(st, mb, parent, &b)?;
+            let f = &st.mailboxes[mb].folders[&id];
+            let mut v = folder_json(f, None, None);
+            v["@odata.context"] = json!(format!(
+                "{ctx_base}/contactFolders('{parent}')/childFolders/$entity"
+            ));
             Ok(Answer::json(201, v))
         }
         (Target::Folder(fid), "GET") => {
@@ -2768,8 +2833,8 @@ fn folder_name(v: Option<&Value>) -> Result<Option<String>, Fail> {
     }
 }
 
-fn check_sibling(m: &Mailbox, name: &str, except: Option<&str>) -> Result<(), Fail> {
-    let clash = child_folders(m)
+fn check_sibling(m: &Mailbox, parent: &str, name: &str, except: Option<&str>) -> Result<(), Fail> {
+    let clash = children(m, parent)
         .iter()
         .any(|f| Some(f.id.as_str()) != except && f.name.to_lowercase() == name.to_lowercase());
     if clash {
@@ -2782,16 +2847,12 @@ fn check_sibling(m: &Mailbox, name: &str, except: Option<&str>) -> Result<(), Fa
     Ok(())
 }
 
-fn folder_body_keys(
-    b: &Map<String, Value>,
-    creating: bool,
-    default_folder: &str,
-) -> Result<(), Fail> {
+fn folder_body_keys(b: &Map<String, Value>, creating: bool, parent: &str) -> Result<(), Fail> {
     for (k, v) in b {
         match k.as_str() {
             "displayName" | "singleValueExtendedProperties" => {}
             "@odata.type" if odata_type_is(v, "contactFolder") => {}
-            "parentFolderId" if creating && v.as_str() == Some(default_folder) => {}
+            "parentFolderId" if creating && v.as_str() == Some(parent) => {}
             "id" | "parentFolderId" => {
                 return Err(fail(
                     400,
@@ -2812,9 +2873,15 @@ fn folder_body_keys(
     Ok(())
 }
 
-fn create_folder(st: &mut State, mb: usize, b: &Map<String, Value>) -> Result<String, Fail> {
-    let def = st.mailboxes[mb].default_folder.clone();
-    folder_body_keys(b, true, &def)?;
+/// Creates a folder under `parent` (the default folder for `POST /contactFolders`).
+fn create_folder(
+    st: &mut State,
+    mb: usize,
+    parent: &str,
+    b: &Map<String, Value>,
+) -> Result<String, Fail> {
+    let parent = find_folder(&st.mailboxes[mb], parent)?.id.clone();
+    folder_body_keys(b, true, &parent)?;
     let Some(name) = folder_name(b.get("displayName"))? else {
         return Err(fail(
             400,
@@ -2822,7 +2889,7 @@ fn create_folder(st: &mut State, mb: usize, b: &Map<String, Value>) -> Result<St
             "The folder's displayName is required.",
         ));
     };
-    check_sibling(&st.mailboxes[mb], &name, None)?;
+    check_sibling(&st.mailboxes[mb], &parent, &name, None)?;
     let mut ext = Vec::new();
     if let Some(v) = b.get("singleValueExtendedProperties") {
         apply_ext(&mut ext, v)?;
@@ -2836,7 +2903,7 @@ fn create_folder(st: &mut State, mb: usize, b: &Map<String, Value>) -> Result<St
         Folder {
             id: id.clone(),
             name,
-            parent: def,
+            parent,
             ext,
             serial,
         },
@@ -2847,7 +2914,7 @@ fn create_folder(st: &mut State, mb: usize, b: &Map<String, Value>) -> Result<St
 fn update_folder(st: &mut State, mb: usize, fid: &str, b: &Map<String, Value>) -> Result<(), Fail> {
     let m = &st.mailboxes[mb];
     let f = find_folder(m, fid)?;
-    folder_body_keys(b, false, &m.default_folder)?;
+    folder_body_keys(b, false, &f.parent)?;
     let name = folder_name(b.get("displayName"))?;
     if fid == m.default_folder && name.is_some() {
         return Err(fail(
@@ -2857,7 +2924,7 @@ fn update_folder(st: &mut State, mb: usize, fid: &str, b: &Map<String, Value>) -
         ));
     }
     if let Some(n) = &name {
-        check_sibling(m, n, Some(fid))?;
+        check_sibling(m, &f.parent, n, Some(fid))?;
     }
     let mut ext = f.ext.clone();
     if let Some(v) = b.get("singleValueExtendedProperties") {
@@ -2882,8 +2949,15 @@ fn delete_folder(st: &mut State, mb: usize, fid: &str) -> Result<(), Fail> {
             "Distinguished folders cannot be deleted.",
         ));
     }
-    m.folders.remove(fid);
-    m.contacts.retain(|_, c| c.folder != fid);
+    // The folder with everything below it.
+    let gone: HashSet<String> = m
+        .folders
+        .keys()
+        .filter(|id| within(m, id, fid))
+        .cloned()
+        .collect();
+    m.folders.retain(|id, _| !gone.contains(id));
+    m.contacts.retain(|_, c| !gone.contains(&c.folder));
     Ok(())
 }
 

@@ -72,8 +72,13 @@ pub fn mailbox(sim: &GraphSim, upn: &str) -> Result<BTreeMap<String, Vec<String>
     let folderp = crmgate::mirror::body::folder_prop();
     let mut out = BTreeMap::new();
     for f in sim.folders(upn) {
-        if !f.ext.contains_key(&folderp) {
-            continue; // the user's own folder
+        match f.ext.get(&folderp).map(String::as_str) {
+            Some("my" | "global") => {}
+            // The user's own folder, or the one holding crmgate's (`parent_folder_name`).
+            _ => continue,
+        }
+        if out.contains_key(&f.display_name) {
+            return Err(format!("{upn}: two folders named {}", f.display_name));
         }
         let mut seen = BTreeSet::new();
         let mut items = Vec::new();
