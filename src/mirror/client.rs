@@ -5,7 +5,7 @@
 
 use super::config::MirrorConfig;
 use super::credential::AppCredential;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -327,6 +327,34 @@ impl GraphClient {
         body: Option<&Value>,
         prefer: Option<&str>,
     ) -> Result<Answer, SendError> {
+        let body = match body {
+            Some(b) => Some(
+                serde_json::to_vec(b)
+                    .map_err(|e| SendError::NoAnswer(format!("body: {e}")))?
+                    .into(),
+            ),
+            None => None,
+        };
+        let (status, retry_after, bytes) = self
+            .http_raw(budget, items, method, url, body, prefer)
+            .await?;
+        Ok(Answer {
+            status,
+            retry_after,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        })
+    }
+
+    /// One HTTP request with a JSON body already serialized: status, `Retry-After`, body.
+    async fn http_raw(
+        &self,
+        budget: &MailboxBudget,
+        items: u32,
+        method: &str,
+        url: &str,
+        body: Option<bytes::Bytes>,
+        prefer: Option<&str>,
+    ) -> Result<(u16, Option<Duration>, bytes::Bytes), SendError> {
         let _mb = budget.admit(items).await;
         let _all = self.admit_global(items).await;
         let mut renew = false;
@@ -335,8 +363,10 @@ impl GraphClient {
             let m = reqwest::Method::from_bytes(method.as_bytes())
                 .map_err(|e| SendError::NoAnswer(e.to_string()))?;
             let mut req = self.http.request(m, url).bearer_auth(&token);
-            if let Some(b) = body {
-                req = req.json(b);
+            if let Some(b) = &body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.clone());
             }
             if let Some(p) = prefer {
                 req = req.header("prefer", p);
@@ -361,7 +391,6 @@ impl GraphClient {
                     return Err(SendError::NoAnswer(e.without_url().to_string()));
                 }
             };
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status == 401 && !renew {
                 renew = true;
                 continue;
@@ -370,11 +399,7 @@ impl GraphClient {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 budget.throttle(ra.unwrap_or(Duration::from_secs(5)));
             }
-            return Ok(Answer {
-                status,
-                retry_after: ra,
-                body,
-            });
+            return Ok((status, ra, bytes));
         }
     }
 
@@ -414,47 +439,62 @@ impl GraphClient {
         if calls.len() == 1 {
             return self.call(budget, &calls[0]).await.map(|a| vec![Some(a)]);
         }
-        let requests: Vec<Value> = calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mut r = json!({"id": (i + 1).to_string(), "method": c.method, "url": c.url});
-                if i > 0 {
-                    r["dependsOn"] = json!([i.to_string()]);
-                }
-                if let Some(b) = &c.body {
-                    r["body"] = b.clone();
-                    r["headers"] = json!({"Content-Type": "application/json"});
-                }
-                r
-            })
-            .collect();
+        // Serialized from the calls as they are (bodies are not copied into a JSON tree).
+        let requests = BatchOut {
+            requests: calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| BatchItemOut {
+                    id: (i + 1).to_string(),
+                    method: c.method,
+                    url: &c.url,
+                    depends_on: (i > 0).then(|| [i.to_string()]),
+                    headers: c.body.as_ref().map(|_| JsonType {
+                        content_type: "application/json",
+                    }),
+                    body: c.body.as_ref(),
+                })
+                .collect(),
+        };
+        let envelope = serde_json::to_vec(&requests)
+            .map_err(|e| SendError::NoAnswer(format!("batch: {e}")))?;
         let url = format!("{}/$batch", self.cfg.graph_url);
-        let env = self
-            .http(
+        let (status, retry_after, bytes) = self
+            .http_raw(
                 budget,
                 calls.len() as u32,
                 "POST",
                 &url,
-                Some(&json!({ "requests": requests })),
+                Some(envelope.into()),
                 None,
             )
             .await?;
-        if env.status != 200 {
+        if status != 200 {
             // The whole batch failed (throttled, unavailable, refused): every item with it.
+            let env = Answer {
+                status,
+                retry_after,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
             return Ok(vec![Some(env); calls.len()]);
         }
         let mut out: Vec<Option<Answer>> = vec![None; calls.len()];
-        for r in env.body["responses"].as_array().into_iter().flatten() {
-            let Some(i) = r["id"]
-                .as_str()
-                .and_then(|s| s.parse::<usize>().ok())
-                .filter(|i| (1..=calls.len()).contains(i))
+        // Items' bodies stay raw until read: a written contact comes back whole, and only its
+        // id and change key are wanted.
+        let responses = serde_json::from_slice::<BatchIn>(&bytes)
+            .map(|b| b.responses)
+            .unwrap_or_default();
+        for r in responses {
+            let Some(i) =
+                r.id.as_str()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .filter(|i| (1..=calls.len()).contains(i))
             else {
                 continue;
             };
-            let ra = r["headers"]
-                .as_object()
+            let ra = r
+                .headers
+                .as_ref()
                 .and_then(|h| {
                     h.iter()
                         .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
@@ -466,7 +506,7 @@ impl GraphClient {
                     _ => None,
                 })
                 .map(Duration::from_secs);
-            let status = r["status"].as_u64().unwrap_or(0) as u16;
+            let status = r.status.as_u64().unwrap_or(0) as u16;
             if status == 401 {
                 // The token expired while the batch ran: the next request gets a new one.
                 *self.token.lock().await = None;
@@ -475,13 +515,89 @@ impl GraphClient {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 budget.throttle(ra.unwrap_or(Duration::from_secs(5)));
             }
+            let written = matches!(calls[i - 1].method, "POST" | "PATCH");
+            let body = match r.body {
+                None => Value::Null,
+                Some(raw) if written && (200..300).contains(&status) => {
+                    match serde_json::from_str::<Written>(raw.get()) {
+                        Ok(w) => w.into_value(),
+                        Err(_) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+                    }
+                }
+                Some(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            };
             out[i - 1] = Some(Answer {
                 status,
                 retry_after: ra,
-                body: r["body"].clone(),
+                body,
             });
         }
         Ok(out)
+    }
+}
+
+/// A `$batch` request as sent.
+#[derive(serde::Serialize)]
+struct BatchOut<'a> {
+    requests: Vec<BatchItemOut<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct BatchItemOut<'a> {
+    id: String,
+    method: &'a str,
+    url: &'a str,
+    #[serde(rename = "dependsOn", skip_serializing_if = "Option::is_none")]
+    depends_on: Option<[String; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<JsonType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a Value>,
+}
+
+#[derive(serde::Serialize)]
+struct JsonType {
+    #[serde(rename = "Content-Type")]
+    content_type: &'static str,
+}
+
+/// A `$batch` answer as read: items' bodies unparsed.
+#[derive(serde::Deserialize)]
+struct BatchIn {
+    #[serde(default)]
+    responses: Vec<BatchItemIn>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchItemIn {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    status: Value,
+    #[serde(default)]
+    headers: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    body: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// What the mirror reads of a contact it wrote.
+#[derive(serde::Deserialize)]
+struct Written {
+    id: Option<String>,
+    #[serde(rename = "changeKey")]
+    change_key: Option<String>,
+}
+
+impl Written {
+    fn into_value(self) -> Value {
+        let mut o = serde_json::Map::new();
+        if let Some(id) = self.id {
+            o.insert("id".into(), Value::String(id));
+        }
+        if let Some(ck) = self.change_key {
+            o.insert("changeKey".into(), Value::String(ck));
+        }
+        Value::Object(o)
     }
 }
 

@@ -1019,7 +1019,11 @@ impl Run<'_> {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .clamp(1, 20);
             let ready = std::mem::take(&mut todo);
-            let chains: Vec<Vec<Op>> = ready.chunks(size).map(|c| c.to_vec()).collect();
+            let mut chains: Vec<Vec<Op>> = Vec::new();
+            let mut ready = ready.into_iter().peekable();
+            while ready.peek().is_some() {
+                chains.push(ready.by_ref().take(size).collect());
+            }
             let mut set = tokio::task::JoinSet::new();
             for chain in chains {
                 let calls: Vec<Call> = chain.iter().map(|op| self.call_of(folder_id, op)).collect();
