@@ -81,10 +81,13 @@ pub const PROPS: [&str; 20] = [
 
 /// The mirrored properties of an item, `Null` where it has none.
 pub fn render(item: &Item) -> Map<String, Value> {
-    let full = crate::graph::json::contact(item, "", None);
+    let mut full = match crate::graph::json::contact(item, "", None) {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
     let mut out = Map::new();
     for p in PROPS {
-        out.insert(p.to_owned(), full.get(p).cloned().unwrap_or(Value::Null));
+        out.insert(p.to_owned(), full.remove(p).unwrap_or(Value::Null));
     }
     out
 }
@@ -105,8 +108,26 @@ pub fn digest(v: &Value) -> u32 {
     if empty(v) {
         return 0;
     }
-    let h = Sha256::digest(v.to_string().as_bytes());
+    // The value's JSON text, hashed as it is written (no string in between).
+    let mut h = HashWriter(Sha256::new());
+    if serde_json::to_writer(&mut h, v).is_err() {
+        return 1;
+    }
+    let h = h.0.finalize();
     u32::from_be_bytes([h[0], h[1], h[2], h[3]]) | 1
+}
+
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Digests of the rendered properties, in [`PROPS`] order.
@@ -223,6 +244,14 @@ mod tests {
                 .map(Vec::len),
             Some(2)
         );
+    }
+
+    #[test]
+    fn digests_are_of_the_values_json_text() {
+        // Stored digests outlive releases: the hashed bytes are the value's compact JSON.
+        let v = json!({"city": "Köln", "street": "Ring 1"});
+        let h = Sha256::digest(v.to_string().as_bytes());
+        assert_eq!(digest(&v), u32::from_be_bytes([h[0], h[1], h[2], h[3]]) | 1);
     }
 
     #[test]
