@@ -110,6 +110,19 @@ async fn start(sim: &GraphSim, extra: &str) -> (TestServer, tempfile::TempDir) {
     (s, secret_dir)
 }
 
+/// A mirror starting over the simulator's mailboxes: the simulator, the server, the dir
+/// holding the secret, the admin's Graph-face token, every login of the demo.
+async fn up(extra: &str) -> (GraphSim, TestServer, tempfile::TempDir, String, Vec<String>) {
+    let sim = sim_with_mailboxes().await;
+    let (s, secret) = start(&sim, extra).await;
+    let token = admin_token(&s).await;
+    (sim, s, secret, token, logins())
+}
+
+async fn admin_token(s: &TestServer) -> String {
+    s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await
+}
+
 async fn sim_with_mailboxes() -> GraphSim {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("CRMGATE_LOG"))
@@ -185,10 +198,7 @@ async fn random_round(s: &TestServer, rng: &mut rand::rngs::StdRng, round: usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_mailbox_equals_the_folders_after_the_fill_and_random_changes() {
-    let sim = sim_with_mailboxes().await;
-    let (s, _secret) = start(&sim, "").await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-    let users = logins();
+    let (sim, s, _secret, token, users) = up("").await;
     converged(&s, &sim, &token, &users).await;
     // Folder names are the view's.
     for u in &users {
@@ -242,10 +252,7 @@ fn forget_mirror_keys(dir: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_id_map_is_rebuilt_from_the_mailboxes_without_a_duplicate() {
-    let sim = sim_with_mailboxes().await;
-    let (s, secret) = start(&sim, "").await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-    let users = logins();
+    let (sim, s, secret, token, users) = up("").await;
     converged(&s, &sim, &token, &users).await;
     let posts_before = sim
         .writes()
@@ -260,7 +267,7 @@ async fn a_lost_id_map_is_rebuilt_from_the_mailboxes_without_a_duplicate() {
             assert!(n > 100, "the id map was stored: {n}");
         })
         .await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let token = admin_token(&s).await;
     // Meanwhile a CRM change, so the restart has something to write too.
     admin_put(
         &s,
@@ -343,10 +350,7 @@ async fn crm_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outlook_edits_go_through_the_write_path_and_read_only_global_is_set_back() {
-    let sim = sim_with_mailboxes().await;
-    let (s, _secret) = start(&sim, "").await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-    let users = logins();
+    let (sim, s, _secret, token, users) = up("").await;
     converged(&s, &sim, &token, &users).await;
     let anna = "anna@example.test";
     let my = folder_of(&sim, anna, "my").expect("my folder");
@@ -458,10 +462,8 @@ async fn outlook_edits_go_through_the_write_path_and_read_only_global_is_set_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deletes_in_the_mailbox_follow_the_crm_and_deny_policies() {
     for (policy, crm_deletes) in [("crm", true), ("deny", false)] {
-        let sim = sim_with_mailboxes().await;
-        let (s, _secret) = start(&sim, &format!("[folders]\nmy_delete = \"{policy}\"\n")).await;
-        let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-        let users = logins();
+        let (sim, s, _secret, token, users) =
+            up(&format!("[folders]\nmy_delete = \"{policy}\"\n")).await;
         converged(&s, &sim, &token, &users).await;
         let anna = "anna@example.test";
         let my = folder_of(&sim, anna, "my").expect("my folder");
@@ -487,10 +489,8 @@ async fn deletes_in_the_mailbox_follow_the_crm_and_deny_policies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_mailbox_receives_a_contact_outside_its_users_folders_under_every_global_scope() {
     for scope in ["all", "subsystem", "off"] {
-        let sim = sim_with_mailboxes().await;
-        let (s, _secret) = start(&sim, &format!("[folders]\nglobal_scope = \"{scope}\"\n")).await;
-        let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-        let users = logins();
+        let (sim, s, _secret, token, users) =
+            up(&format!("[folders]\nglobal_scope = \"{scope}\"\n")).await;
         converged(&s, &sim, &token, &users).await;
         // Every write that ever went to a mailbox names a contact of that user's folders.
         let allowed: BTreeMap<String, BTreeSet<String>> = {
@@ -571,7 +571,7 @@ async fn the_fill_completes_under_throttling_5xx_and_dropped_connections_without
         ),
     )
     .await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let token = admin_token(&s).await;
     let t = Instant::now();
     converged_within(&s, &sim, &token, &users, 240).await;
     eprintln!("filled under faults in {:?}", t.elapsed());
@@ -612,7 +612,7 @@ async fn operations_status_skips_repairs_and_resyncs() {
         support::graph_sim::MailboxState::AccessDenied,
     );
     let (s, _secret) = start(&sim, "failure_backoff_secs = 3600\n").await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let token = admin_token(&s).await;
     let good: Vec<String> = users
         .iter()
         .filter(|u| !u.starts_with("lena") && !u.starts_with("david"))
@@ -721,10 +721,7 @@ async fn operations_status_skips_repairs_and_resyncs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drift_repair_restores_folders_and_an_expired_delta_state_loses_no_edit() {
-    let sim = sim_with_mailboxes().await;
-    let (s, _secret) = start(&sim, "repair_interval_secs = 2\n").await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-    let good = logins();
+    let (sim, s, _secret, token, good) = up("repair_interval_secs = 2\n").await;
     converged(&s, &sim, &token, &good).await;
     // A user renames crmgate's folder and deletes the Global one: the repair names the one
     // back, makes the other again and fills it.
@@ -766,10 +763,7 @@ async fn drift_repair_restores_folders_and_an_expired_delta_state_loses_no_edit(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cli_shows_and_resyncs_mailboxes_with_the_server_stopped() {
-    let sim = sim_with_mailboxes().await;
-    let (s, secret) = start(&sim, "").await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-    let users = logins();
+    let (sim, s, secret, token, users) = up("").await;
     converged(&s, &sim, &token, &users).await;
     let posts = |sim: &GraphSim| {
         sim.writes()
@@ -820,17 +814,14 @@ async fn the_cli_shows_and_resyncs_mailboxes_with_the_server_stopped() {
         })
         .await;
     // Read back from the mailbox after the restart: nothing created again.
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let token = admin_token(&s).await;
     converged(&s, &sim, &token, &users).await;
     assert_eq!(posts(&sim), n, "the resync created nothing that was there");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_users_edit_just_before_crmgates_own_write_is_not_lost() {
-    let sim = sim_with_mailboxes().await;
-    let (s, _secret) = start(&sim, "").await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-    let users = logins();
+    let (sim, s, _secret, token, users) = up("").await;
     converged(&s, &sim, &token, &users).await;
     let anna = "anna@example.test";
     let my = folder_of(&sim, anna, "my").expect("my");
@@ -881,7 +872,7 @@ async fn certificate_credentials_fill_the_mailboxes_and_an_unregistered_one_is_r
     sim.set_access_ttl(Duration::from_secs(2));
     let cfg = mirror_section(&sim, &certificate_lines("app"), "");
     let s = TestServer::start(&fixture("demo.json"), &cfg).await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let token = admin_token(&s).await;
     converged(&s, &sim, &token, &logins()).await;
     // 2-s tokens: renewed with a fresh assertion each time (the simulator refuses a replayed
     // jti), so the mirror keeps working past the first token's life.
@@ -927,10 +918,7 @@ async fn certificate_credentials_fill_the_mailboxes_and_an_unregistered_one_is_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn placeholder_emails_stay_out_of_the_crm_and_a_field_changed_on_both_sides_keeps_the_crms() {
-    let sim = sim_with_mailboxes().await;
-    let (s, _secret) = start(&sim, "failure_backoff_secs = 1\n").await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
-    let users = logins();
+    let (sim, s, _secret, token, users) = up("failure_backoff_secs = 1\n").await;
     converged(&s, &sim, &token, &users).await;
     let anna = "anna@example.test";
     let my = folder_of(&sim, anna, "my").expect("my folder");
@@ -1063,7 +1051,7 @@ async fn folders_go_under_a_holding_folder_that_is_kept_and_a_placement_change_m
     let cfg = |extra: &str| mirror_config(&sim, secret_dir.path(), extra);
     let holding = "parent_folder_name = \"HQ\"\nrepair_interval_secs = 2\n";
     let s = TestServer::start(&fixture("demo.json"), &cfg(holding)).await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let token = admin_token(&s).await;
     converged(&s, &sim, &token, &users).await;
     for u in &users {
         assert_eq!(placement(&sim, u).0.as_deref(), Some("HQ"), "{u}");
@@ -1086,7 +1074,7 @@ async fn folders_go_under_a_holding_folder_that_is_kept_and_a_placement_change_m
     // Placement changed to the top level: the holding folder goes, the folders are made
     // directly under Contacts, no contact twice.
     let s = s.restart(&cfg("")).await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let token = admin_token(&s).await;
     converged(&s, &sim, &token, &users).await;
     for u in &users {
         assert_eq!(placement(&sim, u), (None, sim.default_folder_id(u)), "{u}");
@@ -1099,7 +1087,7 @@ async fn folders_go_under_a_holding_folder_that_is_kept_and_a_placement_change_m
             forget_mirror_keys(dir);
         })
         .await;
-    let token = s.graph_token(ADMIN.0, ADMIN.1, "Contacts.Read").await;
+    let token = admin_token(&s).await;
     converged(&s, &sim, &token, &users).await;
     for u in &users {
         assert_eq!(placement(&sim, u).0.as_deref(), Some("Kontakte HQ"), "{u}");
