@@ -98,23 +98,31 @@ async fn sigkill_during_fill_and_incremental_work_leaves_no_duplicate_and_nothin
     }
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("mirror-secret"), GraphSim::CLIENT_SECRET).expect("secret");
-    std::fs::write(
-        dir.path().join("crmgate.toml"),
-        format!(
-            "[mirror]\ntenant = \"{t}\"\nclient_id = \"{c}\"\nclient_secret = \"file:mirror-secret\"\n\
-             graph_url = \"{b}/v1.0\"\ntoken_url = \"{b}/{t}/oauth2/v2.0/token\"\npoll_interval_secs = 1\n\
-             batch_size = 5\n",
-            t = GraphSim::TENANT,
-            c = GraphSim::CLIENT_ID,
-            b = sim.base_url,
-        ),
-    )
-    .expect("config");
+    // The first half places the folders under a holding folder, the second at the top level:
+    // kills land in making the holding folder and in the change of placement as well.
+    let config = |extra: &str| {
+        std::fs::write(
+            dir.path().join("crmgate.toml"),
+            format!(
+                "[mirror]\ntenant = \"{t}\"\nclient_id = \"{c}\"\nclient_secret = \"file:mirror-secret\"\n\
+                 graph_url = \"{b}/v1.0\"\ntoken_url = \"{b}/{t}/oauth2/v2.0/token\"\npoll_interval_secs = 1\n\
+                 batch_size = 5\n{extra}",
+                t = GraphSim::TENANT,
+                c = GraphSim::CLIENT_ID,
+                b = sim.base_url,
+            ),
+        )
+        .expect("config")
+    };
+    config("parent_folder_name = \"HQ\"\n");
     let client = reqwest::Client::new();
     let mut x = 0x6d69_7272_6f72u64;
     let mut kills_during_fill = 0;
     let mut n = 0u32;
     for round in 0..KILLS {
+        if round == KILLS / 2 {
+            config("");
+        }
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
         let mut child = start(dir.path(), port);
@@ -209,6 +217,20 @@ async fn sigkill_during_fill_and_incremental_work_leaves_no_duplicate_and_nothin
     drop(child);
     if let Err(d) = result {
         panic!("after {KILLS} kills ({kills_during_fill} during the fill): {d}");
+    }
+    // The holding folder of the first half is gone; the folders are at the top level.
+    let marker = crmgate::mirror::body::folder_prop();
+    for u in &users {
+        let def = sim.default_folder_id(u);
+        for f in sim.folders(u) {
+            if let Some(tag) = f.ext.get(&marker) {
+                assert!(
+                    tag != "parent" && f.parent_id == def,
+                    "{u}: {} ({tag}) left at the old place",
+                    f.display_name
+                );
+            }
+        }
     }
     eprintln!("{KILLS} kills, {kills_during_fill} during the fill; mailboxes equal the folders");
 }
