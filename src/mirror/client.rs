@@ -478,62 +478,70 @@ impl GraphClient {
             };
             return Ok(vec![Some(env); calls.len()]);
         }
-        let mut out: Vec<Option<Answer>> = vec![None; calls.len()];
-        // Items' bodies stay raw until read: a written contact comes back whole, and only its
-        // id and change key are wanted.
-        let responses = serde_json::from_slice::<BatchIn>(&bytes)
-            .map(|b| b.responses)
-            .unwrap_or_default();
-        for r in responses {
-            let Some(i) =
-                r.id.as_str()
-                    .and_then(|s| s.parse::<usize>().ok())
-                    .filter(|i| (1..=calls.len()).contains(i))
-            else {
-                continue;
-            };
-            let ra = r
-                .headers
-                .as_ref()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-                        .map(|(_, v)| v.clone())
-                })
-                .and_then(|v| match v {
-                    Value::String(s) => s.trim().parse::<u64>().ok(),
-                    Value::Number(n) => n.as_u64(),
-                    _ => None,
-                })
-                .map(Duration::from_secs);
-            let status = r.status.as_u64().unwrap_or(0) as u16;
-            if status == 401 {
+        let out = read_batch(calls, &bytes);
+        for a in out.iter().flatten() {
+            if a.status == 401 {
                 // The token expired while the batch ran: the next request gets a new one.
                 *self.token.lock().await = None;
             }
-            if status == 429 {
+            if a.status == 429 {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                budget.throttle(ra.unwrap_or(Duration::from_secs(5)));
+                budget.throttle(a.retry_after.unwrap_or(Duration::from_secs(5)));
             }
-            let written = matches!(calls[i - 1].method, "POST" | "PATCH");
-            let body = match r.body {
-                None => Value::Null,
-                Some(raw) if written && (200..300).contains(&status) => {
-                    match serde_json::from_str::<Written>(raw.get()) {
-                        Ok(w) => w.into_value(),
-                        Err(_) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
-                    }
-                }
-                Some(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
-            };
-            out[i - 1] = Some(Answer {
-                status,
-                retry_after: ra,
-                body,
-            });
         }
         Ok(out)
     }
+}
+
+/// The answers of a `$batch` envelope in the order of `calls` (`None`: no answer for that
+/// item). Items' bodies stay raw until read: a written contact comes back whole, and only its
+/// id and change key are kept.
+fn read_batch(calls: &[Call], bytes: &[u8]) -> Vec<Option<Answer>> {
+    let mut out: Vec<Option<Answer>> = vec![None; calls.len()];
+    let responses = serde_json::from_slice::<BatchIn>(bytes)
+        .map(|b| b.responses)
+        .unwrap_or_default();
+    for r in responses {
+        let Some(i) =
+            r.id.as_str()
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|i| (1..=calls.len()).contains(i))
+        else {
+            continue;
+        };
+        let retry_after = r
+            .headers
+            .as_object()
+            .and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                    .map(|(_, v)| v.clone())
+            })
+            .and_then(|v| match v {
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                Value::Number(n) => n.as_u64(),
+                _ => None,
+            })
+            .map(Duration::from_secs);
+        let status = r.status.as_u64().unwrap_or(0) as u16;
+        let written = matches!(calls[i - 1].method, "POST" | "PATCH");
+        let body = match r.body {
+            None => Value::Null,
+            Some(raw) if written && (200..300).contains(&status) => {
+                match serde_json::from_str::<Written>(raw.get()) {
+                    Ok(w) => w.into_value(),
+                    Err(_) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+                }
+            }
+            Some(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+        };
+        out[i - 1] = Some(Answer {
+            status,
+            retry_after,
+            body,
+        });
+    }
+    out
 }
 
 /// A `$batch` request as sent.
@@ -574,8 +582,9 @@ struct BatchItemIn {
     id: Value,
     #[serde(default)]
     status: Value,
+    /// Any JSON: an odd member costs that item its answer, not the batch.
     #[serde(default)]
-    headers: Option<serde_json::Map<String, Value>>,
+    headers: Value,
     #[serde(default)]
     body: Option<Box<serde_json::value::RawValue>>,
 }
@@ -604,6 +613,56 @@ impl Written {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_answers_keep_what_is_read_and_survive_odd_members() {
+        let call = |method, url: &str| Call {
+            method,
+            url: url.into(),
+            body: None,
+        };
+        let calls = [
+            call("POST", "/users/a/contactFolders/f/contacts"),
+            call("GET", "/users/a/contactFolders/f/contacts?$filter=x"),
+            call("PATCH", "/users/a/contactFolders/f/contacts/i"),
+            call("POST", "/users/a/contactFolders/f/contacts"),
+        ];
+        let env = serde_json::json!({"responses": [
+            {"id": "3", "status": 429, "headers": {"Retry-After": "7"},
+             "body": {"error": {"code": "TooManyRequests", "message": "later"}}},
+            {"id": "1", "status": 201, "headers": "odd",
+             "body": {"id": "AAM1", "changeKey": "ck1", "givenName": "Ada",
+                      "emailAddresses": [{"address": "ada@example.test"}]}},
+            {"id": "2", "status": 200, "body": {"value": [{"id": "AAM2"}]}},
+            {"id": "9", "status": 200, "body": {}},
+            {"id": 4, "status": 201, "body": {"id": "lost"}}
+        ]});
+        let out = read_batch(&calls, &serde_json::to_vec(&env).expect("json"));
+        let created = out[0].as_ref().expect("answered");
+        assert_eq!(created.status, 201);
+        assert_eq!(
+            created.body,
+            serde_json::json!({"id": "AAM1", "changeKey": "ck1"}),
+            "a written contact keeps only id and change key"
+        );
+        let found = out[1].as_ref().expect("answered");
+        assert_eq!(
+            found.body["value"][0]["id"], "AAM2",
+            "a read keeps its body"
+        );
+        let throttled = out[2].as_ref().expect("answered");
+        assert_eq!(throttled.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(
+            throttled.code(),
+            "TooManyRequests",
+            "an error keeps its body"
+        );
+        assert!(
+            out[3].is_none(),
+            "an item id that is not a string is no answer"
+        );
+        assert!(read_batch(&calls, b"not json").iter().all(Option::is_none));
+    }
 
     #[test]
     fn the_window_admits_up_to_its_limit_then_says_how_long_to_wait() {
