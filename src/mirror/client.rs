@@ -24,8 +24,8 @@ pub struct Call {
     pub method: &'static str,
     /// Relative URL, query included.
     pub url: String,
-    /// JSON body.
-    pub body: Option<Value>,
+    /// JSON body (shared: an op keeps its body for a retry while its call is sent).
+    pub body: Option<Arc<Value>>,
 }
 
 /// Graph's answer to one request or batch item.
@@ -406,7 +406,7 @@ impl GraphClient {
     /// One request (its URL relative to the Graph version).
     pub async fn call(&self, budget: &MailboxBudget, call: &Call) -> Result<Answer, SendError> {
         let url = format!("{}{}", self.cfg.graph_url, call.url);
-        self.http(budget, 1, call.method, &url, call.body.as_ref(), None)
+        self.http(budget, 1, call.method, &url, call.body.as_deref(), None)
             .await
     }
 
@@ -452,7 +452,7 @@ impl GraphClient {
                     headers: c.body.as_ref().map(|_| JsonType {
                         content_type: "application/json",
                     }),
-                    body: c.body.as_ref(),
+                    body: c.body.as_deref(),
                 })
                 .collect(),
         };

@@ -51,21 +51,21 @@ fn from_send(e: SendError) -> MbError {
 enum Op {
     Create {
         contact: String,
-        body: Value,
+        body: Arc<Value>,
         v: String,
         d: Vec<u32>,
     },
     /// A create whose outcome was unknown: looked up by crmgate's id before it is sent again.
     Find {
         contact: String,
-        body: Value,
+        body: Arc<Value>,
         v: String,
         d: Vec<u32>,
     },
     Update {
         contact: String,
         item: String,
-        body: Value,
+        body: Arc<Value>,
         v: String,
         d: Vec<u32>,
     },
@@ -188,7 +188,7 @@ fn ops_for(
                 let (b, d) = body::create(&item);
                 ops.push(Op::Create {
                     contact,
-                    body: b,
+                    body: b.into(),
                     v: item.change_key,
                     d,
                 });
@@ -206,7 +206,7 @@ fn ops_for(
                     ops.push(Op::Update {
                         contact,
                         item: e.item,
-                        body: b,
+                        body: b.into(),
                         v: item.change_key,
                         d,
                     });
@@ -399,39 +399,15 @@ impl Run<'_> {
             let want = offered.contains(&f);
             if !want {
                 // Global switched off: its folder goes.
-                if let Some(fm) = meta.folders[i].take() {
-                    let a = self
-                        .call(Call {
-                            method: "DELETE",
-                            url: self.folder_url(&fm.id),
-                            body: None,
-                        })
-                        .await?;
-                    if !a.ok() && a.status != 404 {
-                        meta.folders[i] = Some(fm);
-                        return Err(MbError::Retry(format!("folder delete: {}", a.describe())));
-                    }
-                    meta.states[i] = None;
-                    meta.delta[i] = None;
-                    let keys = self.keys.clone();
-                    self.blocking(move |app| {
-                        keys.clear_folder(&app.store, f)
-                            .map_err(|e| MbError::Retry(format!("store: {e}")))
-                    })
-                    .await?;
-                    self.save(meta, Vec::new()).await?;
+                if let Some(fm) = meta.folders[i].clone() {
+                    self.delete_folder(&fm.id).await?;
+                    self.folder_gone(meta, f).await?;
                 }
                 continue;
             }
             if let Some(fm) = &meta.folders[i] {
                 if fm.name != names[i] {
-                    let a = self
-                        .call(Call {
-                            method: "PATCH",
-                            url: self.folder_url(&fm.id),
-                            body: Some(json!({"displayName": names[i]})),
-                        })
-                        .await?;
+                    let a = self.rename_folder(&fm.id, &names[i]).await?;
                     if a.ok() {
                         meta.folders[i] = Some(FolderMeta {
                             id: fm.id.clone(),
@@ -450,8 +426,7 @@ impl Run<'_> {
             }
             // Find it by its marker first: a folder crmgate made before the store forgot it.
             let Some(mut found) = self.find_marked(&home, state::folder_tag(f)).await? else {
-                // The holding folder went (with everything in it).
-                return Err(self.parent_gone(meta).await?);
+                return Err(self.home_gone(meta, parent.is_some()).await?);
             };
             if let Some((id, name)) = found.first().cloned() {
                 // More than one (a crash between create and save, twice): keep the first,
@@ -474,55 +449,89 @@ impl Run<'_> {
                     self.delete_folder(&old).await?;
                 }
             }
-            let a = self
-                .call(Call {
-                    method: "POST",
-                    url: home.clone(),
-                    body: Some(json!({
-                        "displayName": names[i],
-                        "singleValueExtendedProperties": [
-                            {"id": body::folder_prop(), "value": state::folder_tag(f)}
-                        ]
-                    })),
-                })
-                .await;
-            let a = match a {
-                Ok(a) => a,
-                // Lost answer: the next pass finds the folder by its marker.
-                Err(e) => return Err(e),
+            // A lost answer: the next pass finds the folder by its marker.
+            let Some(id) = self
+                .create_marked(&home, &names[i], state::folder_tag(f))
+                .await?
+            else {
+                return Err(self.home_gone(meta, parent.is_some()).await?);
             };
-            if let Some(e) = self.refused(&a) {
-                return Err(e);
-            }
-            if a.status == 404 && parent.is_some() {
-                // The holding folder went (with everything in it).
-                return Err(self.parent_gone(meta).await?);
-            }
-            match a.status {
-                201 | 200 => {
-                    let id = a.body["id"].as_str().unwrap_or("").to_owned();
-                    if id.is_empty() {
-                        return Err(MbError::Retry("folder created without an id".into()));
-                    }
-                    meta.folders[i] = Some(FolderMeta {
-                        id,
-                        name: names[i].clone(),
-                    });
-                    meta.states[i] = None;
-                    meta.delta[i] = None;
-                    let keys = self.keys.clone();
-                    self.blocking(move |app| {
-                        keys.clear_folder(&app.store, f)
-                            .map_err(|e| MbError::Retry(format!("store: {e}")))
-                    })
-                    .await?;
-                    self.save(meta, Vec::new()).await?;
-                }
-                409 => return Err(self.name_taken(&names[i])),
-                _ => return Err(MbError::Retry(format!("folder create: {}", a.describe()))),
-            }
+            let made = FolderMeta {
+                id,
+                name: names[i].clone(),
+            };
+            self.reset_folder(meta, f, Some(made)).await?;
         }
         Ok(())
+    }
+
+    /// Makes a folder with crmgate's marker `tag` in a folder collection; its id, or `None`
+    /// when the collection's folder is gone.
+    async fn create_marked(
+        &self,
+        home: &str,
+        name: &str,
+        tag: &str,
+    ) -> Result<Option<String>, MbError> {
+        let a = self
+            .call(Call {
+                method: "POST",
+                url: home.to_owned(),
+                body: Some(
+                    json!({
+                        "displayName": name,
+                        "singleValueExtendedProperties": [{"id": body::folder_prop(), "value": tag}]
+                    })
+                    .into(),
+                ),
+            })
+            .await?;
+        if let Some(e) = self.refused(&a) {
+            return Err(e);
+        }
+        match a.status {
+            200 | 201 => match a.body["id"].as_str() {
+                Some(id) if !id.is_empty() => Ok(Some(id.to_owned())),
+                _ => Err(MbError::Retry("folder created without an id".into())),
+            },
+            404 => Ok(None),
+            409 => Err(self.name_taken(name)),
+            _ => Err(MbError::Retry(format!("folder create: {}", a.describe()))),
+        }
+    }
+
+    async fn rename_folder(&self, id: &str, name: &str) -> Result<Answer, MbError> {
+        self.call(Call {
+            method: "PATCH",
+            url: self.folder_url(id),
+            body: Some(json!({ "displayName": name }).into()),
+        })
+        .await
+    }
+
+    /// A folder crmgate made: still there (`false`: gone), and named `name` again if the user
+    /// renamed it.
+    async fn check_folder(&self, id: &str, name: &str) -> Result<bool, MbError> {
+        let a = self
+            .call(Call {
+                method: "GET",
+                url: self.folder_url(id),
+                body: None,
+            })
+            .await?;
+        if let Some(e) = self.refused(&a) {
+            return Err(e);
+        }
+        if a.status == 404 {
+            return Ok(false);
+        }
+        if a.ok() && a.body["displayName"].as_str() != Some(name) {
+            let r = self.rename_folder(id, name).await?;
+            if !r.ok() {
+                return Err(MbError::Retry(format!("folder rename: {}", r.describe())));
+            }
+        }
+        Ok(true)
     }
 
     /// crmgate's folders (with `tag`) in a folder collection (`…/contactFolders` or
@@ -591,13 +600,7 @@ impl Run<'_> {
             }
             (Some(name), Some(p)) => {
                 if p.name != name {
-                    let a = self
-                        .call(Call {
-                            method: "PATCH",
-                            url: self.folder_url(&p.id),
-                            body: Some(json!({ "displayName": name })),
-                        })
-                        .await?;
+                    let a = self.rename_folder(&p.id, &name).await?;
                     if let Some(e) = self.refused(&a) {
                         return Err(e);
                     }
@@ -655,37 +658,17 @@ impl Run<'_> {
                     self.save(meta, Vec::new()).await?;
                     return Ok(Some(id));
                 }
-                let a = self
-                    .call(Call {
-                        method: "POST",
-                        url: format!("{}/contactFolders", self.base()),
-                        body: Some(json!({
-                            "displayName": name,
-                            "singleValueExtendedProperties": [
-                                {"id": body::folder_prop(), "value": state::PARENT_TAG}
-                            ]
-                        })),
-                    })
-                    .await?;
-                if let Some(e) = self.refused(&a) {
-                    return Err(e);
-                }
-                match a.status {
-                    200 | 201 => {
-                        let id = a.body["id"].as_str().unwrap_or("").to_owned();
-                        if id.is_empty() {
-                            return Err(MbError::Retry("folder created without an id".into()));
-                        }
-                        meta.parent = Some(FolderMeta {
-                            id: id.clone(),
-                            name,
-                        });
-                        self.save(meta, Vec::new()).await?;
-                        Ok(Some(id))
-                    }
-                    409 => Err(self.name_taken(&name)),
-                    _ => Err(MbError::Retry(format!("folder create: {}", a.describe()))),
-                }
+                let top = format!("{}/contactFolders", self.base());
+                let id = self
+                    .create_marked(&top, &name, state::PARENT_TAG)
+                    .await?
+                    .ok_or_else(|| MbError::Retry("the contact folders are not there".into()))?;
+                meta.parent = Some(FolderMeta {
+                    id: id.clone(),
+                    name,
+                });
+                self.save(meta, Vec::new()).await?;
+                Ok(Some(id))
             }
         }
     }
@@ -696,32 +679,11 @@ impl Run<'_> {
         let Some(p) = meta.parent.clone() else {
             return Ok(());
         };
-        let a = self
-            .call(Call {
-                method: "GET",
-                url: self.folder_url(&p.id),
-                body: None,
-            })
-            .await?;
-        if let Some(e) = self.refused(&a) {
-            return Err(e);
+        if self.check_folder(&p.id, &p.name).await? {
+            Ok(())
+        } else {
+            Err(self.parent_gone(meta).await?)
         }
-        if a.status == 404 {
-            return Err(self.parent_gone(meta).await?);
-        }
-        if a.ok() && a.body["displayName"].as_str() != Some(p.name.as_str()) {
-            let r = self
-                .call(Call {
-                    method: "PATCH",
-                    url: self.folder_url(&p.id),
-                    body: Some(json!({ "displayName": p.name })),
-                })
-                .await?;
-            if !r.ok() {
-                return Err(MbError::Retry(format!("folder rename: {}", r.describe())));
-            }
-        }
-        Ok(())
     }
 
     fn name_taken(&self, name: &str) -> MbError {
@@ -730,6 +692,18 @@ impl Run<'_> {
              rename it or set another name in [mirror]",
             self.upn
         ))
+    }
+
+    /// The collection the folders are looked for and made in answered 404: the holding folder
+    /// went (with everything in it), or the mailbox has no contact folders to speak of.
+    async fn home_gone(&self, meta: &mut Meta, held: bool) -> Result<MbError, MbError> {
+        if held {
+            self.parent_gone(meta).await
+        } else {
+            Ok(MbError::Retry(
+                "the mailbox's contact folders are not there".into(),
+            ))
+        }
     }
 
     /// The holding folder is gone from the mailbox (its folders with it): forget them all;
@@ -753,8 +727,19 @@ impl Run<'_> {
     /// The folder is gone from the mailbox: forget it and its id map; the next pass makes it
     /// again and fills it from the start.
     async fn folder_gone(&self, meta: &mut Meta, f: VirtualFolder) -> Result<(), MbError> {
+        self.reset_folder(meta, f, None).await
+    }
+
+    /// A folder starts over (`now`: where it is now, if anywhere): no position, no delta
+    /// link, no id map.
+    async fn reset_folder(
+        &self,
+        meta: &mut Meta,
+        f: VirtualFolder,
+        now: Option<FolderMeta>,
+    ) -> Result<(), MbError> {
         let i = state::slot(f);
-        meta.folders[i] = None;
+        meta.folders[i] = now;
         meta.states[i] = None;
         meta.delta[i] = None;
         let keys = self.keys.clone();
@@ -873,30 +858,11 @@ impl Run<'_> {
             return Ok(0);
         };
         // The folder itself: there, and with its name.
-        let a = self
-            .call(Call {
-                method: "GET",
-                url: self.folder_url(&fm.id),
-                body: None,
-            })
-            .await?;
-        if a.status == 404 {
+        if !self.check_folder(&fm.id, &fm.name).await? {
             self.folder_gone(meta, f).await?;
             return Err(MbError::Retry(
                 "a folder was removed from the mailbox; made again next".into(),
             ));
-        }
-        if a.ok() && a.body["displayName"].as_str() != Some(fm.name.as_str()) {
-            let r = self
-                .call(Call {
-                    method: "PATCH",
-                    url: self.folder_url(&fm.id),
-                    body: Some(json!({ "displayName": fm.name })),
-                })
-                .await?;
-            if !r.ok() {
-                return Err(MbError::Retry(format!("folder rename: {}", r.describe())));
-            }
         }
         let listing = self.rebuild(meta, f).await?;
         // The id map as rebuilt: what the mailbox holds, with the versions written.
@@ -1119,7 +1085,7 @@ impl Run<'_> {
             Op::Create { body, .. } => Call {
                 method: "POST",
                 url: contacts,
-                body: Some(body.clone()),
+                body: Some(Arc::clone(body)),
             },
             Op::Find { contact, .. } => {
                 let filter = format!(
@@ -1143,7 +1109,7 @@ impl Run<'_> {
             Op::Update { item, body, .. } => Call {
                 method: "PATCH",
                 url: format!("{contacts}/{}", crate::http::percent_encode(item)),
-                body: Some(body.clone()),
+                body: Some(Arc::clone(body)),
             },
             Op::Delete { item, .. } | Op::Drop { item, .. } => Call {
                 method: "DELETE",
