@@ -4346,26 +4346,7 @@ fn regression_dataset_import_problems() {
     if !here("regression_dataset_import_problems") {
         return;
     }
-    let input = &amplifiers("dataset")[0];
-    assert!(reset_peak(), "/proc/self/clear_refs");
-    let before = mem().expect("/proc/self/status");
-    dataset_exec(input);
-    let peak = mem()
-        .expect("/proc/self/status")
-        .hwm
-        .saturating_sub(before.rss);
-    println!(
-        "FUZZ regression: a {} byte dataset took +{:.1} MiB",
-        input.len(),
-        mib(peak)
-    );
-    assert!(
-        peak <= parse_bound(input.len()),
-        "a {} byte dataset took {:.1} MiB (bound {:.1} MiB)",
-        input.len(),
-        mib(peak),
-        mib(parse_bound(input.len()))
-    );
+    within_bound("a dataset", &amplifiers("dataset")[0], &dataset_exec);
 }
 
 /// Found by the hour-long fuzz_dataset run: JSON packed with objects and arrays (`{"a":[{"b":`
@@ -4406,26 +4387,32 @@ fn replay_within_bound(prefix: &str, count: usize, exec: &dyn Fn(&[u8])) {
         .collect();
     assert_eq!(inputs.len(), count, "inputs named {prefix}*");
     for (name, input) in inputs {
-        assert!(reset_peak(), "/proc/self/clear_refs");
-        let before = mem().expect("/proc/self/status");
-        exec(&input);
-        let peak = mem()
-            .expect("/proc/self/status")
-            .hwm
-            .saturating_sub(before.rss);
-        println!(
-            "FUZZ regression: {name} ({} bytes) took +{:.1} MiB",
-            input.len(),
-            mib(peak)
-        );
-        assert!(
-            peak <= parse_bound(input.len()),
-            "{name}: {} bytes took {:.1} MiB (bound {:.1} MiB)",
-            input.len(),
-            mib(peak),
-            mib(parse_bound(input.len()))
-        );
+        within_bound(&name, &input, exec);
     }
+}
+
+/// Runs `exec` on one input and asserts the memory bound of the parsers (64 × its length + 16
+/// MiB above the resident size before it).
+fn within_bound(name: &str, input: &[u8], exec: &dyn Fn(&[u8])) {
+    assert!(reset_peak(), "/proc/self/clear_refs");
+    let before = mem().expect("/proc/self/status");
+    exec(input);
+    let peak = mem()
+        .expect("/proc/self/status")
+        .hwm
+        .saturating_sub(before.rss);
+    println!(
+        "FUZZ regression: {name} ({} bytes) took +{:.1} MiB",
+        input.len(),
+        mib(peak)
+    );
+    assert!(
+        peak <= parse_bound(input.len()),
+        "{name}: {} bytes took {:.1} MiB (bound {:.1} MiB)",
+        input.len(),
+        mib(peak),
+        mib(parse_bound(input.len()))
+    );
 }
 
 /// Found by fuzz_ews: the attributes of a requested `t:ExtendedFieldURI` are written back into

@@ -2579,15 +2579,31 @@ fn dispatch(st: &mut State, base: &str, ad: &Admitted) -> Result<Answer, Fail> {
     let if_match = call.headers.get("if-match").map(String::as_str);
     let ctx_base = format!("{base}/v1.0/$metadata#users('{user}')");
     match (&ad.route.target, call.method.as_str()) {
-        (Target::Folders, "GET") => {
+        // `/contactFolders` is the default folder's children; `childFolders` any folder's.
+        (Target::Folders | Target::ChildFolders(_), "GET" | "POST") => {
+            let (parent, context) = match &ad.route.target {
+                Target::ChildFolders(p) => (
+                    p.clone(),
+                    format!("{ctx_base}/contactFolders('{p}')/childFolders"),
+                ),
+                _ => (def, format!("{ctx_base}/contactFolders")),
+            };
+            if call.method == "POST" {
+                q.only(&[])?;
+                let b = json_body(call)?;
+                let id = create_folder(st, mb, &parent, &b)?;
+                let mut v = folder_json(&st.mailboxes[mb].folders[&id], None, None);
+                v["@odata.context"] = json!(format!("{context}/$entity"));
+                return Ok(Answer::json(201, v));
+            }
             let opts = ListOptions::parse(&q, prefer, &FOLDER_PROPS, "contactFolder")?;
             let m = &st.mailboxes[mb];
-            let all: Vec<Value> = child_folders(m)
+            find_folder(m, &parent)?;
+            let all: Vec<Value> = children(m, &parent)
                 .into_iter()
                 .filter(|f| opts.keeps(&f.ext))
                 .map(|f| folder_json(f, opts.select.as_deref(), opts.expand.as_deref()))
                 .collect();
-            let context = format!("{ctx_base}/contactFolders");
             Ok(list_answer(
                 &q,
                 &opts,
@@ -2595,44 +2611,6 @@ fn dispatch(st: &mut State, base: &str, ad: &Admitted) -> Result<Answer, Fail> {
                 context,
                 format!("{base}/v1.0{}", call.path),
             ))
-        }
-        (Target::Folders, "POST") => {
-            q.only(&[])?;
-            let b = json_body(call)?;
-            let id = create_folder(st, mb, &def, &b)?;
-            let f = &st.mailboxes[mb].folders[&id];
-            let mut v = folder_json(f, None, None);
-            v["@odata.context"] = json!(format!("{ctx_base}/contactFolders/$entity"));
-            Ok(Answer::json(201, v))
-        }
-        (Target::ChildFolders(parent), "GET") => {
-            let opts = ListOptions::parse(&q, prefer, &FOLDER_PROPS, "contactFolder")?;
-            let m = &st.mailboxes[mb];
-            find_folder(m, parent)?;
-            let all: Vec<Value> = children(m, parent)
-                .into_iter()
-                .filter(|f| opts.keeps(&f.ext))
-                .map(|f| folder_json(f, opts.select.as_deref(), opts.expand.as_deref()))
-                .collect();
-            let context = format!("{ctx_base}/contactFolders('{parent}')/childFolders");
-            Ok(list_answer(
-                &q,
-                &opts,
-                all,
-                context,
-                format!("{base}/v1.0{}", call.path),
-            ))
-        }
-        (Target::ChildFolders(parent), "POST") => {
-            q.only(&[])?;
-            let b = json_body(call)?;
-            let id = create_folder(st, mb, parent, &b)?;
-            let f = &st.mailboxes[mb].folders[&id];
-            let mut v = folder_json(f, None, None);
-            v["@odata.context"] = json!(format!(
-                "{ctx_base}/contactFolders('{parent}')/childFolders/$entity"
-            ));
-            Ok(Answer::json(201, v))
         }
         (Target::Folder(fid), "GET") => {
             q.only(&["$select", "$expand"])?;
